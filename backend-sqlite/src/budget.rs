@@ -1,0 +1,232 @@
+//! Budget statements; `report_usage` is one `BEGIN IMMEDIATE` transaction around the core's `decide`.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use stowage_core::{
+    decide, decode_outcome, dedup_fingerprint, dedup_is_live, encode_outcome, show,
+    BudgetPolicy, BudgetUsage, Error, Result, UsageReceipt, UsageReport,
+};
+
+use crate::error::{self, from_sql_int, to_sql_int};
+
+/// How many expired dedup records one keyed report removes on the side, so the table stays bounded.
+const DEDUP_GC_BATCH: i64 = 8;
+
+/// Replaces the policy of `budget`.
+pub(crate) fn set_policy(conn: &mut Connection, ns: &str, budget: &str, json: &str) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO stowage_policies (ns, budget, policy) VALUES (?1, ?2, ?3)
+         ON CONFLICT (ns, budget) DO UPDATE SET policy = excluded.policy",
+    )
+    .and_then(|mut s| s.execute(params![ns, budget, json]))
+    .map_err(|e| error::map("set_policy", e))?;
+    Ok(())
+}
+
+/// Reads the policy of `budget`.
+pub(crate) fn policy(conn: &Connection, op: &str, ns: &str, budget: &str) -> Result<Option<BudgetPolicy>> {
+    let json: Option<String> = conn
+        .prepare_cached("SELECT policy FROM stowage_policies WHERE ns = ?1 AND budget = ?2")
+        .and_then(|mut s| s.query_row(params![ns, budget], |r| r.get(0)).optional())
+        .map_err(|e| error::map(op, e))?;
+    json.map(|json| {
+        serde_json::from_str(&json).map_err(|e| {
+            Error::corruption(format!(
+                "{op}: stored policy of budget {} cannot be decoded",
+                show(budget)
+            ))
+            .with_source(e)
+        })
+    })
+    .transpose()
+}
+
+/// Removes the policy; returns whether one existed.
+pub(crate) fn delete_policy(conn: &mut Connection, ns: &str, budget: &str) -> Result<bool> {
+    let n = conn
+        .prepare_cached("DELETE FROM stowage_policies WHERE ns = ?1 AND budget = ?2")
+        .and_then(|mut s| s.execute(params![ns, budget]))
+        .map_err(|e| error::map("delete_policy", e))?;
+    Ok(n > 0)
+}
+
+/// SEMANTICS §3 steps 2–6 in one transaction.
+pub(crate) fn report_usage(
+    conn: &mut Connection,
+    ns: &str,
+    budget: &str,
+    report: &UsageReport,
+    now: u64,
+    dedup_ttl_ms: u64,
+) -> Result<UsageReceipt> {
+    let op = "report_usage";
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| error::map(op, e))?;
+    let fingerprint = report.dedup_key.as_ref().map(|_| dedup_fingerprint(report));
+    if let (Some(key), Some(fingerprint)) = (&report.dedup_key, &fingerprint) {
+        if let Some(replay) = replay(&tx, ns, budget, key, fingerprint, now, dedup_ttl_ms)? {
+            return Ok(replay);
+        }
+    }
+    let policy = policy(&tx, op, ns, budget)?;
+    let current = counters_of(&tx, ns, budget, report)?;
+    let decision = decide(budget, &current, policy.as_ref(), report)?;
+    {
+        let mut upsert = tx
+            .prepare_cached(
+                "INSERT INTO stowage_counters (ns, budget, dimension, value) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (ns, budget, dimension) DO UPDATE SET value = excluded.value",
+            )
+            .map_err(|e| error::map(op, e))?;
+        for (dimension, value) in &decision.new_counters {
+            let value = to_sql_int(op, "counter", *value)?;
+            upsert
+                .execute(params![ns, budget, dimension, value])
+                .map_err(|e| error::map(op, e))?;
+        }
+    }
+    if let (Some(key), Some(fingerprint)) = (&report.dedup_key, &fingerprint) {
+        record_dedup(&tx, ns, budget, key, fingerprint, &encode_outcome(&decision.outcome), now, dedup_ttl_ms)?;
+    }
+    tx.commit().map_err(|e| error::map(op, e))?;
+    Ok(UsageReceipt {
+        outcome: decision.outcome,
+        replayed: false,
+    })
+}
+
+/// The recorded answer for a live dedup record with the same fingerprint; `Conflict` for a different one.
+fn replay(
+    tx: &Transaction<'_>,
+    ns: &str,
+    budget: &str,
+    key: &str,
+    fingerprint: &str,
+    now: u64,
+    dedup_ttl_ms: u64,
+) -> Result<Option<UsageReceipt>> {
+    let op = "report_usage";
+    let found: Option<(String, String, i64)> = tx
+        .prepare_cached(
+            "SELECT fingerprint, outcome, written_at FROM stowage_dedup
+             WHERE ns = ?1 AND budget = ?2 AND dedup_key = ?3",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![ns, budget, key], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+        })
+        .map_err(|e| error::map(op, e))?;
+    let Some((stored_fingerprint, outcome, written_at)) = found else {
+        return Ok(None);
+    };
+    let written_at = from_sql_int(op, "dedup time", written_at)?;
+    if !dedup_is_live(written_at, now, dedup_ttl_ms) {
+        return Ok(None);
+    }
+    if stored_fingerprint != fingerprint {
+        return Err(Error::conflict(format!(
+            "{op}: dedup key {} of budget {} was used with different dimensions or deltas",
+            show(key),
+            show(budget)
+        )));
+    }
+    Ok(Some(UsageReceipt {
+        outcome: decode_outcome(op, &outcome)?,
+        replayed: true,
+    }))
+}
+
+/// Writes the dedup record and removes a few expired ones of the namespace.
+#[allow(clippy::too_many_arguments)]
+fn record_dedup(
+    tx: &Transaction<'_>,
+    ns: &str,
+    budget: &str,
+    key: &str,
+    fingerprint: &str,
+    outcome: &str,
+    now: u64,
+    dedup_ttl_ms: u64,
+) -> Result<()> {
+    let op = "report_usage";
+    let at = to_sql_int(op, "clock", now)?;
+    tx.prepare_cached(
+        "INSERT INTO stowage_dedup (ns, budget, dedup_key, fingerprint, outcome, written_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (ns, budget, dedup_key) DO UPDATE SET
+             fingerprint = excluded.fingerprint, outcome = excluded.outcome,
+             written_at = excluded.written_at",
+    )
+    .and_then(|mut s| s.execute(params![ns, budget, key, fingerprint, outcome, at]))
+    .map_err(|e| error::map(op, e))?;
+    if let Some(expired_at_or_before) = now.checked_sub(dedup_ttl_ms) {
+        let cutoff = to_sql_int(op, "clock", expired_at_or_before)?;
+        tx.prepare_cached(
+            "DELETE FROM stowage_dedup WHERE ns = ?1 AND (budget, dedup_key) IN (
+                 SELECT budget, dedup_key FROM stowage_dedup
+                 WHERE ns = ?1 AND written_at <= ?2 LIMIT ?3)",
+        )
+        .and_then(|mut s| s.execute(params![ns, cutoff, DEDUP_GC_BATCH]))
+        .map_err(|e| error::map(op, e))?;
+    }
+    Ok(())
+}
+
+/// The current counters of the report's dimensions (absent ones are left out, meaning 0).
+fn counters_of(
+    tx: &Transaction<'_>,
+    ns: &str,
+    budget: &str,
+    report: &UsageReport,
+) -> Result<BTreeMap<String, u64>> {
+    let op = "report_usage";
+    let mut select = tx
+        .prepare_cached(
+            "SELECT value FROM stowage_counters WHERE ns = ?1 AND budget = ?2 AND dimension = ?3",
+        )
+        .map_err(|e| error::map(op, e))?;
+    let mut current = BTreeMap::new();
+    for dimension in report.dimensions.keys() {
+        let value: Option<i64> = select
+            .query_row(params![ns, budget, dimension], |r| r.get(0))
+            .optional()
+            .map_err(|e| error::map(op, e))?;
+        if let Some(value) = value {
+            current.insert(dimension.clone(), from_sql_int(op, "counter", value)?);
+        }
+    }
+    Ok(current)
+}
+
+/// Every counter of `budget`.
+pub(crate) fn usage(conn: &mut Connection, ns: &str, budget: &str) -> Result<BudgetUsage> {
+    let op = "usage";
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT dimension, value FROM stowage_counters WHERE ns = ?1 AND budget = ?2",
+        )
+        .map_err(|e| error::map(op, e))?;
+    let rows = statement
+        .query_map(params![ns, budget], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })
+        .map_err(|e| error::map(op, e))?;
+    let mut counters = BTreeMap::new();
+    for row in rows {
+        let (dimension, value) = row.map_err(|e| error::map(op, e))?;
+        counters.insert(dimension, from_sql_int(op, "counter", value)?);
+    }
+    Ok(BudgetUsage { counters })
+}
+
+/// Removes every counter of `budget`.
+pub(crate) fn reset_usage(conn: &mut Connection, ns: &str, budget: &str) -> Result<()> {
+    conn.prepare_cached("DELETE FROM stowage_counters WHERE ns = ?1 AND budget = ?2")
+        .and_then(|mut s| s.execute(params![ns, budget]))
+        .map_err(|e| error::map("reset_usage", e))?;
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! `sqlite://` URLs → configuration.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use stowage_core::{show, Error, Result};
+
+/// Where the database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqliteLocation {
+    /// A file, shared by every connection and process that opens it.
+    File(PathBuf),
+    /// A private in-memory database that lives as long as the backend.
+    Memory,
+}
+
+/// How hard SQLite pushes commits to disk (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    /// Every commit is durable once it returns (the default).
+    Full,
+    /// WAL commits may be lost on power failure (not on a process crash).
+    Normal,
+}
+
+/// Configuration of one SQLite backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteConfig {
+    /// The database.
+    pub location: SqliteLocation,
+    /// How long a writer waits for another process's lock before the call fails as `Unavailable`.
+    pub busy_timeout: Duration,
+    /// Commit durability.
+    pub synchronous: Synchronous,
+}
+
+impl SqliteConfig {
+    /// Parses `sqlite::memory:` or `sqlite://PATH[?busy_timeout_ms=N&synchronous=full|normal]`.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let location = if base == "sqlite::memory:" || base == "sqlite://:memory:" {
+            SqliteLocation::Memory
+        } else if let Some(path) = base.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(Error::invalid_input(format!(
+                    "connect: SQLite URL {} has no path; use sqlite://PATH or sqlite::memory:",
+                    show(url)
+                )));
+            }
+            SqliteLocation::File(PathBuf::from(path))
+        } else {
+            return Err(Error::invalid_input(format!(
+                "connect: {} is not a SQLite URL; use sqlite://PATH or sqlite::memory:",
+                show(url)
+            )));
+        };
+        let mut config = SqliteConfig {
+            location,
+            busy_timeout: Duration::from_secs(10),
+            synchronous: Synchronous::Full,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "busy_timeout_ms" => {
+                    let ms: u64 = value.parse().map_err(|_| {
+                        Error::invalid_input(format!(
+                            "connect: busy_timeout_ms {} is not a whole number of milliseconds",
+                            show(value)
+                        ))
+                    })?;
+                    config.busy_timeout = Duration::from_millis(ms);
+                }
+                "synchronous" => {
+                    config.synchronous = match value {
+                        "full" | "FULL" => Synchronous::Full,
+                        "normal" | "NORMAL" => Synchronous::Normal,
+                        other => {
+                            return Err(Error::invalid_input(format!(
+                                "connect: synchronous {} is not one of full, normal",
+                                show(other)
+                            )))
+                        }
+                    }
+                }
+                other => {
+                    return Err(Error::invalid_input(format!(
+                        "connect: unknown SQLite URL parameter {}; known: busy_timeout_ms, synchronous",
+                        show(other)
+                    )))
+                }
+            }
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stowage_core::ErrorKind;
+
+    #[test]
+    fn parses_files_memory_and_parameters() {
+        let c = SqliteConfig::from_url("sqlite:///tmp/a.db?busy_timeout_ms=250&synchronous=normal")
+            .unwrap();
+        assert_eq!(c.location, SqliteLocation::File("/tmp/a.db".into()));
+        assert_eq!(c.busy_timeout, Duration::from_millis(250));
+        assert_eq!(c.synchronous, Synchronous::Normal);
+        assert_eq!(
+            SqliteConfig::from_url("sqlite::memory:").unwrap().location,
+            SqliteLocation::Memory
+        );
+    }
+
+    #[test]
+    fn rejects_bad_urls() {
+        for url in [
+            "sqlite://",
+            "sqlite://a.db?nope=1",
+            "sqlite://a.db?synchronous=off",
+            "sqlite://a.db?busy_timeout_ms=-1",
+            "postgres://x",
+        ] {
+            assert_eq!(
+                SqliteConfig::from_url(url).unwrap_err().kind(),
+                ErrorKind::InvalidInput,
+                "{url}"
+            );
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Record statements: append, idempotent append, pattern query, cleanup.
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use stowage_core::{
+    pattern::prefix_upper_bound, show, Error, Pattern, QueryParams, Result, StoreResult,
+    StoredValue, MAX_AMOUNT,
+};
+
+use crate::error::{self, from_sql_int, to_sql_int};
+
+/// Appends one row.
+pub(crate) fn store(
+    conn: &mut Connection,
+    ns: &str,
+    name: &str,
+    text: &str,
+    timestamp: u64,
+) -> Result<()> {
+    let op = "store";
+    let at = to_sql_int(op, "timestamp", timestamp)?;
+    conn.prepare_cached(
+        "INSERT INTO stowage_records (ns, name, stored_at, value) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut s| s.execute(params![ns, name, at, text]))
+    .map_err(|e| error::map(op, e))?;
+    Ok(())
+}
+
+/// Appends one row unless (record, key) exists; an existing row must be equal.
+pub(crate) fn store_idempotent(
+    conn: &mut Connection,
+    ns: &str,
+    name: &str,
+    text: &str,
+    timestamp: u64,
+    key: &str,
+) -> Result<StoreResult> {
+    let op = "store_idempotent";
+    let at = to_sql_int(op, "timestamp", timestamp)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| error::map(op, e))?;
+    let existing: Option<(String, i64)> = tx
+        .prepare_cached(
+            "SELECT value, stored_at FROM stowage_records
+             WHERE ns = ?1 AND name = ?2 AND idempotency_key = ?3",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![ns, name, key], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(|e| error::map(op, e))?;
+    if let Some((stored_text, stored_at)) = existing {
+        return if stored_text == text && stored_at == at {
+            Ok(StoreResult::AlreadyExists)
+        } else {
+            Err(Error::conflict(format!(
+                "{op}: idempotency key {} of record {} was used with a different value or timestamp",
+                show(key),
+                show(name)
+            )))
+        };
+    }
+    tx.prepare_cached(
+        "INSERT INTO stowage_records (ns, name, stored_at, value, idempotency_key)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut s| s.execute(params![ns, name, at, text, key]))
+    .map_err(|e| error::map(op, e))?;
+    tx.commit().map_err(|e| error::map(op, e))?;
+    Ok(StoreResult::Appended)
+}
+
+/// Rows of records matching `pattern`, narrowed in SQL by the literal prefix, decided by the core matcher.
+pub(crate) fn query(
+    conn: &mut Connection,
+    ns: &str,
+    pattern: &Pattern,
+    params: QueryParams,
+) -> Result<Vec<StoredValue>> {
+    let op = "query";
+    if params.limit_per_record == Some(0) {
+        return Ok(Vec::new());
+    }
+    let start = to_sql_int(op, "start_time", params.start_time.unwrap_or(0))?;
+    let end = to_sql_int(op, "end_time", params.end_time.unwrap_or(MAX_AMOUNT))?;
+    let prefix = pattern.literal_prefix();
+    let upper = if pattern.is_exact() {
+        None
+    } else {
+        prefix_upper_bound(prefix)
+    };
+    let base = "SELECT name, value, stored_at FROM stowage_records WHERE ns = ?1 AND ";
+    let order = " AND stored_at >= ?2 AND stored_at <= ?3 ORDER BY name, stored_at DESC, id DESC";
+    let (sql, bound): (String, Vec<&str>) = if pattern.is_exact() {
+        (format!("{base}name = ?4{order}"), vec![prefix])
+    } else if let Some(upper) = upper.as_deref() {
+        (format!("{base}name >= ?4 AND name < ?5{order}"), vec![prefix, upper])
+    } else {
+        (format!("{base}name >= ?4{order}"), vec![prefix])
+    };
+    let mut statement = conn.prepare_cached(&sql).map_err(|e| error::map(op, e))?;
+    let mut args: Vec<&dyn rusqlite::ToSql> = vec![&ns, &start, &end];
+    for b in &bound {
+        args.push(b);
+    }
+    let mut rows = statement
+        .query(args.as_slice())
+        .map_err(|e| error::map(op, e))?;
+    let mut out = Vec::new();
+    let mut current: Option<(String, bool, usize)> = None; // (name, matches, rows kept)
+    while let Some(row) = rows.next().map_err(|e| error::map(op, e))? {
+        let name: String = row.get(0).map_err(|e| error::map(op, e))?;
+        let same = current.as_ref().is_some_and(|(n, _, _)| *n == name);
+        if !same {
+            let matches = pattern.matches(&name);
+            current = Some((name, matches, 0));
+        }
+        let (name, matches, kept) = current.as_mut().expect("set above");
+        if !*matches || params.limit_per_record.is_some_and(|limit| *kept >= limit) {
+            continue;
+        }
+        *kept += 1;
+        let text: String = row.get(1).map_err(|e| error::map(op, e))?;
+        let stored_at: i64 = row.get(2).map_err(|e| error::map(op, e))?;
+        let value = serde_json::from_str(&text).map_err(|e| {
+            Error::corruption(format!(
+                "{op}: stored value of record {} cannot be decoded",
+                show(name)
+            ))
+            .with_source(e)
+        })?;
+        out.push(StoredValue {
+            record_name: name.clone(),
+            value,
+            stored_at: from_sql_int(op, "timestamp", stored_at)?,
+        });
+    }
+    Ok(out)
+}
+
+/// Deletes rows with `stored_at < older_than`; returns how many.
+pub(crate) fn cleanup(conn: &mut Connection, ns: &str, older_than: u64) -> Result<u64> {
+    let op = "cleanup";
+    let before = to_sql_int(op, "older_than", older_than)?;
+    let deleted = conn
+        .prepare_cached("DELETE FROM stowage_records WHERE ns = ?1 AND stored_at < ?2")
+        .and_then(|mut s| s.execute(params![ns, before]))
+        .map_err(|e| error::map(op, e))?;
+    u64::try_from(deleted).map_err(|_| Error::internal(format!("{op}: deleted count {deleted}")))
+}

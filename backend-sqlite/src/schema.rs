@@ -1,0 +1,49 @@
+//! Versioned migrations, embedded in the binary and applied by `initialize()`.
+
+use rusqlite::{Connection, TransactionBehavior};
+use stowage_core::{Error, Result};
+
+use crate::error;
+
+/// Every migration in order; version N is `MIGRATIONS[N - 1]`.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+
+/// Applies the migrations this file lacks, in one `BEGIN IMMEDIATE` transaction (safe to race).
+pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
+    let op = "initialize";
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| error::map(op, e))?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS stowage_migrations (
+             version INTEGER PRIMARY KEY,
+             applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
+         )",
+    )
+    .map_err(|e| error::map(op, e))?;
+    let applied: i64 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM stowage_migrations",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(|e| error::map(op, e))?;
+    let applied = usize::try_from(applied)
+        .map_err(|_| Error::corruption(format!("{op}: schema version {applied} is negative")))?;
+    if applied > MIGRATIONS.len() {
+        return Err(Error::unsupported(format!(
+            "{op}: the database has schema version {applied}; this build knows up to {}",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let version = i64::try_from(index + 1).expect("few migrations");
+        tx.execute_batch(sql).map_err(|e| error::map(op, e))?;
+        tx.execute(
+            "INSERT INTO stowage_migrations (version) VALUES (?1)",
+            [version],
+        )
+        .map_err(|e| error::map(op, e))?;
+    }
+    tx.commit().map_err(|e| error::map(op, e))
+}

@@ -1,0 +1,333 @@
+//! Budgets: policies with hard and soft limits, usage counters, and deduplicated usage reports.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{show, BoxFuture, Error, Result, MAX_AMOUNT};
+
+/// The limits of one budget, per dimension.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BudgetPolicy {
+    /// Dimension name → its limits; dimensions not listed have no limit.
+    pub limits: BTreeMap<String, DimensionLimit>,
+}
+
+impl BudgetPolicy {
+    /// A policy without limits.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces the limits of `dimension`.
+    pub fn limit(mut self, dimension: impl Into<String>, limit: DimensionLimit) -> Self {
+        self.limits.insert(dimension.into(), limit);
+        self
+    }
+}
+
+/// The limits of one dimension; `None` means no limit, `Some(0)` means nothing may be used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DimensionLimit {
+    /// Usage may never go above this; a report that would is refused whole.
+    pub hard: Option<u64>,
+    /// Usage above this is reported as a soft breach but applied.
+    pub soft: Option<u64>,
+}
+
+impl DimensionLimit {
+    /// A hard limit only.
+    pub fn hard(limit: u64) -> Self {
+        DimensionLimit {
+            hard: Some(limit),
+            soft: None,
+        }
+    }
+
+    /// A soft limit only.
+    pub fn soft(limit: u64) -> Self {
+        DimensionLimit {
+            hard: None,
+            soft: Some(limit),
+        }
+    }
+
+    /// Both limits.
+    pub fn both(soft: u64, hard: u64) -> Self {
+        DimensionLimit {
+            hard: Some(hard),
+            soft: Some(soft),
+        }
+    }
+}
+
+/// Usage to add to a budget, optionally deduplicated by a key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UsageReport {
+    /// Dimension name → delta to add.
+    pub dimensions: BTreeMap<String, u64>,
+    /// A retry with the same key applies nothing and returns the recorded outcome.
+    pub dedup_key: Option<String>,
+}
+
+impl UsageReport {
+    /// An empty report without a dedup key.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `delta` to `dimension` (replacing an earlier delta for it).
+    pub fn add(mut self, dimension: impl Into<String>, delta: u64) -> Self {
+        self.dimensions.insert(dimension.into(), delta);
+        self
+    }
+
+    /// Deduplicates the report by `key`.
+    pub fn dedup_key(mut self, key: impl Into<String>) -> Self {
+        self.dedup_key = Some(key.into());
+        self
+    }
+}
+
+/// What `report_usage` answered.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UsageReceipt {
+    /// What happened to the report.
+    pub outcome: UsageOutcome,
+    /// True when this is the recorded answer to an earlier report with the same dedup key.
+    pub replayed: bool,
+}
+
+/// The outcome of a report.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum UsageOutcome {
+    /// Applied; no limit exceeded.
+    Ok,
+    /// Applied; these soft limits are exceeded (usage after the report).
+    SoftBreach(Vec<Breach>),
+    /// Refused whole; these hard limits would have been exceeded (usage before the report).
+    HardBreach(Vec<Breach>),
+}
+
+impl UsageOutcome {
+    /// True unless the outcome is a hard breach, i.e. the report was applied.
+    pub fn is_applied(&self) -> bool {
+        !matches!(self, UsageOutcome::HardBreach(_))
+    }
+}
+
+/// One exceeded limit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Breach {
+    /// The dimension.
+    pub dimension: String,
+    /// Usage before the report for a hard breach, after it for a soft breach.
+    pub usage: u64,
+    /// The limit exceeded.
+    pub limit: u64,
+    /// True when this report moved usage from at-or-below the limit to above it.
+    pub crossed: bool,
+}
+
+/// The counters of one budget.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BudgetUsage {
+    /// Dimension → usage since the last reset, for every dimension of an applied report.
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// Limits and usage counters per budget (SEMANTICS §3).
+pub trait BudgetBackend: Send + Sync {
+    /// Replaces the whole policy of `budget` atomically; usage stays as it is.
+    fn set_policy<'a>(
+        &'a self,
+        budget: &'a str,
+        policy: &'a BudgetPolicy,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Exactly the policy last set, or `None`.
+    fn policy<'a>(&'a self, budget: &'a str) -> BoxFuture<'a, Result<Option<BudgetPolicy>>>;
+
+    /// Removes the policy and returns whether one existed.
+    fn delete_policy<'a>(&'a self, budget: &'a str) -> BoxFuture<'a, Result<bool>>;
+
+    /// Checks limits and applies a report in one atomic, deduplicated step.
+    fn report_usage<'a>(
+        &'a self,
+        budget: &'a str,
+        report: &'a UsageReport,
+    ) -> BoxFuture<'a, Result<UsageReceipt>>;
+
+    /// The counters of `budget`; empty for an unknown budget.
+    fn usage<'a>(&'a self, budget: &'a str) -> BoxFuture<'a, Result<BudgetUsage>>;
+
+    /// Removes every counter of `budget`; policy and dedup records stay.
+    fn reset_usage<'a>(&'a self, budget: &'a str) -> BoxFuture<'a, Result<()>>;
+}
+
+/// What [`decide`] concluded for one report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The outcome to answer (and to record under the dedup key).
+    pub outcome: UsageOutcome,
+    /// The counters to write, one per report dimension; empty on a hard breach.
+    pub new_counters: BTreeMap<String, u64>,
+}
+
+/// The rules of SEMANTICS §3 steps 3–5 for one validated report, given current counters and the policy.
+///
+/// `current` holds the counters of the report's dimensions (missing means 0). An overflow is an
+/// `Overflow` error; the caller must then apply and record nothing.
+pub fn decide(
+    budget: &str,
+    current: &BTreeMap<String, u64>,
+    policy: Option<&BudgetPolicy>,
+    report: &UsageReport,
+) -> Result<Decision> {
+    let mut new_counters = BTreeMap::new();
+    for (dimension, delta) in &report.dimensions {
+        let before = current.get(dimension).copied().unwrap_or(0);
+        let after = before
+            .checked_add(*delta)
+            .filter(|sum| *sum <= MAX_AMOUNT)
+            .ok_or_else(|| {
+                Error::overflow(format!(
+                    "report_usage: budget {} dimension {} would reach {before} + {delta}, above MAX_AMOUNT ({MAX_AMOUNT})",
+                    show(budget),
+                    show(dimension)
+                ))
+            })?;
+        new_counters.insert(dimension.clone(), after);
+    }
+    let limit_of = |dimension: &str| policy.and_then(|p| p.limits.get(dimension)).copied();
+    let mut hard = Vec::new();
+    for (dimension, after) in &new_counters {
+        if let Some(h) = limit_of(dimension).and_then(|l| l.hard) {
+            let before = current.get(dimension).copied().unwrap_or(0);
+            if *after > h {
+                hard.push(Breach {
+                    dimension: dimension.clone(),
+                    usage: before,
+                    limit: h,
+                    crossed: before <= h,
+                });
+            }
+        }
+    }
+    if !hard.is_empty() {
+        return Ok(Decision {
+            outcome: UsageOutcome::HardBreach(hard),
+            new_counters: BTreeMap::new(),
+        });
+    }
+    let mut soft = Vec::new();
+    for (dimension, after) in &new_counters {
+        if let Some(s) = limit_of(dimension).and_then(|l| l.soft) {
+            let before = current.get(dimension).copied().unwrap_or(0);
+            if *after > s {
+                soft.push(Breach {
+                    dimension: dimension.clone(),
+                    usage: *after,
+                    limit: s,
+                    crossed: before <= s,
+                });
+            }
+        }
+    }
+    let outcome = if soft.is_empty() {
+        UsageOutcome::Ok
+    } else {
+        UsageOutcome::SoftBreach(soft)
+    };
+    Ok(Decision {
+        outcome,
+        new_counters,
+    })
+}
+
+/// The canonical, unambiguous text of a report's dimensions and deltas, compared to detect a reused dedup key.
+///
+/// Format: `v1` then, per dimension in name order, `;<byte length>:<name>=<delta>`.
+pub fn dedup_fingerprint(report: &UsageReport) -> String {
+    let mut text = String::from("v1");
+    for (dimension, delta) in &report.dimensions {
+        text.push(';');
+        text.push_str(&dimension.len().to_string());
+        text.push(':');
+        text.push_str(dimension);
+        text.push('=');
+        text.push_str(&delta.to_string());
+    }
+    text
+}
+
+/// Whether a dedup record written at `written_at` is still live at `now` (live while `now < written_at + ttl`).
+pub fn dedup_is_live(written_at: u64, now: u64, ttl_ms: u64) -> bool {
+    u128::from(now) < u128::from(written_at) + u128::from(ttl_ms)
+}
+
+/// Encodes an outcome for storage in a dedup record (JSON).
+pub fn encode_outcome(outcome: &UsageOutcome) -> String {
+    serde_json::to_string(outcome).expect("an outcome always serializes")
+}
+
+/// Decodes an outcome stored by [`encode_outcome`]; anything else is `Corruption`.
+pub fn decode_outcome(op: &str, text: &str) -> Result<UsageOutcome> {
+    serde_json::from_str(text).map_err(|e| {
+        Error::corruption(format!(
+            "{op}: stored dedup outcome {} cannot be decoded",
+            show(text)
+        ))
+        .with_source(e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(dims: &[(&str, u64)]) -> UsageReport {
+        let mut r = UsageReport::new();
+        for (d, v) in dims {
+            r = r.add(*d, *v);
+        }
+        r
+    }
+
+    #[test]
+    fn fingerprint_is_unambiguous() {
+        assert_ne!(
+            dedup_fingerprint(&report(&[("a=1;1:b", 2)])),
+            dedup_fingerprint(&report(&[("a", 1), ("b", 2)]))
+        );
+        assert_eq!(
+            dedup_fingerprint(&report(&[("b", 2), ("a", 1)])),
+            "v1;1:a=1;1:b=2"
+        );
+    }
+
+    #[test]
+    fn dedup_liveness_is_exclusive_at_expiry() {
+        assert!(dedup_is_live(100, 100, 10));
+        assert!(dedup_is_live(100, 109, 10));
+        assert!(!dedup_is_live(100, 110, 10));
+        assert!(dedup_is_live(MAX_AMOUNT, MAX_AMOUNT, MAX_AMOUNT));
+    }
+
+    #[test]
+    fn hard_breach_reports_usage_before_and_applies_nothing() {
+        let policy = BudgetPolicy::new().limit("t", DimensionLimit::hard(10));
+        let current = BTreeMap::from([("t".to_owned(), 8)]);
+        let d = decide("b", &current, Some(&policy), &report(&[("t", 3)])).unwrap();
+        assert_eq!(
+            d.outcome,
+            UsageOutcome::HardBreach(vec![Breach {
+                dimension: "t".into(),
+                usage: 8,
+                limit: 10,
+                crossed: true
+            }])
+        );
+        assert!(d.new_counters.is_empty());
+    }
+}

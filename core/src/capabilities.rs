@@ -1,0 +1,16 @@
+//! Honest facts about a backend; they never excuse it from the semantics.
+
+use serde::{Deserialize, Serialize};
+
+/// What a backend is, as opposed to what it does (which is the same everywhere).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Data survives a restart of the process (and of the server, where there is one).
+    pub durable: bool,
+    /// Several processes may use one store at once.
+    pub shared: bool,
+    /// The store spreads over several servers.
+    pub distributed: bool,
+    /// The largest serialized record value accepted, in bytes.
+    pub max_value_bytes: u64,
+}

@@ -1,0 +1,170 @@
+//! Errors: a kind to match on, a message for people, an optional source.
+
+use std::fmt;
+
+/// What went wrong, in terms a caller can act on. Match on this, never on message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The caller's input was invalid; nothing was changed.
+    InvalidInput,
+    /// A dedup or idempotency key was reused with a different payload.
+    Conflict,
+    /// A counter would exceed `MAX_AMOUNT`; nothing was applied.
+    Overflow,
+    /// The server could not be reached, timed out, or the connection dropped. Retryable.
+    Unavailable,
+    /// Stored data could not be decoded.
+    Corruption,
+    /// The backend does not support this operation or option.
+    Unsupported,
+    /// A bug or an unexpected engine error.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The kind's name as written in the contract, e.g. `"InvalidInput"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidInput => "InvalidInput",
+            ErrorKind::Conflict => "Conflict",
+            ErrorKind::Overflow => "Overflow",
+            ErrorKind::Unavailable => "Unavailable",
+            ErrorKind::Corruption => "Corruption",
+            ErrorKind::Unsupported => "Unsupported",
+            ErrorKind::Internal => "Internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The one error type of every stowage operation.
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+/// The result of every stowage operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An error of `kind` whose message should name the operation and the offending value.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying cause.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// `InvalidInput` with the given message.
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::InvalidInput, message)
+    }
+
+    /// `Conflict` with the given message.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Conflict, message)
+    }
+
+    /// `Overflow` with the given message.
+    pub fn overflow(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Overflow, message)
+    }
+
+    /// `Unavailable` with the given message.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Unavailable, message)
+    }
+
+    /// `Corruption` with the given message.
+    pub fn corruption(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Corruption, message)
+    }
+
+    /// `Unsupported` with the given message.
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Unsupported, message)
+    }
+
+    /// `Internal` with the given message.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Internal, message)
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The human-readable message (not for matching).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// True for `Unavailable` alone: retrying the same call with the same key is safe.
+    pub fn is_retryable(&self) -> bool {
+        self.kind == ErrorKind::Unavailable
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.kind).field("message", &self.message);
+        if let Some(source) = &self.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)?;
+        if let Some(source) = &self.source {
+            write!(f, " ({source})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|s| s.as_ref() as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Shows a caller-supplied string in an error message: quoted, escaped, and cut to a readable length.
+pub fn show(value: &str) -> String {
+    const MAX_CHARS: usize = 80;
+    let mut shown = String::with_capacity(value.len().min(MAX_CHARS * 2) + 2);
+    shown.push('"');
+    let mut count = 0;
+    for c in value.chars() {
+        if count == MAX_CHARS {
+            shown.push_str("\"… (");
+            shown.push_str(&value.len().to_string());
+            shown.push_str(" bytes)");
+            return shown;
+        }
+        shown.extend(c.escape_debug());
+        count += 1;
+    }
+    shown.push('"');
+    shown
+}

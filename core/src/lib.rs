@@ -1,0 +1,55 @@
+//! stowage-core: the contract every stowage backend keeps.
+//!
+//! Traits ([`PersistenceBackend`], [`BudgetBackend`], [`Backend`]), request and result types,
+//! errors, the shared input validation, the record pattern matcher, the [`Clock`], and
+//! [`MemoryBackend`], the executable reference model every other backend is compared to.
+//! The behaviour is specified in `docs/semantics.md` of the stowage repository.
+#![deny(missing_docs)]
+
+use std::future::Future;
+use std::pin::Pin;
+
+mod budget;
+mod capabilities;
+mod clock;
+mod error;
+mod memory;
+mod options;
+pub mod pattern;
+mod records;
+pub mod validate;
+
+pub use budget::{
+    decide, decode_outcome, dedup_fingerprint, dedup_is_live, encode_outcome, Breach,
+    BudgetBackend, BudgetPolicy, BudgetUsage, Decision, DimensionLimit, UsageOutcome,
+    UsageReceipt, UsageReport,
+};
+pub use capabilities::Capabilities;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{show, Error, ErrorKind, Result};
+pub use memory::MemoryBackend;
+pub use options::{ConnectOptions, ResolvedOptions, DEFAULT_DEDUP_TTL_MS, DEFAULT_NAMESPACE};
+pub use pattern::Pattern;
+pub use records::{PersistenceBackend, QueryParams, StoreResult, StoredValue};
+/// Record values are JSON values.
+pub use serde_json::Value;
+
+/// A boxed, sendable future: what every backend method returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The largest amount, limit, counter or timestamp: `i64::MAX`, so every engine can hold it exactly.
+pub const MAX_AMOUNT: u64 = 9_223_372_036_854_775_807;
+
+/// Everything a backend offers; what `stowage::connect` returns.
+pub trait Backend: PersistenceBackend + BudgetBackend {
+    /// Honest facts about this backend.
+    fn capabilities(&self) -> Capabilities;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn max_amount_is_i64_max() {
+        assert_eq!(super::MAX_AMOUNT, u64::try_from(i64::MAX).unwrap());
+    }
+}
