@@ -53,3 +53,11 @@ mod tests {
         assert_eq!(super::MAX_AMOUNT, u64::try_from(i64::MAX).unwrap());
     }
 }
+
+impl std::fmt::Debug for dyn Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("dyn Backend")
+            .field("capabilities", &self.capabilities())
+            .finish()
+    }
+}
