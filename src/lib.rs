@@ -64,7 +64,9 @@ fn is_sqlite(url: &str) -> bool {
 
 #[cfg(feature = "sqlite")]
 async fn connect_sqlite(url: &str, options: ConnectOptions) -> Result<Arc<dyn Backend>> {
-    Ok(Arc::new(stowage_sqlite::SqliteBackend::open(url, options).await?))
+    Ok(Arc::new(
+        stowage_sqlite::SqliteBackend::open(url, options).await?,
+    ))
 }
 
 #[cfg(not(feature = "sqlite"))]

@@ -57,7 +57,9 @@ impl PersistenceBackend for SqliteBackend {
             let ns = self.namespace.clone();
             let name = record_name.to_owned();
             self.worker
-                .call("store", move |c| records::store(c, &ns, &name, &text, timestamp))
+                .call("store", move |c| {
+                    records::store(c, &ns, &name, &text, timestamp)
+                })
                 .await
         })
     }
@@ -128,7 +130,9 @@ impl BudgetBackend for SqliteBackend {
             let ns = self.namespace.clone();
             let budget = budget.to_owned();
             self.worker
-                .call("set_policy", move |c| budget::set_policy(c, &ns, &budget, &json))
+                .call("set_policy", move |c| {
+                    budget::set_policy(c, &ns, &budget, &json)
+                })
                 .await
         })
     }
@@ -150,7 +154,9 @@ impl BudgetBackend for SqliteBackend {
             let ns = self.namespace.clone();
             let budget = budget.to_owned();
             self.worker
-                .call("delete_policy", move |c| budget::delete_policy(c, &ns, &budget))
+                .call("delete_policy", move |c| {
+                    budget::delete_policy(c, &ns, &budget)
+                })
                 .await
         })
     }

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use stowage_core::{
-    decide, decode_outcome, dedup_fingerprint, dedup_is_live, encode_outcome, show,
-    BudgetPolicy, BudgetUsage, Error, Result, UsageReceipt, UsageReport,
+    decide, decode_outcome, dedup_fingerprint, dedup_is_live, encode_outcome, show, BudgetPolicy,
+    BudgetUsage, Error, Result, UsageReceipt, UsageReport,
 };
 
 use crate::error::{self, from_sql_int, to_sql_int};
@@ -25,7 +25,12 @@ pub(crate) fn set_policy(conn: &mut Connection, ns: &str, budget: &str, json: &s
 }
 
 /// Reads the policy of `budget`.
-pub(crate) fn policy(conn: &Connection, op: &str, ns: &str, budget: &str) -> Result<Option<BudgetPolicy>> {
+pub(crate) fn policy(
+    conn: &Connection,
+    op: &str,
+    ns: &str,
+    budget: &str,
+) -> Result<Option<BudgetPolicy>> {
     let json: Option<String> = conn
         .prepare_cached("SELECT policy FROM stowage_policies WHERE ns = ?1 AND budget = ?2")
         .and_then(|mut s| s.query_row(params![ns, budget], |r| r.get(0)).optional())
@@ -88,7 +93,16 @@ pub(crate) fn report_usage(
         }
     }
     if let (Some(key), Some(fingerprint)) = (&report.dedup_key, &fingerprint) {
-        record_dedup(&tx, ns, budget, key, fingerprint, &encode_outcome(&decision.outcome), now, dedup_ttl_ms)?;
+        record_dedup(
+            &tx,
+            ns,
+            budget,
+            key,
+            fingerprint,
+            &encode_outcome(&decision.outcome),
+            now,
+            dedup_ttl_ms,
+        )?;
     }
     tx.commit().map_err(|e| error::map(op, e))?;
     Ok(UsageReceipt {

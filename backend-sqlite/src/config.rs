@@ -85,9 +85,9 @@ impl SqliteConfig {
                 }
                 other => {
                     return Err(Error::invalid_input(format!(
-                        "connect: unknown SQLite URL parameter {}; known: busy_timeout_ms, synchronous",
-                        show(other)
-                    )))
+                    "connect: unknown SQLite URL parameter {}; known: busy_timeout_ms, synchronous",
+                    show(other)
+                )))
                 }
             }
         }

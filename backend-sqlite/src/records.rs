@@ -95,7 +95,10 @@ pub(crate) fn query(
     let (sql, bound): (String, Vec<&str>) = if pattern.is_exact() {
         (format!("{base}name = ?4{order}"), vec![prefix])
     } else if let Some(upper) = upper.as_deref() {
-        (format!("{base}name >= ?4 AND name < ?5{order}"), vec![prefix, upper])
+        (
+            format!("{base}name >= ?4 AND name < ?5{order}"),
+            vec![prefix, upper],
+        )
     } else {
         (format!("{base}name >= ?4{order}"), vec![prefix])
     };

@@ -42,7 +42,9 @@ impl Worker {
                     job(&mut conn);
                 }
             })
-            .map_err(|e| Error::internal("connect: cannot start the SQLite thread").with_source(e))?;
+            .map_err(|e| {
+                Error::internal("connect: cannot start the SQLite thread").with_source(e)
+            })?;
         opened_rx
             .await
             .map_err(|_| Error::internal("connect: the SQLite thread stopped while opening"))??;

@@ -24,7 +24,9 @@ const BUDGETS: &[&str] = &["b", "b:x", "b:", "B", "{b}"];
 const DIMENSIONS: &[&str] = &["t", "t:x", "x:t", "%", "T"];
 const KEYS: &[&str] = &["k1", "k2", "k:1"];
 const RECORDS: &[&str] = &["r", "r:1", "r1", "s", "r*", "é"];
-const PATTERNS: &[&str] = &["*", "r*", "r", "*1", "r:*", "r*1", "é*", "", "s", "*:*", "r\\*", "?"];
+const PATTERNS: &[&str] = &[
+    "*", "r*", "r", "*1", "r:*", "r*1", "é*", "", "s", "*:*", "r\\*", "?",
+];
 const DELTAS: &[u64] = &[0, 1, 1, 2, 3, 5, 8, 13, 100, MAX_AMOUNT / 2, MAX_AMOUNT];
 const LIMITS: &[u64] = &[0, 1, 5, 10, 20, 50, 100, MAX_AMOUNT];
 const TIMESTAMPS: &[u64] = &[0, 1, 2, 3, 5, 8, 13, 9_007_199_254_740_993, MAX_AMOUNT];
@@ -46,7 +48,10 @@ impl DiffConfig {
         fn var(name: &str, default: u64) -> u64 {
             std::env::var(name)
                 .ok()
-                .map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v} is not a number")))
+                .map(|v| {
+                    v.parse()
+                        .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+                })
                 .unwrap_or(default)
         }
         DiffConfig {
@@ -143,7 +148,11 @@ pub fn random_op(rng: &mut Rng) -> Op {
             let mut report = UsageReport::new();
             let dims = if rng.chance(3) { 0 } else { 1 + rng.below(3) };
             for _ in 0..dims {
-                let delta = if rng.chance(2) { MAX_AMOUNT + 1 } else { *rng.pick(DELTAS) };
+                let delta = if rng.chance(2) {
+                    MAX_AMOUNT + 1
+                } else {
+                    *rng.pick(DELTAS)
+                };
                 report = report.add(random_name(rng, DIMENSIONS), delta);
             }
             if rng.chance(60) {
@@ -153,7 +162,11 @@ pub fn random_op(rng: &mut Rng) -> Op {
         }
         50..=55 => Op::Usage(random_name(rng, BUDGETS)),
         56..=58 => Op::Reset(random_name(rng, BUDGETS)),
-        59..=68 => Op::Store(random_name(rng, RECORDS), random_value(rng), *rng.pick(TIMESTAMPS)),
+        59..=68 => Op::Store(
+            random_name(rng, RECORDS),
+            random_value(rng),
+            *rng.pick(TIMESTAMPS),
+        ),
         69..=78 => Op::StoreIdempotent(
             random_name(rng, RECORDS),
             random_value(rng),
@@ -207,7 +220,10 @@ async fn final_state(backend: &dyn Backend) -> Vec<Answer> {
         state.push(answer(backend.policy(budget).await, Answer::Policy));
         state.push(answer(backend.usage(budget).await, Answer::Usage));
     }
-    state.push(answer(backend.query("*", QueryParams::default()).await, Answer::Rows));
+    state.push(answer(
+        backend.query("*", QueryParams::default()).await,
+        Answer::Rows,
+    ));
     state
 }
 
@@ -230,7 +246,10 @@ pub async fn run_sequence(ctx: &Ctx, seed: u64, ops: usize) -> std::result::Resu
             Op::Advance(_) => Answer::Unit,
             _ => apply(&*backend, &clock, &op).await,
         };
-        if matches!(got, Answer::Failed(ErrorKind::Unavailable | ErrorKind::Internal)) {
+        if matches!(
+            got,
+            Answer::Failed(ErrorKind::Unavailable | ErrorKind::Internal)
+        ) {
             return Err(fail(seed, step, &log, &want, &got));
         }
         if got != want {

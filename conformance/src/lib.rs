@@ -15,8 +15,8 @@
 
 pub mod cases;
 mod context;
-mod memory;
 pub mod differential;
+mod memory;
 pub mod rng;
 
 use std::sync::Arc;

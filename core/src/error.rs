@@ -154,8 +154,7 @@ pub fn show(value: &str) -> String {
     const MAX_CHARS: usize = 80;
     let mut shown = String::with_capacity(value.len().min(MAX_CHARS * 2) + 2);
     shown.push('"');
-    let mut count = 0;
-    for c in value.chars() {
+    for (count, c) in value.chars().enumerate() {
         if count == MAX_CHARS {
             shown.push_str("\"… (");
             shown.push_str(&value.len().to_string());
@@ -163,7 +162,6 @@ pub fn show(value: &str) -> String {
             return shown;
         }
         shown.extend(c.escape_debug());
-        count += 1;
     }
     shown.push('"');
     shown

@@ -21,8 +21,8 @@ pub mod validate;
 
 pub use budget::{
     decide, decode_outcome, dedup_fingerprint, dedup_is_live, encode_outcome, Breach,
-    BudgetBackend, BudgetPolicy, BudgetUsage, Decision, DimensionLimit, UsageOutcome,
-    UsageReceipt, UsageReport,
+    BudgetBackend, BudgetPolicy, BudgetUsage, Decision, DimensionLimit, UsageOutcome, UsageReceipt,
+    UsageReport,
 };
 pub use capabilities::Capabilities;
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -46,18 +46,18 @@ pub trait Backend: PersistenceBackend + BudgetBackend {
     fn capabilities(&self) -> Capabilities;
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn max_amount_is_i64_max() {
-        assert_eq!(super::MAX_AMOUNT, u64::try_from(i64::MAX).unwrap());
-    }
-}
-
 impl std::fmt::Debug for dyn Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("dyn Backend")
             .field("capabilities", &self.capabilities())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn max_amount_is_i64_max() {
+        assert_eq!(super::MAX_AMOUNT, u64::try_from(i64::MAX).unwrap());
     }
 }

@@ -5,8 +5,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::{
     budget, show, validate, Backend, BoxFuture, BudgetBackend, BudgetPolicy, BudgetUsage,
-    Capabilities, ConnectOptions, Error, Pattern, PersistenceBackend, QueryParams,
-    ResolvedOptions, Result, StoreResult, StoredValue, UsageReceipt, UsageReport, Value,
+    Capabilities, ConnectOptions, Error, Pattern, PersistenceBackend, QueryParams, ResolvedOptions,
+    Result, StoreResult, StoredValue, UsageReceipt, UsageReport, Value,
 };
 
 /// The in-memory reference model: every rule of the contract in plain Rust, behind one mutex.
@@ -121,8 +121,11 @@ impl MemoryBackend {
             }
             for row in selected {
                 let value = serde_json::from_str(&row.text).map_err(|e| {
-                    Error::corruption(format!("{op}: stored value of record {} cannot be decoded", show(name)))
-                        .with_source(e)
+                    Error::corruption(format!(
+                        "{op}: stored value of record {} cannot be decoded",
+                        show(name)
+                    ))
+                    .with_source(e)
                 })?;
                 out.push(StoredValue {
                     record_name: name.clone(),
@@ -170,7 +173,10 @@ impl MemoryBackend {
         validate::report(op, budget, report)?;
         let now = self.options.now(op)?;
         let mut state = self.state();
-        let fingerprint = report.dedup_key.as_ref().map(|_| budget::dedup_fingerprint(report));
+        let fingerprint = report
+            .dedup_key
+            .as_ref()
+            .map(|_| budget::dedup_fingerprint(report));
         if let (Some(key), Some(fingerprint)) = (&report.dedup_key, &fingerprint) {
             let slot = (budget.to_owned(), key.clone());
             if let Some(record) = state.dedup.get(&slot) {
@@ -224,7 +230,12 @@ impl MemoryBackend {
     fn usage_now(&self, budget: &str) -> Result<BudgetUsage> {
         validate::name("usage", "budget", budget)?;
         Ok(BudgetUsage {
-            counters: self.state().counters.get(budget).cloned().unwrap_or_default(),
+            counters: self
+                .state()
+                .counters
+                .get(budget)
+                .cloned()
+                .unwrap_or_default(),
         })
     }
 

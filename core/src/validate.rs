@@ -99,10 +99,18 @@ pub fn policy(op: &str, budget: &str, policy: &BudgetPolicy) -> Result<()> {
     for (dimension, limit) in &policy.limits {
         name(op, "dimension name", dimension)?;
         if let Some(hard) = limit.hard {
-            amount(op, &format!("hard limit of dimension {}", show(dimension)), hard)?;
+            amount(
+                op,
+                &format!("hard limit of dimension {}", show(dimension)),
+                hard,
+            )?;
         }
         if let Some(soft) = limit.soft {
-            amount(op, &format!("soft limit of dimension {}", show(dimension)), soft)?;
+            amount(
+                op,
+                &format!("soft limit of dimension {}", show(dimension)),
+                soft,
+            )?;
         }
         if let (Some(hard), Some(soft)) = (limit.hard, limit.soft) {
             if soft > hard {
@@ -129,10 +137,65 @@ pub fn report(op: &str, budget: &str, report: &UsageReport) -> Result<()> {
     }
     for (dimension, delta) in &report.dimensions {
         name(op, "dimension name", dimension)?;
-        amount(op, &format!("delta of dimension {}", show(dimension)), *delta)?;
+        amount(
+            op,
+            &format!("delta of dimension {}", show(dimension)),
+            *delta,
+        )?;
     }
     if let Some(key) = &report.dedup_key {
         name(op, "dedup key", key)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ErrorKind, UsageReport};
+
+    /// Every rejection names the operation and shows the offending value, so logs are actionable.
+    #[test]
+    fn messages_name_the_operation_and_the_value() {
+        let long = "n".repeat(300);
+        let cases: Vec<(Result<()>, &str, &str)> = vec![
+            (name("store", "record name", ""), "store", "empty"),
+            (name("usage", "budget", &long), "usage", "300 bytes"),
+            (name("policy", "budget", "a\0b"), "policy", "a\\0b"),
+            (
+                amount("cleanup", "older_than", MAX_AMOUNT + 1),
+                "cleanup",
+                "9223372036854775808",
+            ),
+            (
+                report(
+                    "report_usage",
+                    "team",
+                    &UsageReport::new().add("tok", u64::MAX),
+                ),
+                "report_usage",
+                "18446744073709551615",
+            ),
+            (
+                policy(
+                    "set_policy",
+                    "team",
+                    &BudgetPolicy::new().limit("tok", crate::DimensionLimit::both(5, 4)),
+                ),
+                "set_policy",
+                "\"tok\"",
+            ),
+            (
+                query_params("query", &QueryParams::new().start_time(9).end_time(3)),
+                "query",
+                "start_time 9",
+            ),
+        ];
+        for (result, op, shown) in cases {
+            let err = result.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput);
+            assert!(err.message().starts_with(op), "{err}");
+            assert!(err.message().contains(shown), "{err} should show {shown}");
+        }
+    }
 }

@@ -8,9 +8,17 @@ use crate::Ctx;
 /// A budget without a policy accepts every report with `Ok` and applies it.
 pub async fn budget_without_policy_accepts_everything(ctx: Ctx) {
     let b = &*ctx.backend;
-    let r = must_report(b, "free", &report(&[("tokens", 1_000_000), ("usd_micros", 5)])).await;
+    let r = must_report(
+        b,
+        "free",
+        &report(&[("tokens", 1_000_000), ("usd_micros", 5)]),
+    )
+    .await;
     assert_eq!(r, fresh(UsageOutcome::Ok));
-    assert_eq!(usage_of(b, "free").await, counters(&[("tokens", 1_000_000), ("usd_micros", 5)]));
+    assert_eq!(
+        usage_of(b, "free").await,
+        counters(&[("tokens", 1_000_000), ("usd_micros", 5)])
+    );
 }
 
 /// `policy` returns exactly what `set_policy` stored, `None`s and zeros included.
@@ -21,7 +29,11 @@ pub async fn policy_round_trips_exactly(ctx: Ctx) {
         ("b", Some(0), Some(0)),
         ("c", Some(5), None),
         ("d", None, Some(7)),
-        ("e", Some(9_007_199_254_740_993), Some(9_223_372_036_854_775_807)),
+        (
+            "e",
+            Some(9_007_199_254_740_993),
+            Some(9_223_372_036_854_775_807),
+        ),
     ]);
     b.set_policy("p", &p).await.unwrap();
     assert_eq!(b.policy("p").await.unwrap(), Some(p));
@@ -32,7 +44,9 @@ pub async fn policy_round_trips_exactly(ctx: Ctx) {
 /// `set_policy` replaces the whole policy: dimensions not in the new one lose their limits.
 pub async fn set_policy_replaces_the_whole_policy(ctx: Ctx) {
     let b = &*ctx.backend;
-    b.set_policy("p", &policy(&[("a", None, Some(1)), ("b", None, Some(1))])).await.unwrap();
+    b.set_policy("p", &policy(&[("a", None, Some(1)), ("b", None, Some(1))]))
+        .await
+        .unwrap();
     let second = policy(&[("b", None, Some(100))]);
     b.set_policy("p", &second).await.unwrap();
     assert_eq!(b.policy("p").await.unwrap(), Some(second));
@@ -44,7 +58,9 @@ pub async fn set_policy_replaces_the_whole_policy(ctx: Ctx) {
 pub async fn set_policy_leaves_usage_alone(ctx: Ctx) {
     let b = &*ctx.backend;
     must_report(b, "p", &report(&[("a", 10)])).await;
-    b.set_policy("p", &policy(&[("a", None, Some(3))])).await.unwrap();
+    b.set_policy("p", &policy(&[("a", None, Some(3))]))
+        .await
+        .unwrap();
     assert_eq!(usage_of(b, "p").await, counters(&[("a", 10)]));
 }
 
@@ -52,11 +68,16 @@ pub async fn set_policy_leaves_usage_alone(ctx: Ctx) {
 pub async fn delete_policy_says_whether_one_existed(ctx: Ctx) {
     let b = &*ctx.backend;
     assert!(!b.delete_policy("p").await.unwrap());
-    b.set_policy("p", &policy(&[("a", None, Some(0))])).await.unwrap();
+    b.set_policy("p", &policy(&[("a", None, Some(0))]))
+        .await
+        .unwrap();
     assert!(b.delete_policy("p").await.unwrap());
     assert!(!b.delete_policy("p").await.unwrap());
     assert_eq!(b.policy("p").await.unwrap(), None);
-    assert_eq!(must_report(b, "p", &report(&[("a", 5)])).await, fresh(UsageOutcome::Ok));
+    assert_eq!(
+        must_report(b, "p", &report(&[("a", 5)])).await,
+        fresh(UsageOutcome::Ok)
+    );
 }
 
 /// The policy of a budget that never had one is `None`.
@@ -67,14 +88,22 @@ pub async fn policy_of_unknown_budget_is_none(ctx: Ctx) {
 /// A soft limit above the hard limit is `InvalidInput`; equal limits are fine.
 pub async fn soft_above_hard_is_invalid(ctx: Ctx) {
     let b = &*ctx.backend;
-    b.set_policy("p", &policy(&[("a", Some(5), Some(10))])).await.unwrap();
+    b.set_policy("p", &policy(&[("a", Some(5), Some(10))]))
+        .await
+        .unwrap();
     assert_kind(
-        b.set_policy("p", &policy(&[("a", Some(11), Some(10))])).await,
+        b.set_policy("p", &policy(&[("a", Some(11), Some(10))]))
+            .await,
         ErrorKind::InvalidInput,
         "soft > hard",
     );
-    assert_eq!(b.policy("p").await.unwrap(), Some(policy(&[("a", Some(5), Some(10))])));
-    b.set_policy("q", &policy(&[("a", Some(10), Some(10))])).await.unwrap();
+    assert_eq!(
+        b.policy("p").await.unwrap(),
+        Some(policy(&[("a", Some(5), Some(10))]))
+    );
+    b.set_policy("q", &policy(&[("a", Some(10), Some(10))]))
+        .await
+        .unwrap();
 }
 
 /// A policy may have 64 dimensions; 65 is `InvalidInput`.
@@ -87,14 +116,22 @@ pub async fn policy_dimension_count_is_limited(ctx: Ctx) {
     b.set_policy("p", &p).await.unwrap();
     assert_eq!(b.policy("p").await.unwrap().unwrap().limits.len(), 64);
     let p = p.limit("d64", DimensionLimit::hard(1));
-    assert_kind(b.set_policy("q", &p).await, ErrorKind::InvalidInput, "65 dimensions");
+    assert_kind(
+        b.set_policy("q", &p).await,
+        ErrorKind::InvalidInput,
+        "65 dimensions",
+    );
     assert_eq!(b.policy("q").await.unwrap(), None);
 }
 
 /// A report needs 1 to 64 dimensions; 0 or 65 is `InvalidInput` and applies nothing.
 pub async fn report_dimension_count_is_limited(ctx: Ctx) {
     let b = &*ctx.backend;
-    assert_kind(b.report_usage("p", &report(&[])).await, ErrorKind::InvalidInput, "0 dimensions");
+    assert_kind(
+        b.report_usage("p", &report(&[])).await,
+        ErrorKind::InvalidInput,
+        "0 dimensions",
+    );
     let mut r = stowage_core::UsageReport::new();
     for i in 0..64 {
         r = r.add(format!("d{i:02}"), 1);
@@ -102,15 +139,24 @@ pub async fn report_dimension_count_is_limited(ctx: Ctx) {
     must_report(b, "p", &r).await;
     assert_eq!(usage_of(b, "p").await.len(), 64);
     let r = r.add("d64", 1);
-    assert_kind(b.report_usage("p", &r).await, ErrorKind::InvalidInput, "65 dimensions");
+    assert_kind(
+        b.report_usage("p", &r).await,
+        ErrorKind::InvalidInput,
+        "65 dimensions",
+    );
     assert_eq!(usage_of(b, "p").await["d00"], 1);
 }
 
 /// Usage may reach a hard limit exactly; one more is a breach.
 pub async fn reaching_hard_limit_exactly_is_allowed(ctx: Ctx) {
     let b = &*ctx.backend;
-    b.set_policy("p", &policy(&[("a", None, Some(10))])).await.unwrap();
-    assert_eq!(must_report(b, "p", &report(&[("a", 10)])).await, fresh(UsageOutcome::Ok));
+    b.set_policy("p", &policy(&[("a", None, Some(10))]))
+        .await
+        .unwrap();
+    assert_eq!(
+        must_report(b, "p", &report(&[("a", 10)])).await,
+        fresh(UsageOutcome::Ok)
+    );
     assert_eq!(
         must_report(b, "p", &report(&[("a", 1)])).await,
         fresh(UsageOutcome::HardBreach(vec![breach("a", 10, 10, true)]))
@@ -121,11 +167,19 @@ pub async fn reaching_hard_limit_exactly_is_allowed(ctx: Ctx) {
 /// A hard breach on one dimension applies nothing to any dimension of the report.
 pub async fn hard_breach_applies_nothing_to_any_dimension(ctx: Ctx) {
     let b = &*ctx.backend;
-    b.set_policy("p", &policy(&[("b", None, Some(5))])).await.unwrap();
+    b.set_policy("p", &policy(&[("b", None, Some(5))]))
+        .await
+        .unwrap();
     must_report(b, "p", &report(&[("a", 1), ("b", 1), ("c", 1)])).await;
     let r = must_report(b, "p", &report(&[("a", 100), ("b", 5), ("c", 100)])).await;
-    assert_eq!(r, fresh(UsageOutcome::HardBreach(vec![breach("b", 1, 5, true)])));
-    assert_eq!(usage_of(b, "p").await, counters(&[("a", 1), ("b", 1), ("c", 1)]));
+    assert_eq!(
+        r,
+        fresh(UsageOutcome::HardBreach(vec![breach("b", 1, 5, true)]))
+    );
+    assert_eq!(
+        usage_of(b, "p").await,
+        counters(&[("a", 1), ("b", 1), ("c", 1)])
+    );
 }
 
 /// A hard breach lists every breaching dimension in name order with usage before and the hard limit.
@@ -133,7 +187,11 @@ pub async fn hard_breach_lists_every_breach_with_usage_before(ctx: Ctx) {
     let b = &*ctx.backend;
     b.set_policy(
         "p",
-        &policy(&[("z", Some(1), Some(10)), ("a", None, Some(3)), ("m", None, Some(100))]),
+        &policy(&[
+            ("z", Some(1), Some(10)),
+            ("a", None, Some(3)),
+            ("m", None, Some(100)),
+        ]),
     )
     .await
     .unwrap();
@@ -141,19 +199,27 @@ pub async fn hard_breach_lists_every_breach_with_usage_before(ctx: Ctx) {
     let r = must_report(b, "p", &report(&[("z", 7), ("m", 1), ("a", 2)])).await;
     assert_eq!(
         r,
-        fresh(UsageOutcome::HardBreach(vec![breach("a", 2, 3, true), breach("z", 4, 10, true)]))
+        fresh(UsageOutcome::HardBreach(vec![
+            breach("a", 2, 3, true),
+            breach("z", 4, 10, true)
+        ]))
     );
 }
 
 /// A limit of `Some(0)` is real: any positive use breaches, zero use does not.
 pub async fn zero_limit_is_a_real_limit(ctx: Ctx) {
     let b = &*ctx.backend;
-    b.set_policy("p", &policy(&[("a", None, Some(0)), ("s", Some(0), None)])).await.unwrap();
+    b.set_policy("p", &policy(&[("a", None, Some(0)), ("s", Some(0), None)]))
+        .await
+        .unwrap();
     assert_eq!(
         must_report(b, "p", &report(&[("a", 1)])).await,
         fresh(UsageOutcome::HardBreach(vec![breach("a", 0, 0, true)]))
     );
-    assert_eq!(must_report(b, "p", &report(&[("a", 0)])).await, fresh(UsageOutcome::Ok));
+    assert_eq!(
+        must_report(b, "p", &report(&[("a", 0)])).await,
+        fresh(UsageOutcome::Ok)
+    );
     assert_eq!(
         must_report(b, "p", &report(&[("s", 1)])).await,
         fresh(UsageOutcome::SoftBreach(vec![breach("s", 1, 0, true)]))
@@ -165,34 +231,59 @@ pub async fn zero_limit_is_a_real_limit(ctx: Ctx) {
 pub async fn zero_delta_is_checked_against_hard_limit(ctx: Ctx) {
     let b = &*ctx.backend;
     must_report(b, "p", &report(&[("a", 10)])).await;
-    b.set_policy("p", &policy(&[("a", None, Some(5))])).await.unwrap();
+    b.set_policy("p", &policy(&[("a", None, Some(5))]))
+        .await
+        .unwrap();
     assert_eq!(
         must_report(b, "p", &report(&[("a", 0)])).await,
         fresh(UsageOutcome::HardBreach(vec![breach("a", 10, 5, false)]))
     );
-    b.set_policy("p", &policy(&[("a", None, Some(10))])).await.unwrap();
-    assert_eq!(must_report(b, "p", &report(&[("a", 0)])).await, fresh(UsageOutcome::Ok));
+    b.set_policy("p", &policy(&[("a", None, Some(10))]))
+        .await
+        .unwrap();
+    assert_eq!(
+        must_report(b, "p", &report(&[("a", 0)])).await,
+        fresh(UsageOutcome::Ok)
+    );
 }
 
 /// A soft breach applies the report and lists dimensions over their soft limit with usage after.
 pub async fn soft_breach_applies_and_lists_usage_after(ctx: Ctx) {
     let b = &*ctx.backend;
-    b.set_policy("p", &policy(&[("b", Some(5), Some(100)), ("a", Some(1), None), ("c", Some(50), None)]))
-        .await
-        .unwrap();
+    b.set_policy(
+        "p",
+        &policy(&[
+            ("b", Some(5), Some(100)),
+            ("a", Some(1), None),
+            ("c", Some(50), None),
+        ]),
+    )
+    .await
+    .unwrap();
     let r = must_report(b, "p", &report(&[("c", 3), ("b", 6), ("a", 2)])).await;
     assert_eq!(
         r,
-        fresh(UsageOutcome::SoftBreach(vec![breach("a", 2, 1, true), breach("b", 6, 5, true)]))
+        fresh(UsageOutcome::SoftBreach(vec![
+            breach("a", 2, 1, true),
+            breach("b", 6, 5, true)
+        ]))
     );
-    assert_eq!(usage_of(b, "p").await, counters(&[("a", 2), ("b", 6), ("c", 3)]));
+    assert_eq!(
+        usage_of(b, "p").await,
+        counters(&[("a", 2), ("b", 6), ("c", 3)])
+    );
 }
 
 /// `crossed` is true for the report that moves usage over the soft limit, false afterwards.
 pub async fn crossed_is_true_only_for_the_crossing_report(ctx: Ctx) {
     let b = &*ctx.backend;
-    b.set_policy("p", &policy(&[("a", Some(10), None)])).await.unwrap();
-    assert_eq!(must_report(b, "p", &report(&[("a", 10)])).await, fresh(UsageOutcome::Ok));
+    b.set_policy("p", &policy(&[("a", Some(10), None)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        must_report(b, "p", &report(&[("a", 10)])).await,
+        fresh(UsageOutcome::Ok)
+    );
     assert_eq!(
         must_report(b, "p", &report(&[("a", 1)])).await,
         fresh(UsageOutcome::SoftBreach(vec![breach("a", 11, 10, true)]))
@@ -207,10 +298,15 @@ pub async fn crossed_is_true_only_for_the_crossing_report(ctx: Ctx) {
 pub async fn hard_breach_crossed_is_false_when_already_over(ctx: Ctx) {
     let b = &*ctx.backend;
     must_report(b, "p", &report(&[("a", 8), ("b", 3)])).await;
-    b.set_policy("p", &policy(&[("a", None, Some(5)), ("b", None, Some(5))])).await.unwrap();
+    b.set_policy("p", &policy(&[("a", None, Some(5)), ("b", None, Some(5))]))
+        .await
+        .unwrap();
     assert_eq!(
         must_report(b, "p", &report(&[("a", 1), ("b", 3)])).await,
-        fresh(UsageOutcome::HardBreach(vec![breach("a", 8, 5, false), breach("b", 3, 5, true)]))
+        fresh(UsageOutcome::HardBreach(vec![
+            breach("a", 8, 5, false),
+            breach("b", 3, 5, true)
+        ]))
     );
 }
 
@@ -224,7 +320,9 @@ pub async fn zero_delta_creates_a_counter(ctx: Ctx) {
 /// A hard breach creates no counter for any dimension of the report.
 pub async fn hard_breach_creates_no_counter(ctx: Ctx) {
     let b = &*ctx.backend;
-    b.set_policy("p", &policy(&[("a", None, Some(1))])).await.unwrap();
+    b.set_policy("p", &policy(&[("a", None, Some(1))]))
+        .await
+        .unwrap();
     let r = must_report(b, "p", &report(&[("a", 2), ("new", 1)])).await;
     assert!(matches!(r.outcome, UsageOutcome::HardBreach(_)));
     assert!(usage_of(b, "p").await.is_empty());
@@ -244,7 +342,10 @@ pub async fn reset_clears_counters_but_keeps_policy(ctx: Ctx) {
     b.reset_usage("p").await.unwrap();
     assert!(usage_of(b, "p").await.is_empty());
     assert_eq!(b.policy("p").await.unwrap(), Some(p));
-    assert_eq!(must_report(b, "p", &report(&[("a", 10)])).await, fresh(UsageOutcome::Ok));
+    assert_eq!(
+        must_report(b, "p", &report(&[("a", 10)])).await,
+        fresh(UsageOutcome::Ok)
+    );
     b.reset_usage("never-used").await.unwrap();
 }
 
@@ -252,16 +353,26 @@ pub async fn reset_clears_counters_but_keeps_policy(ctx: Ctx) {
 pub async fn limits_of_unreported_dimensions_are_not_checked(ctx: Ctx) {
     let b = &*ctx.backend;
     must_report(b, "p", &report(&[("a", 10)])).await;
-    b.set_policy("p", &policy(&[("a", Some(1), Some(5))])).await.unwrap();
-    assert_eq!(must_report(b, "p", &report(&[("b", 1)])).await, fresh(UsageOutcome::Ok));
+    b.set_policy("p", &policy(&[("a", Some(1), Some(5))]))
+        .await
+        .unwrap();
+    assert_eq!(
+        must_report(b, "p", &report(&[("b", 1)])).await,
+        fresh(UsageOutcome::Ok)
+    );
 }
 
 /// Policies and counters of one budget never affect another.
 pub async fn budgets_are_independent(ctx: Ctx) {
     let b = &*ctx.backend;
-    b.set_policy("one", &policy(&[("a", None, Some(1))])).await.unwrap();
+    b.set_policy("one", &policy(&[("a", None, Some(1))]))
+        .await
+        .unwrap();
     must_report(b, "two", &report(&[("a", 5)])).await;
-    assert_eq!(must_report(b, "one", &report(&[("a", 1)])).await, fresh(UsageOutcome::Ok));
+    assert_eq!(
+        must_report(b, "one", &report(&[("a", 1)])).await,
+        fresh(UsageOutcome::Ok)
+    );
     assert_eq!(usage_of(b, "one").await, counters(&[("a", 1)]));
     assert_eq!(usage_of(b, "two").await, counters(&[("a", 5)]));
     b.reset_usage("one").await.unwrap();

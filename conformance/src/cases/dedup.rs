@@ -2,7 +2,9 @@
 
 use stowage_core::{ErrorKind, UsageOutcome, DEFAULT_DEDUP_TTL_MS};
 
-use super::{assert_kind, breach, counters, fresh, keyed, must_report, policy, replayed, report, usage_of};
+use super::{
+    assert_kind, breach, counters, fresh, keyed, must_report, policy, replayed, report, usage_of,
+};
 use crate::Ctx;
 
 /// A retry with the same key and report answers the recorded outcome, `replayed: true`, and applies nothing.
@@ -13,17 +15,27 @@ pub async fn retry_with_same_key_replays_without_applying(ctx: Ctx) {
     for _ in 0..3 {
         assert_eq!(must_report(b, "p", &r).await, replayed(UsageOutcome::Ok));
     }
-    assert_eq!(usage_of(b, "p").await, counters(&[("tokens", 7), ("usd", 2)]));
+    assert_eq!(
+        usage_of(b, "p").await,
+        counters(&[("tokens", 7), ("usd", 2)])
+    );
 }
 
 /// A replay answers the outcome recorded then, even after the policy changed.
 pub async fn replay_answers_the_recorded_outcome_after_limits_change(ctx: Ctx) {
     let b = &*ctx.backend;
-    b.set_policy("p", &policy(&[("a", Some(5), None)])).await.unwrap();
+    b.set_policy("p", &policy(&[("a", Some(5), None)]))
+        .await
+        .unwrap();
     let r = keyed(&[("a", 6)], "k");
     let first = must_report(b, "p", &r).await;
-    assert_eq!(first, fresh(UsageOutcome::SoftBreach(vec![breach("a", 6, 5, true)])));
-    b.set_policy("p", &policy(&[("a", None, Some(1))])).await.unwrap();
+    assert_eq!(
+        first,
+        fresh(UsageOutcome::SoftBreach(vec![breach("a", 6, 5, true)]))
+    );
+    b.set_policy("p", &policy(&[("a", None, Some(1))]))
+        .await
+        .unwrap();
     assert_eq!(must_report(b, "p", &r).await, replayed(first.outcome));
     assert_eq!(usage_of(b, "p").await, counters(&[("a", 6)]));
 }
@@ -31,7 +43,9 @@ pub async fn replay_answers_the_recorded_outcome_after_limits_change(ctx: Ctx) {
 /// A hard breach is recorded under its key: the retry answers the breach even after the limit is lifted.
 pub async fn hard_breach_is_recorded_and_replayed(ctx: Ctx) {
     let b = &*ctx.backend;
-    b.set_policy("p", &policy(&[("a", None, Some(3))])).await.unwrap();
+    b.set_policy("p", &policy(&[("a", None, Some(3))]))
+        .await
+        .unwrap();
     let r = keyed(&[("a", 4)], "k");
     let breach_outcome = UsageOutcome::HardBreach(vec![breach("a", 0, 3, true)]);
     assert_eq!(must_report(b, "p", &r).await, fresh(breach_outcome.clone()));
@@ -56,7 +70,8 @@ pub async fn same_key_different_dimensions_conflicts(ctx: Ctx) {
     let b = &*ctx.backend;
     must_report(b, "p", &keyed(&[("a", 1)], "k")).await;
     assert_kind(
-        b.report_usage("p", &keyed(&[("a", 1), ("b", 0)], "k")).await,
+        b.report_usage("p", &keyed(&[("a", 1), ("b", 0)], "k"))
+            .await,
         ErrorKind::Conflict,
         "extra zero dimension",
     );
@@ -97,7 +112,10 @@ pub async fn expired_key_applies_afresh_even_with_new_payload(ctx: Ctx) {
     let b = &*ctx.backend;
     must_report(b, "p", &keyed(&[("a", 1)], "k")).await;
     ctx.clock.advance(DEFAULT_DEDUP_TTL_MS);
-    assert_eq!(must_report(b, "p", &keyed(&[("b", 5)], "k")).await, fresh(UsageOutcome::Ok));
+    assert_eq!(
+        must_report(b, "p", &keyed(&[("b", 5)], "k")).await,
+        fresh(UsageOutcome::Ok)
+    );
     assert_kind(
         b.report_usage("p", &keyed(&[("a", 1)], "k")).await,
         ErrorKind::Conflict,
@@ -132,7 +150,10 @@ pub async fn custom_dedup_ttl_is_respected(ctx: Ctx) {
 pub async fn reports_without_key_are_never_deduplicated(ctx: Ctx) {
     let b = &*ctx.backend;
     for _ in 0..3 {
-        assert_eq!(must_report(b, "p", &report(&[("a", 1)])).await, fresh(UsageOutcome::Ok));
+        assert_eq!(
+            must_report(b, "p", &report(&[("a", 1)])).await,
+            fresh(UsageOutcome::Ok)
+        );
     }
     assert_eq!(usage_of(b, "p").await, counters(&[("a", 3)]));
 }
@@ -140,8 +161,14 @@ pub async fn reports_without_key_are_never_deduplicated(ctx: Ctx) {
 /// Dedup keys are scoped per budget: one key on two budgets applies to both.
 pub async fn dedup_keys_are_scoped_per_budget(ctx: Ctx) {
     let b = &*ctx.backend;
-    assert_eq!(must_report(b, "one", &keyed(&[("a", 1)], "k")).await, fresh(UsageOutcome::Ok));
-    assert_eq!(must_report(b, "two", &keyed(&[("a", 2)], "k")).await, fresh(UsageOutcome::Ok));
+    assert_eq!(
+        must_report(b, "one", &keyed(&[("a", 1)], "k")).await,
+        fresh(UsageOutcome::Ok)
+    );
+    assert_eq!(
+        must_report(b, "two", &keyed(&[("a", 2)], "k")).await,
+        fresh(UsageOutcome::Ok)
+    );
     assert_eq!(usage_of(b, "one").await, counters(&[("a", 1)]));
     assert_eq!(usage_of(b, "two").await, counters(&[("a", 2)]));
 }
@@ -149,7 +176,9 @@ pub async fn dedup_keys_are_scoped_per_budget(ctx: Ctx) {
 /// A replayed soft breach keeps its recorded `usage` and `crossed`, not values recomputed now.
 pub async fn soft_breach_replay_keeps_crossed(ctx: Ctx) {
     let b = &*ctx.backend;
-    b.set_policy("p", &policy(&[("a", Some(5), None)])).await.unwrap();
+    b.set_policy("p", &policy(&[("a", Some(5), None)]))
+        .await
+        .unwrap();
     let r = keyed(&[("a", 6)], "k");
     must_report(b, "p", &r).await;
     must_report(b, "p", &report(&[("a", 10)])).await;

@@ -31,15 +31,17 @@ pub fn keyed(dims: &[(&str, u64)], key: &str) -> UsageReport {
 
 /// A policy from `(dimension, soft, hard)` triples.
 pub fn policy(limits: &[(&str, Option<u64>, Option<u64>)]) -> BudgetPolicy {
-    limits.iter().fold(BudgetPolicy::new(), |p, (d, soft, hard)| {
-        p.limit(
-            *d,
-            DimensionLimit {
-                hard: *hard,
-                soft: *soft,
-            },
-        )
-    })
+    limits
+        .iter()
+        .fold(BudgetPolicy::new(), |p, (d, soft, hard)| {
+            p.limit(
+                *d,
+                DimensionLimit {
+                    hard: *hard,
+                    soft: *soft,
+                },
+            )
+        })
 }
 
 /// One breach.

@@ -46,7 +46,10 @@ pub async fn concurrent_reports_with_one_key_apply_once(ctx: Ctx) {
     let receipts: Vec<UsageReceipt> = results.into_iter().map(|r| r.expect("report")).collect();
     assert_eq!(receipts.iter().filter(|r| !r.replayed).count(), 1);
     assert!(receipts.iter().all(|r| r.outcome == UsageOutcome::Ok));
-    assert_eq!(usage_of(&*ctx.backend, "p").await, counters(&[("tokens", 3), ("usd", 1)]));
+    assert_eq!(
+        usage_of(&*ctx.backend, "p").await,
+        counters(&[("tokens", 3), ("usd", 1)])
+    );
 }
 
 /// 100 concurrent reports of 1 against a hard limit of 37: exactly 37 apply, 63 are hard breaches.
@@ -75,7 +78,10 @@ pub async fn concurrent_reports_never_overshoot_a_hard_limit(ctx: Ctx) {
         .filter(|r| matches!(&r.outcome, UsageOutcome::SoftBreach(b) if b[0].crossed))
         .count();
     assert_eq!(crossed_soft, 1, "exactly one report crosses the soft limit");
-    assert_eq!(usage_of(&*ctx.backend, "p").await, counters(&[("tokens", 37)]));
+    assert_eq!(
+        usage_of(&*ctx.backend, "p").await,
+        counters(&[("tokens", 37)])
+    );
 }
 
 /// Concurrent `store_idempotent` calls with one (record, key) append exactly one row.
@@ -97,7 +103,10 @@ pub async fn concurrent_idempotent_stores_append_once(ctx: Ctx) {
 /// Concurrent multi-dimension reports leave counters equal to the sum of applied deltas, within every hard limit.
 pub async fn concurrent_reports_on_several_dimensions_stay_consistent(ctx: Ctx) {
     ctx.backend
-        .set_policy("p", &policy(&[("a", None, Some(200)), ("b", None, Some(150))]))
+        .set_policy(
+            "p",
+            &policy(&[("a", None, Some(200)), ("b", None, Some(150))]),
+        )
         .await
         .unwrap();
     let handles = ctx.handles(4).await;
@@ -105,7 +114,11 @@ pub async fn concurrent_reports_on_several_dimensions_stay_consistent(ctx: Ctx) 
     let reports: Vec<UsageReport> = (0..80)
         .map(|i| {
             let r = report(&[("a", rng.below(10)), ("b", rng.below(10)), ("c", 1)]);
-            if i % 3 == 0 { r.dedup_key(format!("k{}", i / 6)) } else { r }
+            if i % 3 == 0 {
+                r.dedup_key(format!("k{}", i / 6))
+            } else {
+                r
+            }
         })
         .collect();
     let shared = Arc::new(reports.clone());

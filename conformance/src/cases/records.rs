@@ -9,7 +9,9 @@ use crate::Ctx;
 /// A stored value comes back from `query` with its record name and timestamp.
 pub async fn store_then_query_returns_the_value(ctx: Ctx) {
     let b = &*ctx.backend;
-    b.store("sensor", &json!({"t": 21.5, "ok": true}), 10).await.unwrap();
+    b.store("sensor", &json!({"t": 21.5, "ok": true}), 10)
+        .await
+        .unwrap();
     assert_eq!(
         rows(b, "sensor").await,
         vec![("sensor".to_owned(), json!({"t": 21.5, "ok": true}), 10)]
@@ -32,7 +34,7 @@ pub async fn values_round_trip_byte_exact(ctx: Ctx) {
         json!(1e300),
         json!(-0.0),
         json!(5e-324),
-        json!(123456789.123456789),
+        json!(123_456_789.123_456_79),
         json!(u64::MAX),
         json!(i64::MIN),
         json!(9007199254740993u64),
@@ -44,7 +46,9 @@ pub async fn values_round_trip_byte_exact(ctx: Ctx) {
         json!(""),
     ];
     for (i, v) in values.iter().enumerate() {
-        b.store("exact", v, u64::try_from(i).unwrap()).await.unwrap();
+        b.store("exact", v, u64::try_from(i).unwrap())
+            .await
+            .unwrap();
     }
     let back = rows(b, "exact").await;
     assert_eq!(back.len(), values.len());
@@ -66,7 +70,11 @@ pub async fn value_size_limit_is_one_mebibyte(ctx: Ctx) {
     assert_eq!(serde_json::to_string(&fits).unwrap().len(), limit);
     b.store("big", &fits, 1).await.unwrap();
     let too_big = Value::String("x".repeat(limit - 1));
-    assert_kind(b.store("big", &too_big, 2).await, ErrorKind::InvalidInput, "store 1 MiB + 1");
+    assert_kind(
+        b.store("big", &too_big, 2).await,
+        ErrorKind::InvalidInput,
+        "store 1 MiB + 1",
+    );
     assert_kind(
         b.store_idempotent("big", &too_big, 2, "k").await,
         ErrorKind::InvalidInput,
@@ -103,14 +111,30 @@ pub async fn equal_timestamps_return_later_store_first(ctx: Ctx) {
         b.store("tie", &json!(i), 7).await.unwrap();
     }
     b.store("tie", &json!("older"), 6).await.unwrap();
-    let values: Vec<Value> = rows(b, "tie").await.into_iter().map(|(_, v, _)| v).collect();
-    assert_eq!(values, vec![json!(4), json!(3), json!(2), json!(1), json!(0), json!("older")]);
+    let values: Vec<Value> = rows(b, "tie")
+        .await
+        .into_iter()
+        .map(|(_, v, _)| v)
+        .collect();
+    assert_eq!(
+        values,
+        vec![
+            json!(4),
+            json!(3),
+            json!(2),
+            json!(1),
+            json!(0),
+            json!("older")
+        ]
+    );
 }
 
 /// Record names order by bytes (Rust `str` order), never by a locale collation.
 pub async fn record_names_order_by_bytes(ctx: Ctx) {
     let b = &*ctx.backend;
-    let names = ["b", "B", "a", "A", "é", "e", "aa", "a b", "a-b", "_", "~", "Z", "🦀", "\u{7f}"];
+    let names = [
+        "b", "B", "a", "A", "é", "e", "aa", "a b", "a-b", "_", "~", "Z", "🦀", "\u{7f}",
+    ];
     for n in names {
         b.store(n, &json!(n), 1).await.unwrap();
     }
@@ -149,7 +173,9 @@ pub async fn limit_per_record_keeps_newest_rows_of_each_record(ctx: Ctx) {
 pub async fn limit_per_record_zero_returns_nothing(ctx: Ctx) {
     let b = &*ctx.backend;
     b.store("x", &json!(1), 1).await.unwrap();
-    assert!(rows_with(b, "*", QueryParams::new().limit_per_record(0)).await.is_empty());
+    assert!(rows_with(b, "*", QueryParams::new().limit_per_record(0))
+        .await
+        .is_empty());
 }
 
 /// `start_time` and `end_time` are inclusive; a single-point window works.
@@ -163,8 +189,14 @@ pub async fn time_window_is_inclusive_at_both_ends(ctx: Ctx) {
         ats(rows_with(b, "w", QueryParams::new().start_time(10).end_time(20)).await),
         vec![20, 19, 11, 10]
     );
-    assert_eq!(ats(rows_with(b, "w", QueryParams::new().start_time(20)).await), vec![21, 20]);
-    assert_eq!(ats(rows_with(b, "w", QueryParams::new().end_time(10)).await), vec![10, 9]);
+    assert_eq!(
+        ats(rows_with(b, "w", QueryParams::new().start_time(20)).await),
+        vec![21, 20]
+    );
+    assert_eq!(
+        ats(rows_with(b, "w", QueryParams::new().end_time(10)).await),
+        vec![10, 9]
+    );
     assert_eq!(
         ats(rows_with(b, "w", QueryParams::new().start_time(11).end_time(11)).await),
         vec![11]
@@ -194,14 +226,23 @@ pub async fn pattern_without_star_matches_one_record(ctx: Ctx) {
 /// `*` matches any sequence, the empty one and separators such as `::` and `.` included.
 pub async fn star_matches_any_sequence_including_separators(ctx: Ctx) {
     let b = &*ctx.backend;
-    for n in ["device", "device::1::temp", "device.2.temp", "devic", "other"] {
+    for n in [
+        "device",
+        "device::1::temp",
+        "device.2.temp",
+        "devic",
+        "other",
+    ] {
         b.store(n, &json!(n), 1).await.unwrap();
     }
     assert_eq!(
         names_of(b, "device*").await,
         vec!["device", "device.2.temp", "device::1::temp"]
     );
-    assert_eq!(names_of(b, "*temp").await, vec!["device.2.temp", "device::1::temp"]);
+    assert_eq!(
+        names_of(b, "*temp").await,
+        vec!["device.2.temp", "device::1::temp"]
+    );
     assert_eq!(names_of(b, "*").await.len(), 5);
 }
 
@@ -211,9 +252,15 @@ pub async fn star_in_the_middle_and_repeated(ctx: Ctx) {
     for n in ["ac", "abc", "abcabc", "ab", "bc", "xabc", "aXbXc"] {
         b.store(n, &json!(n), 1).await.unwrap();
     }
-    assert_eq!(names_of(b, "a*c").await, vec!["aXbXc", "abc", "abcabc", "ac"]);
+    assert_eq!(
+        names_of(b, "a*c").await,
+        vec!["aXbXc", "abc", "abcabc", "ac"]
+    );
     assert_eq!(names_of(b, "a**b*c").await, vec!["aXbXc", "abc", "abcabc"]);
-    assert_eq!(names_of(b, "*b*").await, vec!["aXbXc", "ab", "abc", "abcabc", "bc", "xabc"]);
+    assert_eq!(
+        names_of(b, "*b*").await,
+        vec!["aXbXc", "ab", "abc", "abcabc", "bc", "xabc"]
+    );
 }
 
 /// `?`, `[`, `%`, `_` and `\` are literal in patterns on every engine.
@@ -235,12 +282,25 @@ pub async fn pattern_metacharacters_of_engines_are_literal(ctx: Ctx) {
 /// Prefix narrowing is exact around multi-byte characters and the highest code point.
 pub async fn multibyte_prefixes_narrow_correctly(ctx: Ctx) {
     let b = &*ctx.backend;
-    let names = ["é", "éa", "é\u{10FFFF}", "ê", "e", "\u{10FFFF}", "\u{10FFFF}x", "\u{7f}", "\u{80}"];
+    let names = [
+        "é",
+        "éa",
+        "é\u{10FFFF}",
+        "ê",
+        "e",
+        "\u{10FFFF}",
+        "\u{10FFFF}x",
+        "\u{7f}",
+        "\u{80}",
+    ];
     for n in names {
         b.store(n, &json!(n), 1).await.unwrap();
     }
     assert_eq!(names_of(b, "é*").await, vec!["é", "éa", "é\u{10FFFF}"]);
-    assert_eq!(names_of(b, "\u{10FFFF}*").await, vec!["\u{10FFFF}", "\u{10FFFF}x"]);
+    assert_eq!(
+        names_of(b, "\u{10FFFF}*").await,
+        vec!["\u{10FFFF}", "\u{10FFFF}x"]
+    );
     assert_eq!(names_of(b, "\u{7f}*").await, vec!["\u{7f}"]);
 }
 
@@ -266,10 +326,18 @@ pub async fn cleanup_deletes_strictly_older_rows_and_counts_them(ctx: Ctx) {
         b.store(n, &json!(at), at).await.unwrap();
     }
     assert_eq!(b.cleanup(5).await.unwrap(), 2);
-    let left: Vec<(String, u64)> = rows(b, "*").await.into_iter().map(|(n, _, at)| (n, at)).collect();
+    let left: Vec<(String, u64)> = rows(b, "*")
+        .await
+        .into_iter()
+        .map(|(n, _, at)| (n, at))
+        .collect();
     assert_eq!(
         left,
-        vec![("a".to_owned(), 5), ("b".to_owned(), 5), ("c".to_owned(), 9)]
+        vec![
+            ("a".to_owned(), 5),
+            ("b".to_owned(), 5),
+            ("c".to_owned(), 9)
+        ]
     );
     assert_eq!(b.cleanup(5).await.unwrap(), 0);
     assert_eq!(b.cleanup(0).await.unwrap(), 0);
@@ -279,19 +347,28 @@ pub async fn cleanup_deletes_strictly_older_rows_and_counts_them(ctx: Ctx) {
 pub async fn store_idempotent_appends_once(ctx: Ctx) {
     let b = &*ctx.backend;
     assert_eq!(
-        b.store_idempotent("r", &json!({"v": 1}), 3, "k1").await.unwrap(),
+        b.store_idempotent("r", &json!({"v": 1}), 3, "k1")
+            .await
+            .unwrap(),
         StoreResult::Appended
     );
-    assert_eq!(rows(b, "r").await, vec![("r".to_owned(), json!({"v": 1}), 3)]);
+    assert_eq!(
+        rows(b, "r").await,
+        vec![("r".to_owned(), json!({"v": 1}), 3)]
+    );
 }
 
 /// A repeat with equal value and timestamp is `AlreadyExists` and stores nothing.
 pub async fn store_idempotent_repeat_is_already_exists(ctx: Ctx) {
     let b = &*ctx.backend;
-    b.store_idempotent("r", &json!([1, 2.5]), 3, "k1").await.unwrap();
+    b.store_idempotent("r", &json!([1, 2.5]), 3, "k1")
+        .await
+        .unwrap();
     for _ in 0..3 {
         assert_eq!(
-            b.store_idempotent("r", &json!([1, 2.5]), 3, "k1").await.unwrap(),
+            b.store_idempotent("r", &json!([1, 2.5]), 3, "k1")
+                .await
+                .unwrap(),
             StoreResult::AlreadyExists
         );
     }
@@ -330,18 +407,28 @@ pub async fn store_idempotent_different_timestamp_conflicts(ctx: Ctx) {
 /// The same idempotency key on two records appends to both.
 pub async fn idempotency_keys_are_scoped_per_record(ctx: Ctx) {
     let b = &*ctx.backend;
-    assert_eq!(b.store_idempotent("r1", &json!(1), 1, "k").await.unwrap(), StoreResult::Appended);
-    assert_eq!(b.store_idempotent("r2", &json!(2), 2, "k").await.unwrap(), StoreResult::Appended);
+    assert_eq!(
+        b.store_idempotent("r1", &json!(1), 1, "k").await.unwrap(),
+        StoreResult::Appended
+    );
+    assert_eq!(
+        b.store_idempotent("r2", &json!(2), 2, "k").await.unwrap(),
+        StoreResult::Appended
+    );
     assert_eq!(names_of(b, "r*").await, vec!["r1", "r2"]);
 }
 
 /// Once `cleanup` removed the row, its idempotency key may be used again, with any value.
 pub async fn idempotency_key_is_free_again_after_cleanup(ctx: Ctx) {
     let b = &*ctx.backend;
-    b.store_idempotent("r", &json!("old"), 1, "k").await.unwrap();
+    b.store_idempotent("r", &json!("old"), 1, "k")
+        .await
+        .unwrap();
     assert_eq!(b.cleanup(2).await.unwrap(), 1);
     assert_eq!(
-        b.store_idempotent("r", &json!("new"), 5, "k").await.unwrap(),
+        b.store_idempotent("r", &json!("new"), 5, "k")
+            .await
+            .unwrap(),
         StoreResult::Appended
     );
     assert_eq!(rows(b, "r").await, vec![("r".to_owned(), json!("new"), 5)]);
@@ -351,7 +438,10 @@ pub async fn idempotency_key_is_free_again_after_cleanup(ctx: Ctx) {
 pub async fn plain_store_ignores_idempotency_keys(ctx: Ctx) {
     let b = &*ctx.backend;
     b.store("r", &json!(1), 1).await.unwrap();
-    assert_eq!(b.store_idempotent("r", &json!(1), 1, "k").await.unwrap(), StoreResult::Appended);
+    assert_eq!(
+        b.store_idempotent("r", &json!(1), 1, "k").await.unwrap(),
+        StoreResult::Appended
+    );
     b.store("r", &json!(1), 1).await.unwrap();
     assert_eq!(
         b.store_idempotent("r", &json!(1), 1, "k").await.unwrap(),
