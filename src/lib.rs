@@ -1,7 +1,7 @@
 //! stowage: one persistence and budget API with identical semantics on every backend.
 //!
 //! Pick a backend by URL with [`connect`]; the backends compiled in are chosen by cargo features
-//! (`sqlite`, the default; `postgres`, `valkey` and `all-backends` as their backends land).
+//! (`sqlite`, the default; `postgres`; `valkey` as its backend lands; `all-backends`).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -37,6 +37,9 @@ pub fn available_schemes() -> Vec<&'static str> {
     if cfg!(feature = "sqlite") {
         schemes.extend(["sqlite://PATH", "sqlite::memory:"]);
     }
+    if cfg!(feature = "postgres") {
+        schemes.extend(["postgres://…", "postgresql://…"]);
+    }
     schemes
 }
 
@@ -51,6 +54,8 @@ pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Arc<dyn 
         Arc::new(MemoryBackend::with_options(options)?)
     } else if is_sqlite(url) {
         connect_sqlite(url, options).await?
+    } else if is_postgres(url) {
+        connect_postgres(url, options).await?
     } else {
         return Err(unknown_scheme(url));
     };
@@ -60,6 +65,20 @@ pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Arc<dyn 
 
 fn is_sqlite(url: &str) -> bool {
     url.starts_with("sqlite:")
+}
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+#[cfg(feature = "postgres")]
+async fn connect_postgres(url: &str, options: ConnectOptions) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(stowage_postgres::PostgresBackend::open(url, options).await?))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn connect_postgres(url: &str, _options: ConnectOptions) -> Result<Arc<dyn Backend>> {
+    Err(unknown_scheme(url))
 }
 
 #[cfg(feature = "sqlite")]

@@ -57,7 +57,6 @@ async fn unknown_or_missing_schemes_are_invalid_input() {
         "",
         "memory",
         "sqlite://",
-        "postgres://localhost/x",
         "valkey://localhost",
     ] {
         let err = stowage::connect(url).await.unwrap_err();
@@ -81,4 +80,30 @@ async fn invalid_options_are_invalid_input() {
             assert_eq!(err.kind(), ErrorKind::InvalidInput, "{url} {options:?}");
         }
     }
+}
+
+#[cfg(not(feature = "postgres"))]
+#[tokio::test]
+async fn postgres_without_its_feature_is_invalid_input() {
+    let err = stowage::connect("postgres://localhost/x").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_urls_connect_through_the_facade() {
+    let url = match stowage_conformance::servers::postgres::shared_url() {
+        Ok(url) => url,
+        Err(reason) if !stowage_conformance::is_required("postgres") => {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+        Err(reason) => panic!("postgres is required: {reason}"),
+    };
+    let options = ConnectOptions::new().namespace(stowage_conformance::unique_namespace("facade"));
+    let store = stowage::connect_with(&url, options.clone()).await.unwrap();
+    store.report_usage("b", &UsageReport::new().add("t", 3)).await.unwrap();
+    let alias = url.replacen("postgres://", "postgresql://", 1);
+    let again = stowage::connect_with(&alias, options).await.unwrap();
+    assert_eq!(again.usage("b").await.unwrap().counters["t"], 3);
 }

@@ -18,6 +18,7 @@ mod context;
 pub mod differential;
 mod memory;
 pub mod rng;
+pub mod servers;
 
 use std::sync::Arc;
 use std::time::Duration;

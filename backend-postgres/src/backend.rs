@@ -1,0 +1,405 @@
+//! `PostgresBackend`: validation in Rust, then one statement (or one function call) per operation.
+
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Row};
+use stowage_core::{
+    dedup_fingerprint, validate, Backend, BoxFuture, BudgetBackend, BudgetPolicy, BudgetUsage,
+    Capabilities, ConnectOptions, Error, Pattern, PersistenceBackend, QueryParams,
+    ResolvedOptions, Result, StoreResult, StoredValue, UsageReceipt, UsageReport, Value,
+    MAX_AMOUNT,
+};
+
+use crate::budget::{decode_policy, decode_report, decode_usage, BudgetSql};
+use crate::config::PostgresConfig;
+use crate::error::{self, classify, to_bigint, Failure};
+use crate::records::{collect_matching, RecordSql};
+use crate::schema::{self, Schema};
+
+/// How many times a transient failure (serialization, deadlock, unique race) is retried.
+const TRANSIENT_TRIES: usize = 8;
+
+/// The PostgreSQL backend: a sqlx pool and the SQL of one namespace's schema.
+#[derive(Debug, Clone)]
+pub struct PostgresBackend {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    config: PostgresConfig,
+    options: ResolvedOptions,
+    schema: Schema,
+    records: RecordSql,
+    budget: BudgetSql,
+}
+
+impl PostgresBackend {
+    /// Connects to `url` and initializes the namespace's schema (create and migrate; harmless to repeat).
+    pub async fn open(url: &str, options: ConnectOptions) -> Result<Self> {
+        let config = PostgresConfig::from_url(url)?;
+        let options = options.resolve()?;
+        let connect = PgConnectOptions::from_str(&config.url).map_err(|e| {
+            Error::invalid_input("connect: the PostgreSQL URL cannot be parsed").with_source(e)
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .min_connections(config.min_connections)
+            .acquire_timeout(config.acquire_timeout)
+            // A ping before every acquire would double the round trips of every operation.
+            .test_before_acquire(false)
+            .connect_with(connect)
+            .await
+            .map_err(|e| error::map("connect", e))?;
+        let schema = tokio::time::timeout(
+            config.operation_timeout,
+            schema::initialize(&pool, &options.namespace),
+        )
+        .await
+        .map_err(|_| Error::unavailable("initialize: no answer from PostgreSQL in time"))??;
+        Ok(PostgresBackend {
+            inner: Arc::new(Inner {
+                records: RecordSql::new(&schema.name),
+                budget: BudgetSql::new(&schema.name),
+                pool,
+                config,
+                options,
+                schema,
+            }),
+        })
+    }
+
+    /// The pool, for callers that want to run their own statements next to stowage's.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The schema that holds this namespace (`stowage_ns_<id>`).
+    pub fn schema_name(&self) -> &str {
+        &self.inner.schema.name
+    }
+
+    /// The SQL statement `report_usage` sends (one call of a plpgsql function).
+    pub fn report_usage_sql(&self) -> &str {
+        &self.inner.budget.report
+    }
+}
+
+impl Inner {
+    /// Runs `attempt` with bounded retries of transient failures, all within the operation timeout.
+    async fn run<T, F, Fut>(&self, op: &'static str, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, sqlx::Error>>,
+    {
+        let tries = async {
+            let mut tried = 0;
+            loop {
+                tried += 1;
+                match attempt().await {
+                    Ok(value) => return Ok(value),
+                    Err(e) => match classify(op, e) {
+                        Failure::Transient(e) if tried < TRANSIENT_TRIES => {
+                            let _ = e;
+                            tokio::task::yield_now().await;
+                        }
+                        Failure::Transient(e) => return Err(error::map(op, e)),
+                        Failure::Final(e) => return Err(e),
+                    },
+                }
+            }
+        };
+        tokio::time::timeout(self.config.operation_timeout, tries)
+            .await
+            .map_err(|_| {
+                Error::unavailable(format!(
+                    "{op}: no answer from PostgreSQL within {:?}",
+                    self.config.operation_timeout
+                ))
+            })?
+    }
+
+    async fn store(&self, name: &str, value: &Value, timestamp: u64) -> Result<()> {
+        let op = "store";
+        let text = validate::store(op, name, value, timestamp)?;
+        let at = to_bigint(op, "timestamp", timestamp)?;
+        self.run(op, || {
+            sqlx::query(&self.records.store)
+                .bind(name)
+                .bind(at)
+                .bind(&text)
+                .execute(&self.pool)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn store_idempotent(
+        &self,
+        name: &str,
+        value: &Value,
+        timestamp: u64,
+        key: &str,
+    ) -> Result<StoreResult> {
+        let op = "store_idempotent";
+        let text = validate::store(op, name, value, timestamp)?;
+        validate::name(op, "idempotency key", key)?;
+        let at = to_bigint(op, "timestamp", timestamp)?;
+        loop {
+            let row = self
+                .run(op, || {
+                    sqlx::query(&self.records.store_idempotent)
+                        .bind(name)
+                        .bind(at)
+                        .bind(&text)
+                        .bind(key)
+                        .fetch_optional(&self.pool)
+                })
+                .await?;
+            // No row: the conflicting row was cleaned up between the insert and the read; try again.
+            let Some(row) = row else { continue };
+            let status: String = row.try_get(0).map_err(|e| error::map(op, e))?;
+            if status == "appended" {
+                return Ok(StoreResult::Appended);
+            }
+            let stored: String = row.try_get(1).map_err(|e| error::map(op, e))?;
+            let stored_at: i64 = row.try_get(2).map_err(|e| error::map(op, e))?;
+            return if stored == text && stored_at == at {
+                Ok(StoreResult::AlreadyExists)
+            } else {
+                Err(Error::conflict(format!(
+                    "{op}: idempotency key {} of record {} was used with a different value or timestamp",
+                    stowage_core::show(key),
+                    stowage_core::show(name)
+                )))
+            };
+        }
+    }
+
+    async fn query(&self, pattern: &str, params: QueryParams) -> Result<Vec<StoredValue>> {
+        let op = "query";
+        let pattern = Pattern::parse(op, pattern)?;
+        validate::query_params(op, &params)?;
+        if params.limit_per_record == Some(0) {
+            return Ok(Vec::new());
+        }
+        let start = to_bigint(op, "start_time", params.start_time.unwrap_or(0))?;
+        let end = to_bigint(op, "end_time", params.end_time.unwrap_or(MAX_AMOUNT))?;
+        let prefix = pattern.literal_prefix();
+        let upper = if pattern.is_exact() {
+            None
+        } else {
+            stowage_core::pattern::prefix_upper_bound(prefix)
+        };
+        let fetch = async {
+            let query = match (&upper, pattern.is_exact()) {
+                (_, true) => sqlx::query(&self.records.query_exact),
+                (Some(_), false) => sqlx::query(&self.records.query_range),
+                (None, false) => sqlx::query(&self.records.query_from),
+            };
+            let mut query = query.bind(prefix).bind(start).bind(end);
+            if let (Some(upper), false) = (&upper, pattern.is_exact()) {
+                query = query.bind(upper.as_str());
+            }
+            collect_matching(query.fetch(&self.pool), &pattern, params.limit_per_record).await
+        };
+        tokio::time::timeout(self.config.operation_timeout, fetch)
+            .await
+            .map_err(|_| Error::unavailable(format!("{op}: no answer from PostgreSQL in time")))?
+    }
+
+    async fn cleanup(&self, older_than: u64) -> Result<u64> {
+        let op = "cleanup";
+        validate::amount(op, "older_than", older_than)?;
+        let before = to_bigint(op, "older_than", older_than)?;
+        let done = self
+            .run(op, || sqlx::query(&self.records.cleanup).bind(before).execute(&self.pool))
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn set_policy(&self, budget: &str, policy: &BudgetPolicy) -> Result<()> {
+        let op = "set_policy";
+        validate::policy(op, budget, policy)?;
+        let dims: Vec<&str> = policy.limits.keys().map(String::as_str).collect();
+        let softs = policy
+            .limits
+            .values()
+            .map(|l| l.soft.map(|v| to_bigint(op, "soft limit", v)).transpose())
+            .collect::<Result<Vec<Option<i64>>>>()?;
+        let hards = policy
+            .limits
+            .values()
+            .map(|l| l.hard.map(|v| to_bigint(op, "hard limit", v)).transpose())
+            .collect::<Result<Vec<Option<i64>>>>()?;
+        self.run(op, || {
+            sqlx::query(&self.budget.set_policy)
+                .bind(budget)
+                .bind(&dims)
+                .bind(&softs)
+                .bind(&hards)
+                .execute(&self.pool)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn policy(&self, budget: &str) -> Result<Option<BudgetPolicy>> {
+        let op = "policy";
+        validate::name(op, "budget", budget)?;
+        let rows = self
+            .run(op, || sqlx::query(&self.budget.policy).bind(budget).fetch_all(&self.pool))
+            .await?;
+        decode_policy(&rows)
+    }
+
+    async fn delete_policy(&self, budget: &str) -> Result<bool> {
+        let op = "delete_policy";
+        validate::name(op, "budget", budget)?;
+        let row = self
+            .run(op, || sqlx::query(&self.budget.delete_policy).bind(budget).fetch_one(&self.pool))
+            .await?;
+        row.try_get(0).map_err(|e| error::map(op, e))
+    }
+
+    async fn report_usage(&self, budget: &str, report: &UsageReport) -> Result<UsageReceipt> {
+        let op = "report_usage";
+        validate::report(op, budget, report)?;
+        let now = self.options.now(op)?;
+        let dims: Vec<&str> = report.dimensions.keys().map(String::as_str).collect();
+        let deltas = report
+            .dimensions
+            .values()
+            .map(|d| to_bigint(op, "delta", *d))
+            .collect::<Result<Vec<i64>>>()?;
+        let key = report.dedup_key.as_deref();
+        let fingerprint = key.map(|_| dedup_fingerprint(report));
+        let now = to_bigint(op, "clock", now)?;
+        let ttl = to_bigint(op, "dedup TTL", self.options.dedup_ttl_ms)?;
+        let row = self
+            .run(op, || {
+                sqlx::query(&self.budget.report)
+                    .bind(budget)
+                    .bind(&dims)
+                    .bind(&deltas)
+                    .bind(key)
+                    .bind(fingerprint.as_deref())
+                    .bind(now)
+                    .bind(ttl)
+                    .fetch_one(&self.pool)
+            })
+            .await?;
+        decode_report(budget, key, &row)
+    }
+
+    async fn usage(&self, budget: &str) -> Result<BudgetUsage> {
+        let op = "usage";
+        validate::name(op, "budget", budget)?;
+        let rows = self
+            .run(op, || sqlx::query(&self.budget.usage).bind(budget).fetch_all(&self.pool))
+            .await?;
+        Ok(BudgetUsage {
+            counters: decode_usage(&rows)?,
+        })
+    }
+
+    async fn reset_usage(&self, budget: &str) -> Result<()> {
+        let op = "reset_usage";
+        validate::name(op, "budget", budget)?;
+        self.run(op, || sqlx::query(&self.budget.reset).bind(budget).execute(&self.pool))
+            .await?;
+        Ok(())
+    }
+}
+
+impl PersistenceBackend for PostgresBackend {
+    fn store<'a>(
+        &'a self,
+        record_name: &'a str,
+        value: &'a Value,
+        timestamp: u64,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.inner.store(record_name, value, timestamp))
+    }
+
+    fn store_idempotent<'a>(
+        &'a self,
+        record_name: &'a str,
+        value: &'a Value,
+        timestamp: u64,
+        idempotency_key: &'a str,
+    ) -> BoxFuture<'a, Result<StoreResult>> {
+        Box::pin(
+            self.inner
+                .store_idempotent(record_name, value, timestamp, idempotency_key),
+        )
+    }
+
+    fn query<'a>(
+        &'a self,
+        record_pattern: &'a str,
+        params: QueryParams,
+    ) -> BoxFuture<'a, Result<Vec<StoredValue>>> {
+        Box::pin(self.inner.query(record_pattern, params))
+    }
+
+    fn initialize(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            schema::initialize(&self.inner.pool, &self.inner.options.namespace).await?;
+            Ok(())
+        })
+    }
+
+    fn cleanup(&self, older_than: u64) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(self.inner.cleanup(older_than))
+    }
+}
+
+impl BudgetBackend for PostgresBackend {
+    fn set_policy<'a>(
+        &'a self,
+        budget: &'a str,
+        policy: &'a BudgetPolicy,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.inner.set_policy(budget, policy))
+    }
+
+    fn policy<'a>(&'a self, budget: &'a str) -> BoxFuture<'a, Result<Option<BudgetPolicy>>> {
+        Box::pin(self.inner.policy(budget))
+    }
+
+    fn delete_policy<'a>(&'a self, budget: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.inner.delete_policy(budget))
+    }
+
+    fn report_usage<'a>(
+        &'a self,
+        budget: &'a str,
+        report: &'a UsageReport,
+    ) -> BoxFuture<'a, Result<UsageReceipt>> {
+        Box::pin(self.inner.report_usage(budget, report))
+    }
+
+    fn usage<'a>(&'a self, budget: &'a str) -> BoxFuture<'a, Result<BudgetUsage>> {
+        Box::pin(self.inner.usage(budget))
+    }
+
+    fn reset_usage<'a>(&'a self, budget: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.inner.reset_usage(budget))
+    }
+}
+
+impl Backend for PostgresBackend {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            durable: true,
+            shared: true,
+            distributed: false,
+            max_value_bytes: 1_048_576,
+        }
+    }
+}

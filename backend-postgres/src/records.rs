@@ -1,0 +1,76 @@
+//! Record statements and their decoding.
+
+use futures_util::TryStreamExt;
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+use stowage_core::{show, Error, Pattern, Result, StoredValue};
+
+use crate::error::{self, from_bigint};
+
+/// The SQL of the record operations for one schema.
+#[derive(Debug)]
+pub(crate) struct RecordSql {
+    pub(crate) store: String,
+    pub(crate) store_idempotent: String,
+    pub(crate) query_exact: String,
+    pub(crate) query_range: String,
+    pub(crate) query_from: String,
+    pub(crate) cleanup: String,
+}
+
+impl RecordSql {
+    pub(crate) fn new(schema: &str) -> Self {
+        let select = format!("SELECT name, value, stored_at FROM {schema}.records WHERE ");
+        let tail = " AND stored_at >= $2 AND stored_at <= $3 ORDER BY name, stored_at DESC, id DESC";
+        RecordSql {
+            store: format!(
+                "INSERT INTO {schema}.records (name, stored_at, value) VALUES ($1, $2, $3)"
+            ),
+            store_idempotent: format!(
+                "SELECT status, value, stored_at FROM {schema}.store_idempotent($1, $2, $3, $4)"
+            ),
+            query_exact: format!("{select}name = $1{tail}"),
+            query_range: format!("{select}name >= $1 AND name < $4{tail}"),
+            query_from: format!("{select}name >= $1{tail}"),
+            cleanup: format!("DELETE FROM {schema}.records WHERE stored_at < $1"),
+        }
+    }
+}
+
+/// Streams rows (ordered by name, newest first) through the core matcher and the per-record limit.
+pub(crate) async fn collect_matching<'c, S>(
+    mut rows: S,
+    pattern: &Pattern,
+    limit_per_record: Option<usize>,
+) -> Result<Vec<StoredValue>>
+where
+    S: futures_util::Stream<Item = Result<PgRow, sqlx::Error>> + Unpin + Send + 'c,
+{
+    let op = "query";
+    let mut out = Vec::new();
+    let mut current: Option<(String, bool, usize)> = None;
+    while let Some(row) = rows.try_next().await.map_err(|e| error::map(op, e))? {
+        let name: String = row.try_get(0).map_err(|e| error::map(op, e))?;
+        if current.as_ref().is_none_or(|(n, _, _)| *n != name) {
+            let matches = pattern.matches(&name);
+            current = Some((name, matches, 0));
+        }
+        let (name, matches, kept) = current.as_mut().expect("set above");
+        if !*matches || limit_per_record.is_some_and(|limit| *kept >= limit) {
+            continue;
+        }
+        *kept += 1;
+        let text: String = row.try_get(1).map_err(|e| error::map(op, e))?;
+        let stored_at: i64 = row.try_get(2).map_err(|e| error::map(op, e))?;
+        let value = serde_json::from_str(&text).map_err(|e| {
+            Error::corruption(format!("{op}: stored value of record {} cannot be decoded", show(name)))
+                .with_source(e)
+        })?;
+        out.push(StoredValue {
+            record_name: name.clone(),
+            value,
+            stored_at: from_bigint(op, "timestamp", stored_at)?,
+        });
+    }
+    Ok(out)
+}
