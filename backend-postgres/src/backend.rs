@@ -4,8 +4,8 @@ use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Row};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::Row;
 use stowage_core::{
     dedup_fingerprint, validate, Backend, BoxFuture, BudgetBackend, BudgetPolicy, BudgetUsage,
     Capabilities, ConnectOptions, Error, Pattern, PersistenceBackend, QueryParams,
@@ -17,6 +17,7 @@ use crate::budget::{decode_policy, decode_report, decode_usage, BudgetSql};
 use crate::config::PostgresConfig;
 use crate::error::{self, classify, to_bigint, Failure};
 use crate::records::{collect_matching, RecordSql};
+use crate::pool::{ConnPool, Lease};
 use crate::schema::{self, Schema};
 
 /// How many times a transient failure (serialization, deadlock, unique race) is retried.
@@ -30,7 +31,7 @@ pub struct PostgresBackend {
 
 #[derive(Debug)]
 struct Inner {
-    pool: PgPool,
+    pool: ConnPool,
     config: PostgresConfig,
     options: ResolvedOptions,
     schema: Schema,
@@ -46,18 +47,10 @@ impl PostgresBackend {
         let connect = PgConnectOptions::from_str(&config.url).map_err(|e| {
             Error::invalid_input("connect: the PostgreSQL URL cannot be parsed").with_source(e)
         })?;
-        let pool = PgPoolOptions::new()
-            .max_connections(config.max_connections)
-            .min_connections(config.min_connections)
-            .acquire_timeout(config.acquire_timeout)
-            // A ping before every acquire would double the round trips of every operation.
-            .test_before_acquire(false)
-            .connect_with(connect)
-            .await
-            .map_err(|e| error::map("connect", e))?;
+        let pool = ConnPool::new(connect, config.max_connections, config.acquire_timeout);
         let schema = tokio::time::timeout(
             config.operation_timeout,
-            schema::initialize(&pool, &options.namespace),
+            initialize_on(&pool, &options.namespace),
         )
         .await
         .map_err(|_| Error::unavailable("initialize: no answer from PostgreSQL in time"))??;
@@ -73,11 +66,6 @@ impl PostgresBackend {
         })
     }
 
-    /// The pool, for callers that want to run their own statements next to stowage's.
-    pub fn pool(&self) -> &PgPool {
-        &self.inner.pool
-    }
-
     /// The schema that holds this namespace (`stowage_ns_<id>`).
     pub fn schema_name(&self) -> &str {
         &self.inner.schema.name
@@ -89,27 +77,48 @@ impl PostgresBackend {
     }
 }
 
+/// Creates or migrates the namespace's schema on one pooled connection.
+async fn initialize_on(pool: &ConnPool, namespace: &str) -> Result<Schema> {
+    let mut lease = pool.acquire("initialize").await?;
+    let schema = schema::initialize(lease.conn(), namespace).await?;
+    lease.release();
+    Ok(schema)
+}
+
 impl Inner {
-    /// Runs `attempt` with bounded retries of transient failures, all within the operation timeout.
-    async fn run<T, F, Fut>(&self, op: &'static str, mut attempt: F) -> Result<T>
+    /// Runs `attempt` on a pooled connection with bounded retries of transient failures, all within the operation timeout.
+    ///
+    /// `attempt` gets the lease and gives it back with its result; a connection whose last use did
+    /// not end with an answer from the server is dropped instead of reused.
+    async fn run<'p, T, F, Fut>(&'p self, op: &'static str, mut attempt: F) -> Result<T>
     where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = std::result::Result<T, sqlx::Error>>,
+        F: FnMut(Lease<'p>) -> Fut,
+        Fut: Future<Output = (Lease<'p>, std::result::Result<T, sqlx::Error>)>,
     {
         let tries = async {
             let mut tried = 0;
             loop {
                 tried += 1;
-                match attempt().await {
-                    Ok(value) => return Ok(value),
-                    Err(e) => match classify(op, e) {
+                let lease = self.pool.acquire(op).await?;
+                let (lease, result) = attempt(lease).await;
+                match result {
+                    Ok(value) => {
+                        lease.release();
+                        return Ok(value);
+                    }
+                    Err(e) => {
+                        if matches!(e, sqlx::Error::Database(_)) {
+                            lease.release();
+                        }
+                        match classify(op, e) {
                         Failure::Transient(e) if tried < TRANSIENT_TRIES => {
                             let _ = e;
                             tokio::task::yield_now().await;
                         }
                         Failure::Transient(e) => return Err(error::map(op, e)),
                         Failure::Final(e) => return Err(e),
-                    },
+                        }
+                    }
                 }
             }
         };
@@ -127,12 +136,15 @@ impl Inner {
         let op = "store";
         let text = validate::store(op, name, value, timestamp)?;
         let at = to_bigint(op, "timestamp", timestamp)?;
-        self.run(op, || {
-            sqlx::query(&self.records.store)
+        let text = &text;
+        self.run(op, |mut lease| async move {
+            let result = sqlx::query(&self.records.store)
                 .bind(name)
                 .bind(at)
-                .bind(&text)
-                .execute(&self.pool)
+                .bind(text)
+                .execute(lease.conn())
+                .await;
+            (lease, result)
         })
         .await?;
         Ok(())
@@ -149,15 +161,18 @@ impl Inner {
         let text = validate::store(op, name, value, timestamp)?;
         validate::name(op, "idempotency key", key)?;
         let at = to_bigint(op, "timestamp", timestamp)?;
+        let text_ref = &text;
         loop {
             let row = self
-                .run(op, || {
-                    sqlx::query(&self.records.store_idempotent)
+                .run(op, |mut lease| async move {
+                    let result = sqlx::query(&self.records.store_idempotent)
                         .bind(name)
                         .bind(at)
-                        .bind(&text)
+                        .bind(text_ref)
                         .bind(key)
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(lease.conn())
+                        .await;
+                    (lease, result)
                 })
                 .await?;
             // No row: the conflicting row was cleaned up between the insert and the read; try again.
@@ -196,6 +211,7 @@ impl Inner {
             stowage_core::pattern::prefix_upper_bound(prefix)
         };
         let fetch = async {
+            let mut lease = self.pool.acquire(op).await?;
             let query = match (&upper, pattern.is_exact()) {
                 (_, true) => sqlx::query(&self.records.query_exact),
                 (Some(_), false) => sqlx::query(&self.records.query_range),
@@ -205,7 +221,10 @@ impl Inner {
             if let (Some(upper), false) = (&upper, pattern.is_exact()) {
                 query = query.bind(upper.as_str());
             }
-            collect_matching(query.fetch(&self.pool), &pattern, params.limit_per_record).await
+            let rows = collect_matching(query.fetch(lease.conn()), &pattern, params.limit_per_record).await?;
+            // Only a fully read answer leaves the connection clean for reuse.
+            lease.release();
+            Ok(rows)
         };
         tokio::time::timeout(self.config.operation_timeout, fetch)
             .await
@@ -217,7 +236,13 @@ impl Inner {
         validate::amount(op, "older_than", older_than)?;
         let before = to_bigint(op, "older_than", older_than)?;
         let done = self
-            .run(op, || sqlx::query(&self.records.cleanup).bind(before).execute(&self.pool))
+            .run(op, |mut lease| async move {
+                let result = sqlx::query(&self.records.cleanup)
+                    .bind(before)
+                    .execute(lease.conn())
+                    .await;
+                (lease, result)
+            })
             .await?;
         Ok(done.rows_affected())
     }
@@ -236,13 +261,16 @@ impl Inner {
             .values()
             .map(|l| l.hard.map(|v| to_bigint(op, "hard limit", v)).transpose())
             .collect::<Result<Vec<Option<i64>>>>()?;
-        self.run(op, || {
-            sqlx::query(&self.budget.set_policy)
+        let (dims, softs, hards) = (&dims, &softs, &hards);
+        self.run(op, |mut lease| async move {
+            let result = sqlx::query(&self.budget.set_policy)
                 .bind(budget)
-                .bind(&dims)
-                .bind(&softs)
-                .bind(&hards)
-                .execute(&self.pool)
+                .bind(dims)
+                .bind(softs)
+                .bind(hards)
+                .execute(lease.conn())
+                .await;
+            (lease, result)
         })
         .await?;
         Ok(())
@@ -252,7 +280,13 @@ impl Inner {
         let op = "policy";
         validate::name(op, "budget", budget)?;
         let rows = self
-            .run(op, || sqlx::query(&self.budget.policy).bind(budget).fetch_all(&self.pool))
+            .run(op, |mut lease| async move {
+                let result = sqlx::query(&self.budget.policy)
+                    .bind(budget)
+                    .fetch_all(lease.conn())
+                    .await;
+                (lease, result)
+            })
             .await?;
         decode_policy(&rows)
     }
@@ -261,7 +295,13 @@ impl Inner {
         let op = "delete_policy";
         validate::name(op, "budget", budget)?;
         let row = self
-            .run(op, || sqlx::query(&self.budget.delete_policy).bind(budget).fetch_one(&self.pool))
+            .run(op, |mut lease| async move {
+                let result = sqlx::query(&self.budget.delete_policy)
+                    .bind(budget)
+                    .fetch_one(lease.conn())
+                    .await;
+                (lease, result)
+            })
             .await?;
         row.try_get(0).map_err(|e| error::map(op, e))
     }
@@ -280,17 +320,20 @@ impl Inner {
         let fingerprint = key.map(|_| dedup_fingerprint(report));
         let now = to_bigint(op, "clock", now)?;
         let ttl = to_bigint(op, "dedup TTL", self.options.dedup_ttl_ms)?;
+        let (dims, deltas, fingerprint) = (&dims, &deltas, fingerprint.as_deref());
         let row = self
-            .run(op, || {
-                sqlx::query(&self.budget.report)
+            .run(op, |mut lease| async move {
+                let result = sqlx::query(&self.budget.report)
                     .bind(budget)
-                    .bind(&dims)
-                    .bind(&deltas)
+                    .bind(dims)
+                    .bind(deltas)
                     .bind(key)
-                    .bind(fingerprint.as_deref())
+                    .bind(fingerprint)
                     .bind(now)
                     .bind(ttl)
-                    .fetch_one(&self.pool)
+                    .fetch_one(lease.conn())
+                    .await;
+                (lease, result)
             })
             .await?;
         decode_report(budget, key, &row)
@@ -300,7 +343,13 @@ impl Inner {
         let op = "usage";
         validate::name(op, "budget", budget)?;
         let rows = self
-            .run(op, || sqlx::query(&self.budget.usage).bind(budget).fetch_all(&self.pool))
+            .run(op, |mut lease| async move {
+                let result = sqlx::query(&self.budget.usage)
+                    .bind(budget)
+                    .fetch_all(lease.conn())
+                    .await;
+                (lease, result)
+            })
             .await?;
         Ok(BudgetUsage {
             counters: decode_usage(&rows)?,
@@ -310,8 +359,14 @@ impl Inner {
     async fn reset_usage(&self, budget: &str) -> Result<()> {
         let op = "reset_usage";
         validate::name(op, "budget", budget)?;
-        self.run(op, || sqlx::query(&self.budget.reset).bind(budget).execute(&self.pool))
-            .await?;
+        self.run(op, |mut lease| async move {
+            let result = sqlx::query(&self.budget.reset)
+                .bind(budget)
+                .execute(lease.conn())
+                .await;
+            (lease, result)
+        })
+        .await?;
         Ok(())
     }
 }
@@ -349,7 +404,7 @@ impl PersistenceBackend for PostgresBackend {
 
     fn initialize(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            schema::initialize(&self.inner.pool, &self.inner.options.namespace).await?;
+            initialize_on(&self.inner.pool, &self.inner.options.namespace).await?;
             Ok(())
         })
     }

@@ -7,7 +7,6 @@ use stowage_core::{show, Error, Result};
 /// URL parameters stowage reads itself (the rest go to sqlx/libpq semantics).
 const OWN_PARAMETERS: &[&str] = &[
     "max_connections",
-    "min_connections",
     "acquire_timeout_ms",
     "operation_timeout_ms",
 ];
@@ -19,8 +18,6 @@ pub struct PostgresConfig {
     pub url: String,
     /// Pool size (`max_connections`, default 16).
     pub max_connections: u32,
-    /// Connections kept open (`min_connections`, default 0).
-    pub min_connections: u32,
     /// How long to wait for a pooled connection (`acquire_timeout_ms`, default 5000).
     pub acquire_timeout: Duration,
     /// Upper bound of one operation, retries included (`operation_timeout_ms`, default 30000); past it the call is `Unavailable`.
@@ -40,7 +37,6 @@ impl PostgresConfig {
         let mut config = PostgresConfig {
             url: base.to_owned(),
             max_connections: 16,
-            min_connections: 0,
             acquire_timeout: Duration::from_millis(5_000),
             operation_timeout: Duration::from_millis(30_000),
         };
@@ -64,16 +60,14 @@ impl PostgresConfig {
             };
             match key {
                 "max_connections" => config.max_connections = small()?,
-                "min_connections" => config.min_connections = small()?,
                 "acquire_timeout_ms" => config.acquire_timeout = Duration::from_millis(number),
                 _ => config.operation_timeout = Duration::from_millis(number),
             }
         }
-        if config.max_connections == 0 || config.min_connections > config.max_connections {
-            return Err(Error::invalid_input(format!(
-                "connect: pool sizes min_connections={} max_connections={} are inconsistent",
-                config.min_connections, config.max_connections
-            )));
+        if config.max_connections == 0 {
+            return Err(Error::invalid_input(
+                "connect: URL parameter max_connections=0; the pool needs at least one connection",
+            ));
         }
         if !passed.is_empty() {
             config.url = format!("{base}?{}", passed.join("&"));
@@ -102,7 +96,7 @@ mod tests {
         for url in [
             "postgres://h/db?max_connections=x",
             "postgres://h/db?max_connections=0",
-            "postgres://h/db?min_connections=9&max_connections=2",
+            "postgres://h/db?max_connections=99999999999",
             "mysql://h/db",
         ] {
             assert_eq!(

@@ -9,6 +9,7 @@ mod backend;
 mod budget;
 mod config;
 mod error;
+mod pool;
 mod records;
 mod schema;
 

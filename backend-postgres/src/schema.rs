@@ -1,6 +1,6 @@
 //! The namespace registry and the versioned, embedded per-namespace migrations.
 
-use sqlx::{Executor, PgPool, Row};
+use sqlx::{Connection, Executor, PgConnection, Row};
 use stowage_core::{Error, Result};
 
 use crate::error;
@@ -25,10 +25,10 @@ pub(crate) struct Schema {
 ///
 /// Multi-statement SQL goes through `Executor::execute(&str)`: `raw_sql(..).execute(..)` trips the
 /// compiler's `Send` inference when the future is boxed (sqlx issue 3150).
-pub(crate) async fn initialize(pool: &PgPool, namespace: &str) -> Result<Schema> {
+pub(crate) async fn initialize(conn: &mut PgConnection, namespace: &str) -> Result<Schema> {
     let op = "initialize";
     let e = |err| error::map(op, err);
-    let mut tx = pool.begin().await.map_err(e)?;
+    let mut tx = conn.begin().await.map_err(e)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(INIT_LOCK)
         .execute(&mut *tx)

@@ -1,0 +1,116 @@
+//! Proves that `report_usage` costs one round trip: a proxy between the backend and the server
+//! counts turns — each time the client sends after the server has answered is one round trip.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use stowage_conformance::servers::postgres;
+use stowage_core::{BudgetBackend, BudgetPolicy, ConnectOptions, DimensionLimit, UsageReport};
+use stowage_postgres::PostgresBackend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Round trips seen by the proxy: client bytes that follow server bytes (or the start) open a new one.
+#[derive(Default)]
+struct Turns {
+    count: AtomicU64,
+    server_spoke_last: AtomicBool,
+}
+
+impl Turns {
+    fn client_sent(&self) {
+        if self.server_spoke_last.swap(false, Ordering::SeqCst) {
+            self.count.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn server_sent(&self) {
+        self.server_spoke_last.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    turns: Arc<Turns>,
+    client_side: bool,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = from.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        // Mark the turn before forwarding, so the other side's answer cannot be seen first.
+        if client_side {
+            turns.client_sent();
+        } else {
+            turns.server_sent();
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn proxy(server_port: u16, turns: Arc<Turns>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (client, _) = listener.accept().await.unwrap();
+            let server = TcpStream::connect(("127.0.0.1", server_port)).await.unwrap();
+            client.set_nodelay(true).unwrap();
+            server.set_nodelay(true).unwrap();
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            tokio::spawn(pump(client_read, server_write, turns.clone(), true));
+            tokio::spawn(pump(server_read, client_write, turns.clone(), false));
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_usage_is_one_round_trip() {
+    let url = match postgres::shared_url() {
+        Ok(url) => url,
+        Err(reason) if !stowage_conformance::is_required("postgres") => {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+        Err(reason) => panic!("postgres is required: {reason}"),
+    };
+    let server_port: u16 = url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("the URL names a port");
+    let turns = Arc::new(Turns::default());
+    let port = proxy(server_port, turns.clone()).await;
+    let proxied = format!("postgres://stowage@127.0.0.1:{port}/postgres?max_connections=1");
+    let namespace = stowage_conformance::unique_namespace("rt");
+    let backend = PostgresBackend::open(&proxied, ConnectOptions::new().namespace(namespace)).await.unwrap();
+    backend
+        .set_policy("b", &BudgetPolicy::new().limit("t", DimensionLimit::both(5, 10)))
+        .await
+        .unwrap();
+    // Warm up: the first call on a connection prepares the statement (one extra exchange, once).
+    backend.report_usage("b", &UsageReport::new().add("t", 1)).await.unwrap();
+
+    let reports = [
+        UsageReport::new().add("t", 1),                        // ok
+        UsageReport::new().add("t", 4).dedup_key("k1"),        // soft breach, recorded
+        UsageReport::new().add("t", 4).dedup_key("k1"),        // replay
+        UsageReport::new().add("t", 100).dedup_key("k2"),      // hard breach, recorded
+        UsageReport::new().add("t", 1).add("u", 7),            // two dimensions
+    ];
+    for report in &reports {
+        // The previous answer was read in full: the next client bytes open a new round trip.
+        turns.server_sent();
+        let before = turns.count.load(Ordering::SeqCst);
+        backend.report_usage("b", report).await.unwrap();
+        let spent = turns.count.load(Ordering::SeqCst) - before;
+        assert_eq!(spent, 1, "report {report:?} took {spent} round trips");
+    }
+}
