@@ -73,7 +73,9 @@ fn is_postgres(url: &str) -> bool {
 
 #[cfg(feature = "postgres")]
 async fn connect_postgres(url: &str, options: ConnectOptions) -> Result<Arc<dyn Backend>> {
-    Ok(Arc::new(stowage_postgres::PostgresBackend::open(url, options).await?))
+    Ok(Arc::new(
+        stowage_postgres::PostgresBackend::open(url, options).await?,
+    ))
 }
 
 #[cfg(not(feature = "postgres"))]

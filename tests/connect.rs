@@ -52,13 +52,7 @@ async fn namespaces_given_to_connect_with_isolate_one_file() {
 
 #[tokio::test]
 async fn unknown_or_missing_schemes_are_invalid_input() {
-    for url in [
-        "ftp://x",
-        "",
-        "memory",
-        "sqlite://",
-        "valkey://localhost",
-    ] {
+    for url in ["ftp://x", "", "memory", "sqlite://", "valkey://localhost"] {
         let err = stowage::connect(url).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{url}");
     }
@@ -85,7 +79,9 @@ async fn invalid_options_are_invalid_input() {
 #[cfg(not(feature = "postgres"))]
 #[tokio::test]
 async fn postgres_without_its_feature_is_invalid_input() {
-    let err = stowage::connect("postgres://localhost/x").await.unwrap_err();
+    let err = stowage::connect("postgres://localhost/x")
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
 }
 
@@ -102,7 +98,10 @@ async fn postgres_urls_connect_through_the_facade() {
     };
     let options = ConnectOptions::new().namespace(stowage_conformance::unique_namespace("facade"));
     let store = stowage::connect_with(&url, options.clone()).await.unwrap();
-    store.report_usage("b", &UsageReport::new().add("t", 3)).await.unwrap();
+    store
+        .report_usage("b", &UsageReport::new().add("t", 3))
+        .await
+        .unwrap();
     let alias = url.replacen("postgres://", "postgresql://", 1);
     let again = stowage::connect_with(&alias, options).await.unwrap();
     assert_eq!(again.usage("b").await.unwrap().counters["t"], 3);

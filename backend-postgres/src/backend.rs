@@ -8,16 +8,15 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::Row;
 use stowage_core::{
     dedup_fingerprint, validate, Backend, BoxFuture, BudgetBackend, BudgetPolicy, BudgetUsage,
-    Capabilities, ConnectOptions, Error, Pattern, PersistenceBackend, QueryParams,
-    ResolvedOptions, Result, StoreResult, StoredValue, UsageReceipt, UsageReport, Value,
-    MAX_AMOUNT,
+    Capabilities, ConnectOptions, Error, Pattern, PersistenceBackend, QueryParams, ResolvedOptions,
+    Result, StoreResult, StoredValue, UsageReceipt, UsageReport, Value, MAX_AMOUNT,
 };
 
 use crate::budget::{decode_policy, decode_report, decode_usage, BudgetSql};
 use crate::config::PostgresConfig;
 use crate::error::{self, classify, to_bigint, Failure};
-use crate::records::{collect_matching, RecordSql};
 use crate::pool::{ConnPool, Lease};
+use crate::records::{collect_matching, RecordSql};
 use crate::schema::{self, Schema};
 
 /// How many times a transient failure (serialization, deadlock, unique race) is retried.
@@ -111,12 +110,12 @@ impl Inner {
                             lease.release();
                         }
                         match classify(op, e) {
-                        Failure::Transient(e) if tried < TRANSIENT_TRIES => {
-                            let _ = e;
-                            tokio::task::yield_now().await;
-                        }
-                        Failure::Transient(e) => return Err(error::map(op, e)),
-                        Failure::Final(e) => return Err(e),
+                            Failure::Transient(e) if tried < TRANSIENT_TRIES => {
+                                let _ = e;
+                                tokio::task::yield_now().await;
+                            }
+                            Failure::Transient(e) => return Err(error::map(op, e)),
+                            Failure::Final(e) => return Err(e),
                         }
                     }
                 }
@@ -221,7 +220,9 @@ impl Inner {
             if let (Some(upper), false) = (&upper, pattern.is_exact()) {
                 query = query.bind(upper.as_str());
             }
-            let rows = collect_matching(query.fetch(lease.conn()), &pattern, params.limit_per_record).await?;
+            let rows =
+                collect_matching(query.fetch(lease.conn()), &pattern, params.limit_per_record)
+                    .await?;
             // Only a fully read answer leaves the connection clean for reuse.
             lease.release();
             Ok(rows)

@@ -86,7 +86,9 @@ pub(crate) fn decode_report(budget: &str, key: Option<&str>, row: &PgRow) -> Res
         )));
     }
     let mut breaches = Vec::with_capacity(dims.len());
-    for (((dimension, usage), limit), crossed) in dims.into_iter().zip(usage).zip(limits).zip(crossed) {
+    for (((dimension, usage), limit), crossed) in
+        dims.into_iter().zip(usage).zip(limits).zip(crossed)
+    {
         breaches.push(Breach {
             dimension,
             usage: from_bigint(op, "usage", usage)?,

@@ -55,7 +55,9 @@ impl PostgresConfig {
             })?;
             let small = || {
                 u32::try_from(number).map_err(|_| {
-                    Error::invalid_input(format!("connect: URL parameter {key}={number} is too large"))
+                    Error::invalid_input(format!(
+                        "connect: URL parameter {key}={number} is too large"
+                    ))
                 })
             };
             match key {

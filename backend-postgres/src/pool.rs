@@ -45,11 +45,10 @@ impl ConnPool {
     /// An idle connection, or a new one; `Unavailable` when none frees up or connects in time.
     pub(crate) async fn acquire(&self, op: &str) -> Result<Lease<'_>> {
         let get = async {
-            let permit = self
-                .permits
-                .acquire()
-                .await
-                .map_err(|_| Error::unavailable(format!("{op}: the connection pool is closed")))?;
+            let permit =
+                self.permits.acquire().await.map_err(|_| {
+                    Error::unavailable(format!("{op}: the connection pool is closed"))
+                })?;
             let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let conn = match idle {
                 Some(conn) => conn,
@@ -77,7 +76,9 @@ impl ConnPool {
 impl Lease<'_> {
     /// The connection.
     pub(crate) fn conn(&mut self) -> &mut PgConnection {
-        self.conn.as_mut().expect("a lease holds its connection until released")
+        self.conn
+            .as_mut()
+            .expect("a lease holds its connection until released")
     }
 
     /// Returns the connection to the pool for reuse.

@@ -21,7 +21,8 @@ pub(crate) struct RecordSql {
 impl RecordSql {
     pub(crate) fn new(schema: &str) -> Self {
         let select = format!("SELECT name, value, stored_at FROM {schema}.records WHERE ");
-        let tail = " AND stored_at >= $2 AND stored_at <= $3 ORDER BY name, stored_at DESC, id DESC";
+        let tail =
+            " AND stored_at >= $2 AND stored_at <= $3 ORDER BY name, stored_at DESC, id DESC";
         RecordSql {
             store: format!(
                 "INSERT INTO {schema}.records (name, stored_at, value) VALUES ($1, $2, $3)"
@@ -63,8 +64,11 @@ where
         let text: String = row.try_get(1).map_err(|e| error::map(op, e))?;
         let stored_at: i64 = row.try_get(2).map_err(|e| error::map(op, e))?;
         let value = serde_json::from_str(&text).map_err(|e| {
-            Error::corruption(format!("{op}: stored value of record {} cannot be decoded", show(name)))
-                .with_source(e)
+            Error::corruption(format!(
+                "{op}: stored value of record {} cannot be decoded",
+                show(name)
+            ))
+            .with_source(e)
         })?;
         out.push(StoredValue {
             record_name: name.clone(),

@@ -44,11 +44,13 @@ pub(crate) async fn initialize(conn: &mut PgConnection, namespace: &str) -> Resu
     )
     .await
     .map_err(e)?;
-    sqlx::query("INSERT INTO stowage_registry.namespaces (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
-        .bind(namespace)
-        .execute(&mut *tx)
-        .await
-        .map_err(e)?;
+    sqlx::query(
+        "INSERT INTO stowage_registry.namespaces (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(namespace)
+    .execute(&mut *tx)
+    .await
+    .map_err(e)?;
     let row = sqlx::query("SELECT id, version FROM stowage_registry.namespaces WHERE name = $1")
         .bind(namespace)
         .fetch_one(&mut *tx)

@@ -1,10 +1,11 @@
 //! Proves that `report_usage` costs one round trip: a proxy between the backend and the server
 //! counts turns — each time the client sends after the server has answered is one round trip.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use stowage_conformance::servers::postgres;
 use stowage_core::{BudgetBackend, BudgetPolicy, ConnectOptions, DimensionLimit, UsageReport};
 use stowage_postgres::PostgresBackend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -59,7 +60,9 @@ async fn proxy(server_port: u16, turns: Arc<Turns>) -> u16 {
     tokio::spawn(async move {
         loop {
             let (client, _) = listener.accept().await.unwrap();
-            let server = TcpStream::connect(("127.0.0.1", server_port)).await.unwrap();
+            let server = TcpStream::connect(("127.0.0.1", server_port))
+                .await
+                .unwrap();
             client.set_nodelay(true).unwrap();
             server.set_nodelay(true).unwrap();
             let (client_read, client_write) = client.into_split();
@@ -73,13 +76,8 @@ async fn proxy(server_port: u16, turns: Arc<Turns>) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_usage_is_one_round_trip() {
-    let url = match postgres::shared_url() {
-        Ok(url) => url,
-        Err(reason) if !stowage_conformance::is_required("postgres") => {
-            eprintln!("skipped: {reason}");
-            return;
-        }
-        Err(reason) => panic!("postgres is required: {reason}"),
+    let Some(url) = common::shared_url() else {
+        return;
     };
     let server_port: u16 = url
         .rsplit_once(':')
@@ -90,20 +88,28 @@ async fn report_usage_is_one_round_trip() {
     let port = proxy(server_port, turns.clone()).await;
     let proxied = format!("postgres://stowage@127.0.0.1:{port}/postgres?max_connections=1");
     let namespace = stowage_conformance::unique_namespace("rt");
-    let backend = PostgresBackend::open(&proxied, ConnectOptions::new().namespace(namespace)).await.unwrap();
+    let backend = PostgresBackend::open(&proxied, ConnectOptions::new().namespace(namespace))
+        .await
+        .unwrap();
     backend
-        .set_policy("b", &BudgetPolicy::new().limit("t", DimensionLimit::both(5, 10)))
+        .set_policy(
+            "b",
+            &BudgetPolicy::new().limit("t", DimensionLimit::both(5, 10)),
+        )
         .await
         .unwrap();
     // Warm up: the first call on a connection prepares the statement (one extra exchange, once).
-    backend.report_usage("b", &UsageReport::new().add("t", 1)).await.unwrap();
+    backend
+        .report_usage("b", &UsageReport::new().add("t", 1))
+        .await
+        .unwrap();
 
     let reports = [
-        UsageReport::new().add("t", 1),                        // ok
-        UsageReport::new().add("t", 4).dedup_key("k1"),        // soft breach, recorded
-        UsageReport::new().add("t", 4).dedup_key("k1"),        // replay
-        UsageReport::new().add("t", 100).dedup_key("k2"),      // hard breach, recorded
-        UsageReport::new().add("t", 1).add("u", 7),            // two dimensions
+        UsageReport::new().add("t", 1),                   // ok
+        UsageReport::new().add("t", 4).dedup_key("k1"),   // soft breach, recorded
+        UsageReport::new().add("t", 4).dedup_key("k1"),   // replay
+        UsageReport::new().add("t", 100).dedup_key("k2"), // hard breach, recorded
+        UsageReport::new().add("t", 1).add("u", 7),       // two dimensions
     ];
     for report in &reports {
         // The previous answer was read in full: the next client bytes open a new round trip.

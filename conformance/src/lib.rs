@@ -17,6 +17,7 @@ pub mod cases;
 mod context;
 pub mod differential;
 mod memory;
+pub mod process_race;
 pub mod rng;
 pub mod servers;
 
@@ -35,6 +36,16 @@ pub trait Harness: Send + Sync + 'static {
     /// Backends opened with the same namespace must see the same data when the backend is `shared`
     /// or `durable`; a different namespace must see none of it.
     fn open(&self, options: ConnectOptions) -> BoxFuture<'_, Result<Arc<dyn Backend>>>;
+}
+
+/// Any function from options to an opened backend is a harness.
+impl<F> Harness for F
+where
+    F: Fn(ConnectOptions) -> BoxFuture<'static, Result<Arc<dyn Backend>>> + Send + Sync + 'static,
+{
+    fn open(&self, options: ConnectOptions) -> BoxFuture<'_, Result<Arc<dyn Backend>>> {
+        self(options)
+    }
 }
 
 /// A harness, or why this backend cannot be tested here.

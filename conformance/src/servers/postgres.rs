@@ -88,7 +88,15 @@ impl PostgresServer {
             command_as(user.as_deref(), &bin.join("initdb"))
                 .arg("-D")
                 .arg(&data)
-                .args(["-U", "stowage", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"]),
+                .args([
+                    "-U",
+                    "stowage",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ]),
             "initdb",
         )?;
         let port = free_port()?;
@@ -135,7 +143,10 @@ impl PostgresServer {
     /// Stops the server at once, as a crash would (`-m immediate`); the data stays.
     pub fn stop_immediate(&self) -> Result<(), String> {
         run(
-            self.pg_ctl().arg("-D").arg(&self.data).args(["-m", "immediate", "-w", "stop"]),
+            self.pg_ctl()
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-m", "immediate", "-w", "stop"]),
             "pg_ctl stop",
         )
         .map(|_| ())
