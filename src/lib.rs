@@ -1,7 +1,7 @@
 //! stowage: one persistence and budget API with identical semantics on every backend.
 //!
 //! Pick a backend by URL with [`connect`]; the backends compiled in are chosen by cargo features
-//! (`sqlite`, the default; `postgres`; `valkey` as its backend lands; `all-backends`).
+//! (`sqlite`, the default; `postgres`; `valkey`; `all-backends`).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -40,6 +40,14 @@ pub fn available_schemes() -> Vec<&'static str> {
     if cfg!(feature = "postgres") {
         schemes.extend(["postgres://…", "postgresql://…"]);
     }
+    if cfg!(feature = "valkey") {
+        schemes.extend([
+            "valkey://…",
+            "redis://…",
+            "valkey+cluster://h:p,h:p",
+            "redis+cluster://h:p,h:p",
+        ]);
+    }
     schemes
 }
 
@@ -56,6 +64,8 @@ pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Arc<dyn 
         connect_sqlite(url, options).await?
     } else if is_postgres(url) {
         connect_postgres(url, options).await?
+    } else if is_valkey(url) {
+        connect_valkey(url, options).await?
     } else {
         return Err(unknown_scheme(url));
     };
@@ -69,6 +79,29 @@ fn is_sqlite(url: &str) -> bool {
 
 fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+fn is_valkey(url: &str) -> bool {
+    [
+        "valkey://",
+        "redis://",
+        "valkey+cluster://",
+        "redis+cluster://",
+    ]
+    .iter()
+    .any(|scheme| url.starts_with(scheme))
+}
+
+#[cfg(feature = "valkey")]
+async fn connect_valkey(url: &str, options: ConnectOptions) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(
+        stowage_valkey::ValkeyBackend::open(url, options).await?,
+    ))
+}
+
+#[cfg(not(feature = "valkey"))]
+async fn connect_valkey(url: &str, _options: ConnectOptions) -> Result<Arc<dyn Backend>> {
+    Err(unknown_scheme(url))
 }
 
 #[cfg(feature = "postgres")]

@@ -52,7 +52,7 @@ async fn namespaces_given_to_connect_with_isolate_one_file() {
 
 #[tokio::test]
 async fn unknown_or_missing_schemes_are_invalid_input() {
-    for url in ["ftp://x", "", "memory", "sqlite://", "valkey://localhost"] {
+    for url in ["ftp://x", "", "memory", "sqlite://", "mysql://localhost"] {
         let err = stowage::connect(url).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{url}");
     }
@@ -105,4 +105,42 @@ async fn postgres_urls_connect_through_the_facade() {
     let alias = url.replacen("postgres://", "postgresql://", 1);
     let again = stowage::connect_with(&alias, options).await.unwrap();
     assert_eq!(again.usage("b").await.unwrap().counters["t"], 3);
+}
+
+#[cfg(not(feature = "valkey"))]
+#[tokio::test]
+async fn valkey_without_its_feature_is_invalid_input() {
+    for url in ["valkey://localhost", "redis+cluster://a:1,b:2"] {
+        let err = stowage::connect(url).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{url}");
+    }
+}
+
+#[cfg(feature = "valkey")]
+#[tokio::test]
+async fn valkey_urls_connect_through_the_facade() {
+    use stowage_conformance::servers::valkey;
+    for (backend, url) in [
+        ("valkey", valkey::shared_url()),
+        ("valkey-cluster", valkey::shared_cluster_url()),
+    ] {
+        let url = match url {
+            Ok(url) => url,
+            Err(reason) if !stowage_conformance::is_required(backend) => {
+                eprintln!("skipped: {reason}");
+                continue;
+            }
+            Err(reason) => panic!("{backend} is required: {reason}"),
+        };
+        let options =
+            ConnectOptions::new().namespace(stowage_conformance::unique_namespace("facade"));
+        let store = stowage::connect_with(&url, options.clone()).await.unwrap();
+        store
+            .report_usage("b", &UsageReport::new().add("t", 4))
+            .await
+            .unwrap();
+        let alias = url.replacen("valkey", "redis", 1);
+        let again = stowage::connect_with(&alias, options).await.unwrap();
+        assert_eq!(again.usage("b").await.unwrap().counters["t"], 4, "{url}");
+    }
 }

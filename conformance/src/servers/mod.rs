@@ -6,6 +6,8 @@
 //! server and removes its directory.
 
 pub mod postgres;
+pub mod resp;
+pub mod valkey;
 
 use std::io::Write;
 use std::net::TcpListener;

@@ -1,0 +1,102 @@
+-- stowage report_usage: SEMANTICS §3 steps 2-6 in one atomic call.
+-- Amounts and times never become Lua numbers (doubles): they stay canonical decimal strings,
+-- added digit by digit and compared by length, then bytes.
+--
+-- KEYS[1] counters hash (dimension -> decimal)
+-- KEYS[2] policy hash (dimension -> "soft,hard", "" for no limit; field "" marks a policy)
+-- KEYS[3] dedup record hash (only when the report has a key): fp, at, st, out
+-- ARGV[1] now (ms)   ARGV[2] dedup ttl (ms)   ARGV[3] fingerprint   ARGV[4] server-side expiry (ms)
+-- ARGV[5] n          ARGV[6 .. 5+n] dimensions (sorted)   ARGV[6+n .. 5+2n] deltas
+-- Returns {status, breaches} with status ok|soft|hard|replay-ok|replay-soft|replay-hard|conflict|overflow
+-- and breaches as "dim\0usage\0limit\0crossed\0" repeated (overflow: "dim\0counter\0delta\0").
+
+local MAX = '9223372036854775807'
+
+local function add(a, b)
+  local digits = {}
+  local i, j, carry = #a, #b, 0
+  while i > 0 or j > 0 or carry > 0 do
+    local s = carry
+    if i > 0 then s = s + string.byte(a, i) - 48 end
+    if j > 0 then s = s + string.byte(b, j) - 48 end
+    if s >= 10 then digits[#digits + 1] = s - 10; carry = 1 else digits[#digits + 1] = s; carry = 0 end
+    i = i - 1
+    j = j - 1
+  end
+  local out = {}
+  for k = #digits, 1, -1 do out[#out + 1] = string.char(48 + digits[k]) end
+  return table.concat(out)
+end
+
+local function gt(a, b)
+  if #a ~= #b then return #a > #b end
+  return a > b
+end
+
+local keyed = #KEYS == 3
+if keyed then
+  local rec = redis.call('HMGET', KEYS[3], 'fp', 'at', 'st', 'out')
+  if rec[1] and gt(add(rec[2], ARGV[2]), ARGV[1]) then
+    if rec[1] ~= ARGV[3] then return {'conflict', ''} end
+    return {'replay-' .. rec[3], rec[4]}
+  end
+end
+
+local n = tonumber(ARGV[5])
+local dims, deltas = {}, {}
+for i = 1, n do
+  dims[i] = ARGV[5 + i]
+  deltas[i] = ARGV[5 + n + i]
+end
+local cur = redis.call('HMGET', KEYS[1], unpack(dims))
+local lim = redis.call('HMGET', KEYS[2], unpack(dims))
+
+local nxt, soft, hard = {}, {}, {}
+for i = 1, n do
+  cur[i] = cur[i] or '0'
+  nxt[i] = add(cur[i], deltas[i])
+  if gt(nxt[i], MAX) then
+    return {'overflow', dims[i] .. '\0' .. cur[i] .. '\0' .. deltas[i] .. '\0'}
+  end
+  if lim[i] then
+    local comma = string.find(lim[i], ',', 1, true)
+    soft[i] = string.sub(lim[i], 1, comma - 1)
+    hard[i] = string.sub(lim[i], comma + 1)
+  else
+    soft[i] = ''
+    hard[i] = ''
+  end
+end
+
+local status = 'ok'
+local out = {}
+for i = 1, n do
+  if hard[i] ~= '' and gt(nxt[i], hard[i]) then
+    status = 'hard'
+    local crossed = gt(cur[i], hard[i]) and '0' or '1'
+    out[#out + 1] = dims[i] .. '\0' .. cur[i] .. '\0' .. hard[i] .. '\0' .. crossed .. '\0'
+  end
+end
+
+if status == 'ok' then
+  local fields = {}
+  for i = 1, n do
+    fields[#fields + 1] = dims[i]
+    fields[#fields + 1] = nxt[i]
+  end
+  redis.call('HSET', KEYS[1], unpack(fields))
+  for i = 1, n do
+    if soft[i] ~= '' and gt(nxt[i], soft[i]) then
+      status = 'soft'
+      local crossed = gt(cur[i], soft[i]) and '0' or '1'
+      out[#out + 1] = dims[i] .. '\0' .. nxt[i] .. '\0' .. soft[i] .. '\0' .. crossed .. '\0'
+    end
+  end
+end
+
+local breaches = table.concat(out)
+if keyed then
+  redis.call('HSET', KEYS[3], 'fp', ARGV[3], 'at', ARGV[1], 'st', status, 'out', breaches)
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+end
+return {status, breaches}

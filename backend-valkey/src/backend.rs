@@ -1,0 +1,599 @@
+//! `ValkeyBackend`: validation in Rust, one script call per budget operation.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use futures_util::{StreamExt, TryStreamExt};
+use redis::{Script, ScriptInvocation, Value as RedisValue};
+use stowage_core::{
+    dedup_fingerprint, show, validate, Backend, BoxFuture, Breach, BudgetBackend, BudgetPolicy,
+    BudgetUsage, Capabilities, ConnectOptions, DimensionLimit, Error, Pattern, PersistenceBackend,
+    QueryParams, ResolvedOptions, Result, StoreResult, StoredValue, UsageOutcome, UsageReceipt,
+    UsageReport, Value, MAX_AMOUNT,
+};
+
+use crate::config::ValkeyConfig;
+use crate::connection::Connection;
+use crate::keys::{budget_keys, dedup_key, name_index, record_keys};
+use crate::records::{decode_member, lex_max, lex_min, time_hex};
+
+/// Server-side expiry of dedup records beyond their TTL: they only garbage-collect, with this margin.
+const DEDUP_GC_MARGIN_MS: u64 = 3_600_000;
+/// Names read from the name index per call, and rows deleted per cleanup call.
+const BATCH: usize = 1_000;
+/// Records read or cleaned at once (the connection pipelines them).
+const PARALLEL_RECORDS: usize = 32;
+/// Record names remembered as indexed, to skip re-adding them (the index only grows).
+const INDEXED_CACHE: usize = 100_000;
+
+/// The Valkey backend (standalone or cluster). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ValkeyBackend {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    conn: Connection,
+    options: ResolvedOptions,
+    scripts: Scripts,
+    durable: bool,
+    indexed: Mutex<HashSet<String>>,
+}
+
+#[derive(Debug)]
+struct Scripts {
+    report: Script,
+    set_policy: Script,
+    store: Script,
+    cleanup: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Scripts {
+            report: Script::new(include_str!("../scripts/report_usage.lua")),
+            set_policy: Script::new(include_str!("../scripts/set_policy.lua")),
+            store: Script::new(include_str!("../scripts/store.lua")),
+            cleanup: Script::new(include_str!("../scripts/cleanup.lua")),
+        }
+    }
+
+    fn sources() -> [&'static str; 4] {
+        [
+            include_str!("../scripts/report_usage.lua"),
+            include_str!("../scripts/set_policy.lua"),
+            include_str!("../scripts/store.lua"),
+            include_str!("../scripts/cleanup.lua"),
+        ]
+    }
+}
+
+/// Every string in a reply, depth first (replies of several cluster nodes arrive nested).
+fn strings(value: &RedisValue, out: &mut Vec<String>) {
+    match value {
+        RedisValue::BulkString(b) => out.push(String::from_utf8_lossy(b).into_owned()),
+        RedisValue::SimpleString(s) => out.push(s.clone()),
+        RedisValue::Array(items) | RedisValue::Set(items) => {
+            items.iter().for_each(|v| strings(v, out))
+        }
+        RedisValue::Map(pairs) => pairs.iter().for_each(|(k, v)| {
+            strings(k, out);
+            strings(v, out);
+        }),
+        _ => {}
+    }
+}
+
+impl ValkeyBackend {
+    /// Connects to the server or cluster named by `url` and loads the scripts.
+    pub async fn open(url: &str, options: ConnectOptions) -> Result<Self> {
+        let config = ValkeyConfig::from_url(url)?;
+        let options = options.resolve()?;
+        let conn = Connection::open(&config).await?;
+        let durable = Self::persistence_is_durable(&conn).await;
+        let backend = ValkeyBackend {
+            inner: Arc::new(Inner {
+                conn,
+                options,
+                scripts: Scripts::new(),
+                durable,
+                indexed: Mutex::new(HashSet::new()),
+            }),
+        };
+        backend.load_scripts().await?;
+        Ok(backend)
+    }
+
+    /// Durable means every write reaches the AOF before it is acknowledged: `appendonly yes` and
+    /// `appendfsync always` on the server(s) answering `CONFIG GET`. Unknown (CONFIG disabled) is not durable.
+    async fn persistence_is_durable(conn: &Connection) -> bool {
+        let read = |name: &'static str| async move {
+            let reply: RedisValue = conn
+                .run("connect", redis::cmd("CONFIG").arg("GET").arg(name))
+                .await
+                .ok()?;
+            let mut all = Vec::new();
+            strings(&reply, &mut all);
+            let values: Vec<String> = all
+                .windows(2)
+                .filter(|w| w[0] == name)
+                .map(|w| w[1].clone())
+                .collect();
+            (!values.is_empty()).then_some(values)
+        };
+        let appendonly = read("appendonly").await;
+        let fsync = read("appendfsync").await;
+        matches!((appendonly, fsync), (Some(a), Some(f))
+            if a.iter().all(|v| v == "yes") && f.iter().all(|v| v == "always"))
+    }
+
+    async fn load_scripts(&self) -> Result<()> {
+        for source in Scripts::sources() {
+            let _: RedisValue = self
+                .inner
+                .conn
+                .run("initialize", redis::cmd("SCRIPT").arg("LOAD").arg(source))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_decimal(op: &str, what: &str, text: &str) -> Result<u64> {
+    text.parse::<u64>()
+        .ok()
+        .filter(|v| *v <= MAX_AMOUNT)
+        .ok_or_else(|| {
+            Error::corruption(format!(
+                "{op}: stored {what} {} is not an amount",
+                show(text)
+            ))
+        })
+}
+
+fn decode_breaches(op: &str, blob: &str) -> Result<Vec<Breach>> {
+    let parts: Vec<&str> = blob.split('\0').collect();
+    let mut breaches = Vec::new();
+    for group in parts.chunks(4).filter(|g| g.len() == 4) {
+        breaches.push(Breach {
+            dimension: group[0].to_owned(),
+            usage: parse_decimal(op, "usage", group[1])?,
+            limit: parse_decimal(op, "limit", group[2])?,
+            crossed: group[3] == "1",
+        });
+    }
+    Ok(breaches)
+}
+
+impl Inner {
+    fn ns(&self) -> &str {
+        &self.options.namespace
+    }
+
+    async fn report_usage(&self, budget: &str, report: &UsageReport) -> Result<UsageReceipt> {
+        let op = "report_usage";
+        validate::report(op, budget, report)?;
+        let now = self.options.now(op)?;
+        let ttl = self.options.dedup_ttl_ms;
+        let keys = budget_keys(self.ns(), budget);
+        let mut call: ScriptInvocation<'_> = self.scripts.report.prepare_invoke();
+        call.key(&keys.counters).key(&keys.policy);
+        if let Some(key) = &report.dedup_key {
+            call.key(dedup_key(self.ns(), budget, key));
+        }
+        let gc_ms = ttl
+            .saturating_mul(2)
+            .saturating_add(DEDUP_GC_MARGIN_MS)
+            .min(MAX_AMOUNT);
+        call.arg(now.to_string())
+            .arg(ttl.to_string())
+            .arg(
+                report
+                    .dedup_key
+                    .as_ref()
+                    .map(|_| dedup_fingerprint(report))
+                    .unwrap_or_default(),
+            )
+            .arg(gc_ms.to_string())
+            .arg(report.dimensions.len().to_string());
+        for dimension in report.dimensions.keys() {
+            call.arg(dimension.as_str());
+        }
+        for delta in report.dimensions.values() {
+            call.arg(delta.to_string());
+        }
+        let (status, blob): (String, String) = self.conn.script(op, &call).await?;
+        let (replayed, status) = match status.strip_prefix("replay-") {
+            Some(rest) => (true, rest.to_owned()),
+            None => (false, status),
+        };
+        let outcome = match status.as_str() {
+            "ok" => UsageOutcome::Ok,
+            "soft" => UsageOutcome::SoftBreach(decode_breaches(op, &blob)?),
+            "hard" => UsageOutcome::HardBreach(decode_breaches(op, &blob)?),
+            "conflict" => {
+                return Err(Error::conflict(format!(
+                    "{op}: dedup key {} of budget {} was used with different dimensions or deltas",
+                    show(report.dedup_key.as_deref().unwrap_or_default()),
+                    show(budget)
+                )))
+            }
+            "overflow" => {
+                let parts: Vec<&str> = blob.split('\0').collect();
+                return Err(Error::overflow(format!(
+                    "{op}: budget {} dimension {} would reach {} + {}, above MAX_AMOUNT",
+                    show(budget),
+                    show(parts.first().copied().unwrap_or_default()),
+                    parts.get(1).copied().unwrap_or_default(),
+                    parts.get(2).copied().unwrap_or_default()
+                )));
+            }
+            other => {
+                return Err(Error::corruption(format!(
+                    "{op}: unknown status {} for budget {}",
+                    show(other),
+                    show(budget)
+                )))
+            }
+        };
+        Ok(UsageReceipt { outcome, replayed })
+    }
+
+    async fn set_policy(&self, budget: &str, policy: &BudgetPolicy) -> Result<()> {
+        let op = "set_policy";
+        validate::policy(op, budget, policy)?;
+        let keys = budget_keys(self.ns(), budget);
+        let mut call = self.scripts.set_policy.prepare_invoke();
+        call.key(&keys.policy);
+        let text = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+        for (dimension, limit) in &policy.limits {
+            call.arg(dimension.as_str())
+                .arg(text(limit.soft))
+                .arg(text(limit.hard));
+        }
+        let _: i64 = self.conn.script(op, &call).await?;
+        Ok(())
+    }
+
+    async fn policy(&self, budget: &str) -> Result<Option<BudgetPolicy>> {
+        let op = "policy";
+        validate::name(op, "budget", budget)?;
+        let keys = budget_keys(self.ns(), budget);
+        let fields: Vec<(String, String)> = self
+            .conn
+            .run(op, redis::cmd("HGETALL").arg(&keys.policy))
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let mut limits = BTreeMap::new();
+        for (dimension, value) in fields.into_iter().filter(|(d, _)| !d.is_empty()) {
+            let (soft, hard) = value.split_once(',').ok_or_else(|| {
+                Error::corruption(format!(
+                    "{op}: stored limit {} cannot be decoded",
+                    show(&value)
+                ))
+            })?;
+            let parse = |t: &str| {
+                (!t.is_empty())
+                    .then(|| parse_decimal(op, "limit", t))
+                    .transpose()
+            };
+            limits.insert(
+                dimension,
+                DimensionLimit {
+                    soft: parse(soft)?,
+                    hard: parse(hard)?,
+                },
+            );
+        }
+        Ok(Some(BudgetPolicy { limits }))
+    }
+
+    async fn delete_policy(&self, budget: &str) -> Result<bool> {
+        let op = "delete_policy";
+        validate::name(op, "budget", budget)?;
+        let keys = budget_keys(self.ns(), budget);
+        let deleted: i64 = self
+            .conn
+            .run(op, redis::cmd("DEL").arg(&keys.policy))
+            .await?;
+        Ok(deleted > 0)
+    }
+
+    async fn usage(&self, budget: &str) -> Result<BudgetUsage> {
+        let op = "usage";
+        validate::name(op, "budget", budget)?;
+        let keys = budget_keys(self.ns(), budget);
+        let fields: Vec<(String, String)> = self
+            .conn
+            .run(op, redis::cmd("HGETALL").arg(&keys.counters))
+            .await?;
+        let mut counters = BTreeMap::new();
+        for (dimension, value) in fields {
+            let value = parse_decimal(op, "counter", &value)?;
+            counters.insert(dimension, value);
+        }
+        Ok(BudgetUsage { counters })
+    }
+
+    async fn reset_usage(&self, budget: &str) -> Result<()> {
+        let op = "reset_usage";
+        validate::name(op, "budget", budget)?;
+        let keys = budget_keys(self.ns(), budget);
+        let _: i64 = self
+            .conn
+            .run(op, redis::cmd("DEL").arg(&keys.counters))
+            .await?;
+        Ok(())
+    }
+
+    /// Adds `record` to the namespace's name index (before its first row, so no row is ever unlisted).
+    async fn ensure_indexed(&self, op: &str, record: &str) -> Result<()> {
+        if self
+            .indexed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(record)
+        {
+            return Ok(());
+        }
+        let _: i64 = self
+            .conn
+            .run(
+                op,
+                redis::cmd("ZADD")
+                    .arg(name_index(self.ns()))
+                    .arg(0)
+                    .arg(record),
+            )
+            .await?;
+        let mut indexed = self.indexed.lock().unwrap_or_else(|e| e.into_inner());
+        if indexed.len() >= INDEXED_CACHE {
+            indexed.clear();
+        }
+        indexed.insert(record.to_owned());
+        Ok(())
+    }
+
+    async fn append(
+        &self,
+        op: &str,
+        record: &str,
+        text: &str,
+        timestamp: u64,
+        key: &str,
+    ) -> Result<String> {
+        self.ensure_indexed(op, record).await?;
+        let keys = record_keys(self.ns(), record);
+        let mut call = self.scripts.store.prepare_invoke();
+        call.key(&keys.rows)
+            .key(&keys.seq)
+            .key(&keys.idempotency)
+            .arg(time_hex(timestamp))
+            .arg(text)
+            .arg(key);
+        self.conn.script(op, &call).await
+    }
+
+    async fn store(&self, record: &str, value: &Value, timestamp: u64) -> Result<()> {
+        let op = "store";
+        let text = validate::store(op, record, value, timestamp)?;
+        self.append(op, record, &text, timestamp, "").await?;
+        Ok(())
+    }
+
+    async fn store_idempotent(
+        &self,
+        record: &str,
+        value: &Value,
+        timestamp: u64,
+        key: &str,
+    ) -> Result<StoreResult> {
+        let op = "store_idempotent";
+        let text = validate::store(op, record, value, timestamp)?;
+        validate::name(op, "idempotency key", key)?;
+        match self.append(op, record, &text, timestamp, key).await?.as_str() {
+            "appended" => Ok(StoreResult::Appended),
+            "exists" => Ok(StoreResult::AlreadyExists),
+            _ => Err(Error::conflict(format!(
+                "{op}: idempotency key {} of record {} was used with a different value or timestamp",
+                show(key),
+                show(record)
+            ))),
+        }
+    }
+
+    /// Record names of the namespace starting with `prefix`, in byte order, read in bounded batches.
+    async fn names_with_prefix(&self, op: &str, prefix: &str) -> Result<Vec<String>> {
+        let index = name_index(self.ns());
+        let max = stowage_core::pattern::prefix_upper_bound(prefix)
+            .map_or_else(|| "+".to_owned(), |upper| format!("({upper}"));
+        let mut min = if prefix.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("[{prefix}")
+        };
+        let mut names = Vec::new();
+        loop {
+            let batch: Vec<String> = self
+                .conn
+                .run(
+                    op,
+                    redis::cmd("ZRANGEBYLEX")
+                        .arg(&index)
+                        .arg(&min)
+                        .arg(&max)
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(BATCH),
+                )
+                .await?;
+            let done = batch.len() < BATCH;
+            if let Some(last) = batch.last() {
+                min = format!("({last}");
+            }
+            names.extend(batch);
+            if done {
+                return Ok(names);
+            }
+        }
+    }
+
+    async fn query(&self, pattern: &str, params: QueryParams) -> Result<Vec<StoredValue>> {
+        let op = "query";
+        let pattern = Pattern::parse(op, pattern)?;
+        validate::query_params(op, &params)?;
+        if params.limit_per_record == Some(0) {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = if pattern.is_exact() {
+            vec![pattern.as_str().to_owned()]
+        } else {
+            self.names_with_prefix(op, pattern.literal_prefix())
+                .await?
+                .into_iter()
+                .filter(|n| pattern.matches(n))
+                .collect()
+        };
+        let (min, max) = (lex_min(params.start_time), lex_max(params.end_time));
+        let per_record = futures_util::stream::iter(names)
+            .map(|name| {
+                let (min, max) = (&min, &max);
+                async move {
+                    let rows_key = record_keys(self.ns(), &name).rows;
+                    let mut cmd = redis::cmd("ZREVRANGEBYLEX");
+                    cmd.arg(&rows_key).arg(max).arg(min);
+                    if let Some(limit) = params.limit_per_record {
+                        cmd.arg("LIMIT").arg(0).arg(limit);
+                    }
+                    let members: Vec<Vec<u8>> = self.conn.run(op, &cmd).await?;
+                    members
+                        .iter()
+                        .map(|m| decode_member(op, &name, m))
+                        .collect::<Result<Vec<_>>>()
+                }
+            })
+            .buffered(PARALLEL_RECORDS)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(per_record.into_iter().flatten().collect())
+    }
+
+    async fn cleanup(&self, older_than: u64) -> Result<u64> {
+        let op = "cleanup";
+        validate::amount(op, "older_than", older_than)?;
+        let bound = format!("({}", time_hex(older_than));
+        let names = self.names_with_prefix(op, "").await?;
+        let counts = futures_util::stream::iter(names)
+            .map(|name| {
+                let bound = &bound;
+                async move {
+                    let keys = record_keys(self.ns(), &name);
+                    let mut total = 0u64;
+                    loop {
+                        let mut call = self.scripts.cleanup.prepare_invoke();
+                        call.key(&keys.rows)
+                            .key(&keys.idempotency)
+                            .arg(bound)
+                            .arg(BATCH);
+                        let deleted: u64 = self.conn.script(op, &call).await?;
+                        total += deleted;
+                        if deleted < u64::try_from(BATCH).expect("small batch") {
+                            return Ok::<u64, Error>(total);
+                        }
+                    }
+                }
+            })
+            .buffered(PARALLEL_RECORDS)
+            .try_collect::<Vec<u64>>()
+            .await?;
+        Ok(counts.into_iter().sum())
+    }
+}
+
+impl PersistenceBackend for ValkeyBackend {
+    fn store<'a>(
+        &'a self,
+        record_name: &'a str,
+        value: &'a Value,
+        timestamp: u64,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.inner.store(record_name, value, timestamp))
+    }
+
+    fn store_idempotent<'a>(
+        &'a self,
+        record_name: &'a str,
+        value: &'a Value,
+        timestamp: u64,
+        idempotency_key: &'a str,
+    ) -> BoxFuture<'a, Result<StoreResult>> {
+        Box::pin(
+            self.inner
+                .store_idempotent(record_name, value, timestamp, idempotency_key),
+        )
+    }
+
+    fn query<'a>(
+        &'a self,
+        record_pattern: &'a str,
+        params: QueryParams,
+    ) -> BoxFuture<'a, Result<Vec<StoredValue>>> {
+        Box::pin(self.inner.query(record_pattern, params))
+    }
+
+    fn initialize(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(self.load_scripts())
+    }
+
+    fn cleanup(&self, older_than: u64) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(self.inner.cleanup(older_than))
+    }
+}
+
+impl BudgetBackend for ValkeyBackend {
+    fn set_policy<'a>(
+        &'a self,
+        budget: &'a str,
+        policy: &'a BudgetPolicy,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.inner.set_policy(budget, policy))
+    }
+
+    fn policy<'a>(&'a self, budget: &'a str) -> BoxFuture<'a, Result<Option<BudgetPolicy>>> {
+        Box::pin(self.inner.policy(budget))
+    }
+
+    fn delete_policy<'a>(&'a self, budget: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.inner.delete_policy(budget))
+    }
+
+    fn report_usage<'a>(
+        &'a self,
+        budget: &'a str,
+        report: &'a UsageReport,
+    ) -> BoxFuture<'a, Result<UsageReceipt>> {
+        Box::pin(self.inner.report_usage(budget, report))
+    }
+
+    fn usage<'a>(&'a self, budget: &'a str) -> BoxFuture<'a, Result<BudgetUsage>> {
+        Box::pin(self.inner.usage(budget))
+    }
+
+    fn reset_usage<'a>(&'a self, budget: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.inner.reset_usage(budget))
+    }
+}
+
+impl Backend for ValkeyBackend {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            durable: self.inner.durable,
+            shared: true,
+            distributed: self.inner.conn.is_cluster(),
+            max_value_bytes: 1_048_576,
+        }
+    }
+}

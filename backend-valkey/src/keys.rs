@@ -1,0 +1,181 @@
+//! The one encoding of names into Valkey keys.
+//!
+//! Every key is `stw:{TAG}:<kind>:` followed by length-prefixed names (`<byte length>.<name>`), so
+//! the encoding is injective: `a:b`/`c` and `a`/`b:c` never meet. `TAG` is 16 hex digits of a
+//! 64-bit FNV-1a hash of the encoded namespace and budget (or record): it contains no brace, it
+//! comes first, so the hash slot is decided by the tag alone and no name can steer it. Every key
+//! one call touches shares the tag, so each script runs on one cluster slot.
+
+/// Appends `<byte length>.<name>` to `out`.
+fn push_name(out: &mut String, name: &str) {
+    out.push_str(&name.len().to_string());
+    out.push('.');
+    out.push_str(name);
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// `stw:{TAG}:<kind>:<names…>` where TAG hashes the first `tagged` names.
+fn key(kind: &str, names: &[&str], tagged: usize) -> String {
+    let mut tag_source = String::new();
+    for name in &names[..tagged] {
+        push_name(&mut tag_source, name);
+    }
+    let mut key = format!("stw:{{{:016x}}}:{kind}:", fnv1a(tag_source.as_bytes()));
+    for name in names {
+        push_name(&mut key, name);
+    }
+    key
+}
+
+/// The keys of one budget.
+#[derive(Debug, Clone)]
+pub(crate) struct BudgetKeys {
+    /// Hash: dimension → counter.
+    pub(crate) counters: String,
+    /// Hash: dimension → "soft,hard"; field "" marks that a policy exists.
+    pub(crate) policy: String,
+}
+
+pub(crate) fn budget_keys(namespace: &str, budget: &str) -> BudgetKeys {
+    BudgetKeys {
+        counters: key("c", &[namespace, budget], 2),
+        policy: key("p", &[namespace, budget], 2),
+    }
+}
+
+/// Hash holding the dedup record of (budget, key): same tag as the budget's keys.
+pub(crate) fn dedup_key(namespace: &str, budget: &str, dedup_key: &str) -> String {
+    key("d", &[namespace, budget, dedup_key], 2)
+}
+
+/// The keys of one record.
+#[derive(Debug, Clone)]
+pub(crate) struct RecordKeys {
+    /// Sorted set of rows (member = time, store order, key, value).
+    pub(crate) rows: String,
+    /// Store-order counter.
+    pub(crate) seq: String,
+    /// Hash: idempotency key → member.
+    pub(crate) idempotency: String,
+}
+
+pub(crate) fn record_keys(namespace: &str, record: &str) -> RecordKeys {
+    RecordKeys {
+        rows: key("r", &[namespace, record], 2),
+        seq: key("q", &[namespace, record], 2),
+        idempotency: key("i", &[namespace, record], 2),
+    }
+}
+
+/// Sorted set (scores 0) of the record names of a namespace, for prefix-narrowed pattern queries.
+pub(crate) fn name_index(namespace: &str) -> String {
+    key("n", &[namespace], 1)
+}
+
+/// The cluster hash slot of `key`, by Valkey's rules (CRC16/XMODEM of the hash tag or the whole key, mod 16384).
+pub fn hash_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let mut hashed = bytes;
+    if let Some(open) = bytes.iter().position(|b| *b == b'{') {
+        if let Some(len) = bytes[open + 1..].iter().position(|b| *b == b'}') {
+            if len > 0 {
+                hashed = &bytes[open + 1..open + 1 + len];
+            }
+        }
+    }
+    let mut crc: u16 = 0;
+    for b in hashed {
+        crc ^= u16::from(*b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const NAMES: &[&str] = &[
+        "a", "b", "a:b", "b:c", "c", "{x}", "}", "{", "1.a", "", "2.ab", "a.b", "{}", "🦀",
+    ];
+
+    #[test]
+    fn slot_function_matches_valkey_examples() {
+        // Known values from the cluster specification: keys with the same tag share a slot.
+        assert_eq!(hash_slot("123456789"), 0x31C3); // CRC16/XMODEM check value
+        assert_eq!(
+            hash_slot("{user1000}.following"),
+            hash_slot("{user1000}.followers")
+        );
+        assert_eq!(hash_slot("foo{}{bar}"), hash_slot("foo{}{bar}"));
+        assert_ne!(hash_slot("foo{}{bar}"), hash_slot("bar"));
+    }
+
+    #[test]
+    fn encodings_are_injective() {
+        // Every key, mapped back to what it stores; a second, different owner would be a collision.
+        let mut owners: HashMap<String, String> = HashMap::new();
+        let mut claim = |key: String, owner: String| {
+            if let Some(previous) = owners.insert(key.clone(), owner.clone()) {
+                assert_eq!(previous, owner, "key {key} is shared");
+            }
+        };
+        for ns in NAMES {
+            claim(name_index(ns), format!("index {ns:?}"));
+            for a in NAMES {
+                let b = budget_keys(ns, a);
+                claim(b.counters, format!("counters {ns:?} {a:?}"));
+                claim(b.policy, format!("policy {ns:?} {a:?}"));
+                let r = record_keys(ns, a);
+                claim(r.rows, format!("rows {ns:?} {a:?}"));
+                claim(r.seq, format!("seq {ns:?} {a:?}"));
+                claim(r.idempotency, format!("idempotency {ns:?} {a:?}"));
+                for k in NAMES {
+                    claim(dedup_key(ns, a, k), format!("dedup {ns:?} {a:?} {k:?}"));
+                }
+            }
+        }
+        assert_ne!(
+            budget_keys("n", "a:b").counters,
+            budget_keys("n", "a").counters
+        );
+        assert_ne!(dedup_key("n", "a:b", "c"), dedup_key("n", "a", "b:c"));
+        assert_ne!(record_keys("n", "x:k").rows, record_keys("n", "x").rows);
+    }
+
+    #[test]
+    fn every_key_of_a_call_shares_a_slot_that_names_cannot_steer() {
+        for ns in NAMES {
+            for name in NAMES {
+                let b = budget_keys(ns, name);
+                let slot = hash_slot(&b.counters);
+                assert_eq!(hash_slot(&b.policy), slot);
+                for key in NAMES {
+                    assert_eq!(hash_slot(&dedup_key(ns, name, key)), slot);
+                }
+                let r = record_keys(ns, name);
+                let slot = hash_slot(&r.rows);
+                assert_eq!(hash_slot(&r.seq), slot);
+                assert_eq!(hash_slot(&r.idempotency), slot);
+                // The tag is the first braces: exactly the 16 hex digits after "stw:".
+                assert_eq!(&r.rows[4..5], "{");
+                assert_eq!(&r.rows[21..22], "}");
+            }
+        }
+    }
+}

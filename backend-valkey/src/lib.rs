@@ -1,0 +1,18 @@
+//! Valkey backend of stowage: `valkey://`, `redis://` (standalone), `valkey+cluster://`, `redis+cluster://`.
+//!
+//! Every budget operation is one atomic script call (EVALSHA, reloaded on NOSCRIPT). Amounts stay
+//! decimal strings inside Lua, never doubles. Every key one call touches shares one hash tag
+//! derived from namespace + budget (or namespace + record), so scripts are cluster-safe; names are
+//! length-prefixed in keys, so no two names share storage and no name can steer the hash slot.
+#![deny(missing_docs)]
+
+mod backend;
+mod config;
+mod connection;
+mod error;
+mod keys;
+mod records;
+
+pub use backend::ValkeyBackend;
+pub use config::{ValkeyConfig, ValkeyTopology};
+pub use keys::hash_slot;

