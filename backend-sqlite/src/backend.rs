@@ -1,5 +1,6 @@
 //! `SqliteBackend`: validates in the caller's task, runs statements on the worker thread.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use stowage_core::{
@@ -11,6 +12,15 @@ use stowage_core::{
 use crate::config::{SqliteConfig, SqliteLocation};
 use crate::worker::Worker;
 use crate::{budget, records, schema};
+
+/// Write and commit counts of one backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SqliteStats {
+    /// Writes executed (each in its own savepoint).
+    pub writes: u64,
+    /// Transactions committed (or attempted) for them.
+    pub commits: u64,
+}
 
 /// The SQLite backend. Cheap to share behind an `Arc`; dropping the last handle closes the database.
 #[derive(Debug)]
@@ -42,6 +52,14 @@ impl SqliteBackend {
     /// The configuration this backend was opened with.
     pub fn config(&self) -> &SqliteConfig {
         &self.config
+    }
+
+    /// How many writes and how many commits this backend has made (writes / commits = group size).
+    pub fn stats(&self) -> SqliteStats {
+        SqliteStats {
+            writes: self.worker.counters.writes.load(Ordering::Relaxed),
+            commits: self.worker.counters.commits.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -79,7 +97,7 @@ impl PersistenceBackend for SqliteBackend {
             let name = record_name.to_owned();
             let key = idempotency_key.to_owned();
             self.worker
-                .call(op, move |c| {
+                .write(op, move |c| {
                     records::store_idempotent(c, &ns, &name, &text, timestamp, &key)
                 })
                 .await
@@ -110,7 +128,7 @@ impl PersistenceBackend for SqliteBackend {
             validate::amount("cleanup", "older_than", older_than)?;
             let ns = self.namespace.clone();
             self.worker
-                .call("cleanup", move |c| records::cleanup(c, &ns, older_than))
+                .write("cleanup", move |c| records::cleanup(c, &ns, older_than))
                 .await
         })
     }
@@ -174,7 +192,7 @@ impl BudgetBackend for SqliteBackend {
             let report = report.clone();
             let options = self.options.clone();
             self.worker
-                .call(op, move |c| {
+                .write(op, move |c| {
                     // Read the clock inside the serialized step so dedup expiry is judged at apply time.
                     let now = options.now(op)?;
                     budget::report_usage(c, &ns, &budget, &report, now, options.dedup_ttl_ms)
@@ -200,7 +218,7 @@ impl BudgetBackend for SqliteBackend {
             let ns = self.namespace.clone();
             let budget = budget.to_owned();
             self.worker
-                .call("reset_usage", move |c| budget::reset_usage(c, &ns, &budget))
+                .write("reset_usage", move |c| budget::reset_usage(c, &ns, &budget))
                 .await
         })
     }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use stowage_core::{
     decide, decode_outcome, dedup_fingerprint, dedup_is_live, encode_outcome, show, BudgetPolicy,
     BudgetUsage, Error, Result, UsageReceipt, UsageReport,
@@ -14,7 +14,7 @@ use crate::error::{self, from_sql_int, to_sql_int};
 const DEDUP_GC_BATCH: i64 = 8;
 
 /// Replaces the policy of `budget`.
-pub(crate) fn set_policy(conn: &mut Connection, ns: &str, budget: &str, json: &str) -> Result<()> {
+pub(crate) fn set_policy(conn: &Connection, ns: &str, budget: &str, json: &str) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO stowage_policies (ns, budget, policy) VALUES (?1, ?2, ?3)
          ON CONFLICT (ns, budget) DO UPDATE SET policy = excluded.policy",
@@ -48,7 +48,7 @@ pub(crate) fn policy(
 }
 
 /// Removes the policy; returns whether one existed.
-pub(crate) fn delete_policy(conn: &mut Connection, ns: &str, budget: &str) -> Result<bool> {
+pub(crate) fn delete_policy(conn: &Connection, ns: &str, budget: &str) -> Result<bool> {
     let n = conn
         .prepare_cached("DELETE FROM stowage_policies WHERE ns = ?1 AND budget = ?2")
         .and_then(|mut s| s.execute(params![ns, budget]))
@@ -56,9 +56,9 @@ pub(crate) fn delete_policy(conn: &mut Connection, ns: &str, budget: &str) -> Re
     Ok(n > 0)
 }
 
-/// SEMANTICS §3 steps 2–6 in one transaction.
-pub(crate) fn report_usage(
-    conn: &mut Connection,
+/// SEMANTICS §3 steps 2–6, inside the caller's transaction (the worker's savepoint makes it atomic).
+pub fn report_usage(
+    conn: &Connection,
     ns: &str,
     budget: &str,
     report: &UsageReport,
@@ -66,20 +66,17 @@ pub(crate) fn report_usage(
     dedup_ttl_ms: u64,
 ) -> Result<UsageReceipt> {
     let op = "report_usage";
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| error::map(op, e))?;
     let fingerprint = report.dedup_key.as_ref().map(|_| dedup_fingerprint(report));
     if let (Some(key), Some(fingerprint)) = (&report.dedup_key, &fingerprint) {
-        if let Some(replay) = replay(&tx, ns, budget, key, fingerprint, now, dedup_ttl_ms)? {
+        if let Some(replay) = replay(conn, ns, budget, key, fingerprint, now, dedup_ttl_ms)? {
             return Ok(replay);
         }
     }
-    let policy = policy(&tx, op, ns, budget)?;
-    let current = counters_of(&tx, ns, budget, report)?;
+    let policy = policy(conn, op, ns, budget)?;
+    let current = counters_of(conn, ns, budget, report)?;
     let decision = decide(budget, &current, policy.as_ref(), report)?;
     {
-        let mut upsert = tx
+        let mut upsert = conn
             .prepare_cached(
                 "INSERT INTO stowage_counters (ns, budget, dimension, value) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (ns, budget, dimension) DO UPDATE SET value = excluded.value",
@@ -94,7 +91,7 @@ pub(crate) fn report_usage(
     }
     if let (Some(key), Some(fingerprint)) = (&report.dedup_key, &fingerprint) {
         record_dedup(
-            &tx,
+            conn,
             ns,
             budget,
             key,
@@ -104,7 +101,6 @@ pub(crate) fn report_usage(
             dedup_ttl_ms,
         )?;
     }
-    tx.commit().map_err(|e| error::map(op, e))?;
     Ok(UsageReceipt {
         outcome: decision.outcome,
         replayed: false,
@@ -113,7 +109,7 @@ pub(crate) fn report_usage(
 
 /// The recorded answer for a live dedup record with the same fingerprint; `Conflict` for a different one.
 fn replay(
-    tx: &Transaction<'_>,
+    conn: &Connection,
     ns: &str,
     budget: &str,
     key: &str,
@@ -122,7 +118,7 @@ fn replay(
     dedup_ttl_ms: u64,
 ) -> Result<Option<UsageReceipt>> {
     let op = "report_usage";
-    let found: Option<(String, String, i64)> = tx
+    let found: Option<(String, String, i64)> = conn
         .prepare_cached(
             "SELECT fingerprint, outcome, written_at FROM stowage_dedup
              WHERE ns = ?1 AND budget = ?2 AND dedup_key = ?3",
@@ -157,7 +153,7 @@ fn replay(
 /// Writes the dedup record and removes a few expired ones of the namespace.
 #[allow(clippy::too_many_arguments)]
 fn record_dedup(
-    tx: &Transaction<'_>,
+    conn: &Connection,
     ns: &str,
     budget: &str,
     key: &str,
@@ -168,7 +164,7 @@ fn record_dedup(
 ) -> Result<()> {
     let op = "report_usage";
     let at = to_sql_int(op, "clock", now)?;
-    tx.prepare_cached(
+    conn.prepare_cached(
         "INSERT INTO stowage_dedup (ns, budget, dedup_key, fingerprint, outcome, written_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (ns, budget, dedup_key) DO UPDATE SET
@@ -179,7 +175,7 @@ fn record_dedup(
     .map_err(|e| error::map(op, e))?;
     if let Some(expired_at_or_before) = now.checked_sub(dedup_ttl_ms) {
         let cutoff = to_sql_int(op, "clock", expired_at_or_before)?;
-        tx.prepare_cached(
+        conn.prepare_cached(
             "DELETE FROM stowage_dedup WHERE ns = ?1 AND (budget, dedup_key) IN (
                  SELECT budget, dedup_key FROM stowage_dedup
                  WHERE ns = ?1 AND written_at <= ?2 LIMIT ?3)",
@@ -192,13 +188,13 @@ fn record_dedup(
 
 /// The current counters of the report's dimensions (absent ones are left out, meaning 0).
 fn counters_of(
-    tx: &Transaction<'_>,
+    conn: &Connection,
     ns: &str,
     budget: &str,
     report: &UsageReport,
 ) -> Result<BTreeMap<String, u64>> {
     let op = "report_usage";
-    let mut select = tx
+    let mut select = conn
         .prepare_cached(
             "SELECT value FROM stowage_counters WHERE ns = ?1 AND budget = ?2 AND dimension = ?3",
         )
@@ -238,7 +234,7 @@ pub(crate) fn usage(conn: &mut Connection, ns: &str, budget: &str) -> Result<Bud
 }
 
 /// Removes every counter of `budget`.
-pub(crate) fn reset_usage(conn: &mut Connection, ns: &str, budget: &str) -> Result<()> {
+pub(crate) fn reset_usage(conn: &Connection, ns: &str, budget: &str) -> Result<()> {
     conn.prepare_cached("DELETE FROM stowage_counters WHERE ns = ?1 AND budget = ?2")
         .and_then(|mut s| s.execute(params![ns, budget]))
         .map_err(|e| error::map("reset_usage", e))?;

@@ -32,10 +32,12 @@ pub struct SqliteConfig {
     pub busy_timeout: Duration,
     /// Commit durability.
     pub synchronous: Synchronous,
+    /// How many waiting writes may share one commit (`group_commit=off` makes it 1; default 64).
+    pub max_batch: usize,
 }
 
 impl SqliteConfig {
-    /// Parses `sqlite::memory:` or `sqlite://PATH[?busy_timeout_ms=N&synchronous=full|normal]`.
+    /// Parses `sqlite::memory:` or `sqlite://PATH[?busy_timeout_ms=N&synchronous=full|normal&group_commit=on|off]`.
     pub fn from_url(url: &str) -> Result<Self> {
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
         let location = if base == "sqlite::memory:" || base == "sqlite://:memory:" {
@@ -58,6 +60,7 @@ impl SqliteConfig {
             location,
             busy_timeout: Duration::from_secs(10),
             synchronous: Synchronous::Full,
+            max_batch: 64,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -70,6 +73,18 @@ impl SqliteConfig {
                         ))
                     })?;
                     config.busy_timeout = Duration::from_millis(ms);
+                }
+                "group_commit" => {
+                    config.max_batch = match value {
+                        "on" | "true" => 64,
+                        "off" | "false" => 1,
+                        other => {
+                            return Err(Error::invalid_input(format!(
+                                "connect: group_commit {} is not one of on, off",
+                                show(other)
+                            )))
+                        }
+                    }
                 }
                 "synchronous" => {
                     config.synchronous = match value {
@@ -85,7 +100,7 @@ impl SqliteConfig {
                 }
                 other => {
                     return Err(Error::invalid_input(format!(
-                    "connect: unknown SQLite URL parameter {}; known: busy_timeout_ms, synchronous",
+                    "connect: unknown SQLite URL parameter {}; known: busy_timeout_ms, synchronous, group_commit",
                     show(other)
                 )))
                 }
@@ -120,6 +135,7 @@ mod tests {
             "sqlite://a.db?nope=1",
             "sqlite://a.db?synchronous=off",
             "sqlite://a.db?busy_timeout_ms=-1",
+            "sqlite://a.db?group_commit=maybe",
             "postgres://x",
         ] {
             assert_eq!(

@@ -1,6 +1,6 @@
 //! Record statements: append, idempotent append, pattern query, cleanup.
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use stowage_core::{
     pattern::prefix_upper_bound, show, Error, Pattern, QueryParams, Result, StoreResult,
     StoredValue, MAX_AMOUNT,
@@ -10,7 +10,7 @@ use crate::error::{self, from_sql_int, to_sql_int};
 
 /// Appends one row.
 pub(crate) fn store(
-    conn: &mut Connection,
+    conn: &Connection,
     ns: &str,
     name: &str,
     text: &str,
@@ -26,9 +26,9 @@ pub(crate) fn store(
     Ok(())
 }
 
-/// Appends one row unless (record, key) exists; an existing row must be equal.
+/// Appends one row unless (record, key) exists; an existing row must be equal. Runs in the caller's transaction.
 pub(crate) fn store_idempotent(
-    conn: &mut Connection,
+    conn: &Connection,
     ns: &str,
     name: &str,
     text: &str,
@@ -37,10 +37,7 @@ pub(crate) fn store_idempotent(
 ) -> Result<StoreResult> {
     let op = "store_idempotent";
     let at = to_sql_int(op, "timestamp", timestamp)?;
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| error::map(op, e))?;
-    let existing: Option<(String, i64)> = tx
+    let existing: Option<(String, i64)> = conn
         .prepare_cached(
             "SELECT value, stored_at FROM stowage_records
              WHERE ns = ?1 AND name = ?2 AND idempotency_key = ?3",
@@ -61,13 +58,12 @@ pub(crate) fn store_idempotent(
             )))
         };
     }
-    tx.prepare_cached(
+    conn.prepare_cached(
         "INSERT INTO stowage_records (ns, name, stored_at, value, idempotency_key)
          VALUES (?1, ?2, ?3, ?4, ?5)",
     )
     .and_then(|mut s| s.execute(params![ns, name, at, text, key]))
     .map_err(|e| error::map(op, e))?;
-    tx.commit().map_err(|e| error::map(op, e))?;
     Ok(StoreResult::Appended)
 }
 
@@ -143,7 +139,7 @@ pub(crate) fn query(
 }
 
 /// Deletes rows with `stored_at < older_than`; returns how many.
-pub(crate) fn cleanup(conn: &mut Connection, ns: &str, older_than: u64) -> Result<u64> {
+pub(crate) fn cleanup(conn: &Connection, ns: &str, older_than: u64) -> Result<u64> {
     let op = "cleanup";
     let before = to_sql_int(op, "older_than", older_than)?;
     let deleted = conn

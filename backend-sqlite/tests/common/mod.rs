@@ -7,6 +7,7 @@ use stowage_core::{Backend, BoxFuture, ConnectOptions, PersistenceBackend, Resul
 use stowage_sqlite::SqliteBackend;
 
 /// A harness that opens (and initializes, as `stowage::connect` does) backends on `url`.
+#[allow(dead_code)]
 pub fn sqlite_harness(url: String) -> Arc<dyn Harness> {
     Arc::new(
         move |options: ConnectOptions| -> BoxFuture<'static, Result<Arc<dyn Backend>>> {
@@ -22,6 +23,7 @@ pub fn sqlite_harness(url: String) -> Arc<dyn Harness> {
 }
 
 /// A fresh database file in this test target's temp dir (left-overs of an earlier run removed).
+#[allow(dead_code)]
 pub fn fresh_file_url(name: &str) -> String {
     let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("{name}-{}.db", std::process::id()));
