@@ -57,7 +57,7 @@ pub(crate) fn delete_policy(conn: &Connection, ns: &str, budget: &str) -> Result
 }
 
 /// SEMANTICS §3 steps 2–6, inside the caller's transaction (the worker's savepoint makes it atomic).
-pub fn report_usage(
+pub(crate) fn report_usage(
     conn: &Connection,
     ns: &str,
     budget: &str,

@@ -11,6 +11,7 @@ mod backend;
 mod budget;
 mod config;
 mod error;
+pub mod raw;
 mod records;
 mod schema;
 mod worker;

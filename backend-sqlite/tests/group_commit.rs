@@ -105,7 +105,7 @@ async fn group_commit_can_be_turned_off() {
 /// Regression: several connections opening a brand-new file at once all switch it to WAL (no "database is locked").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_first_opens_of_a_new_file_succeed() {
-    for round in 0..5 {
+    for round in 0..20 {
         let url = common::fresh_file_url(&format!("opens{round}"));
         let opens = (0..8).map(|_| {
             let url = url.clone();

@@ -6,19 +6,19 @@ use std::sync::{Arc, Mutex};
 use futures_util::{StreamExt, TryStreamExt};
 use redis::{Script, ScriptInvocation, Value as RedisValue};
 use stowage_core::{
-    dedup_fingerprint, show, validate, Backend, BoxFuture, Breach, BudgetBackend, BudgetPolicy,
-    BudgetUsage, Capabilities, ConnectOptions, DimensionLimit, Error, Pattern, PersistenceBackend,
-    QueryParams, ResolvedOptions, Result, StoreResult, StoredValue, UsageOutcome, UsageReceipt,
-    UsageReport, Value, MAX_AMOUNT,
+    show, validate, Backend, BoxFuture, Breach, BudgetBackend, BudgetPolicy, BudgetUsage,
+    Capabilities, ConnectOptions, DimensionLimit, Error, Pattern, PersistenceBackend, QueryParams,
+    ResolvedOptions, Result, StoreResult, StoredValue, UsageOutcome, UsageReceipt, UsageReport,
+    Value, MAX_AMOUNT,
 };
 
 use crate::config::ValkeyConfig;
 use crate::connection::Connection;
-use crate::keys::{budget_keys, dedup_key, name_index, record_keys};
+use crate::keys::{budget_keys, name_index, record_keys};
 use crate::records::{decode_member, lex_max, lex_min, time_hex};
 
 /// Server-side expiry of dedup records beyond their TTL: they only garbage-collect, with this margin.
-const DEDUP_GC_MARGIN_MS: u64 = 3_600_000;
+pub(crate) const DEDUP_GC_MARGIN_MS: u64 = 3_600_000;
 /// Names read from the name index per call, and rows deleted per cleanup call.
 const BATCH: usize = 1_000;
 /// Records read or cleaned at once (the connection pipelines them).
@@ -176,32 +176,13 @@ impl Inner {
         validate::report(op, budget, report)?;
         let now = self.options.now(op)?;
         let ttl = self.options.dedup_ttl_ms;
-        let keys = budget_keys(self.ns(), budget);
+        let (keys, args) = crate::raw::report_usage_call(self.ns(), budget, report, now, ttl);
         let mut call: ScriptInvocation<'_> = self.scripts.report.prepare_invoke();
-        call.key(&keys.counters).key(&keys.policy);
-        if let Some(key) = &report.dedup_key {
-            call.key(dedup_key(self.ns(), budget, key));
+        for key in keys {
+            call.key(key);
         }
-        let gc_ms = ttl
-            .saturating_mul(2)
-            .saturating_add(DEDUP_GC_MARGIN_MS)
-            .min(MAX_AMOUNT);
-        call.arg(now.to_string())
-            .arg(ttl.to_string())
-            .arg(
-                report
-                    .dedup_key
-                    .as_ref()
-                    .map(|_| dedup_fingerprint(report))
-                    .unwrap_or_default(),
-            )
-            .arg(gc_ms.to_string())
-            .arg(report.dimensions.len().to_string());
-        for dimension in report.dimensions.keys() {
-            call.arg(dimension.as_str());
-        }
-        for delta in report.dimensions.values() {
-            call.arg(delta.to_string());
+        for arg in args {
+            call.arg(arg);
         }
         let (status, blob): (String, String) = self.conn.script(op, &call).await?;
         let (replayed, status) = match status.strip_prefix("replay-") {

@@ -11,6 +11,7 @@ mod config;
 mod connection;
 mod error;
 mod keys;
+pub mod raw;
 mod records;
 
 pub use backend::ValkeyBackend;

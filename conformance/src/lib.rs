@@ -18,6 +18,7 @@ mod context;
 pub mod differential;
 mod memory;
 pub mod process_race;
+pub mod reliability;
 pub mod rng;
 pub mod servers;
 
@@ -286,3 +287,39 @@ macro_rules! __expand_cases {
 }
 
 __case_list!(registry[]);
+
+/// What one case did when run by [`run_all`].
+#[derive(Debug, Clone)]
+pub struct CaseOutcome {
+    /// `module::function`.
+    pub name: &'static str,
+    /// Why it failed; `None` when it passed.
+    pub failure: Option<String>,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// Runs every case whose name contains `filter` (all when `None`), one after another, each in a fresh
+/// namespace of `harness`; calls `on_done` after each. For runners other than `cargo test` (the CLI).
+pub async fn run_all(
+    harness: Arc<dyn Harness>,
+    filter: Option<&str>,
+    mut on_done: impl FnMut(&CaseOutcome),
+) -> Vec<CaseOutcome> {
+    let mut outcomes = Vec::new();
+    for case in all_cases()
+        .into_iter()
+        .filter(|c| filter.is_none_or(|f| c.name.contains(f)))
+    {
+        let start = std::time::Instant::now();
+        let failure = run_case(harness.clone(), &case).await.err();
+        let outcome = CaseOutcome {
+            name: case.name,
+            failure,
+            elapsed: start.elapsed(),
+        };
+        on_done(&outcome);
+        outcomes.push(outcome);
+    }
+    outcomes
+}

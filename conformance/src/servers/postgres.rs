@@ -191,3 +191,13 @@ pub fn shared_url() -> Result<String, String> {
         })
         .clone()
 }
+
+impl crate::reliability::outage::ServerControl for PostgresServer {
+    fn stop(&self) -> Result<(), String> {
+        self.stop_immediate()
+    }
+
+    fn start(&self) -> Result<(), String> {
+        self.start_again()
+    }
+}

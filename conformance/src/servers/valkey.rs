@@ -272,3 +272,13 @@ pub fn shared_cluster_url() -> Result<String, String> {
         })
         .clone()
 }
+
+impl crate::reliability::outage::ServerControl for ValkeyServer {
+    fn stop(&self) -> Result<(), String> {
+        self.kill()
+    }
+
+    fn start(&self) -> Result<(), String> {
+        self.start_again()
+    }
+}

@@ -1,0 +1,44 @@
+//! What one `report_usage` sends, for baselines and tools: the script, its keys and arguments.
+//!
+//! Applications should use [`crate::ValkeyBackend`]; this lets a benchmark issue the very same
+//! EVALSHA through the driver with nothing around it.
+
+use stowage_core::{dedup_fingerprint, UsageReport, MAX_AMOUNT};
+
+use crate::keys;
+
+/// The Lua source of `report_usage`.
+pub const REPORT_USAGE_LUA: &str = include_str!("../scripts/report_usage.lua");
+
+/// The keys and arguments of one `report_usage` call, in the order the script reads them.
+pub fn report_usage_call(
+    namespace: &str,
+    budget: &str,
+    report: &UsageReport,
+    now: u64,
+    dedup_ttl_ms: u64,
+) -> (Vec<String>, Vec<String>) {
+    let budget_keys = keys::budget_keys(namespace, budget);
+    let mut call_keys = vec![budget_keys.counters, budget_keys.policy];
+    if let Some(key) = &report.dedup_key {
+        call_keys.push(keys::dedup_key(namespace, budget, key));
+    }
+    let gc_ms = dedup_ttl_ms
+        .saturating_mul(2)
+        .saturating_add(crate::backend::DEDUP_GC_MARGIN_MS)
+        .min(MAX_AMOUNT);
+    let mut args = vec![
+        now.to_string(),
+        dedup_ttl_ms.to_string(),
+        report
+            .dedup_key
+            .as_ref()
+            .map(|_| dedup_fingerprint(report))
+            .unwrap_or_default(),
+        gc_ms.to_string(),
+        report.dimensions.len().to_string(),
+    ];
+    args.extend(report.dimensions.keys().cloned());
+    args.extend(report.dimensions.values().map(u64::to_string));
+    (call_keys, args)
+}

@@ -1,0 +1,292 @@
+//! `report_usage` on every backend side by side, with the seed design and raw-engine baselines:
+//! a fresh key per report, a replayed key, and 32 (and, for Valkey, 50) concurrent callers.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use stowage_benches::raw::{RawPostgres, RawSqlite, RawValkey};
+use stowage_benches::seed::SeedPostgres;
+use stowage_benches::{connect, gateway_report, prepare_budget, Deployments, BUDGET};
+use tokio::runtime::Runtime;
+
+fn deployments() -> &'static Deployments {
+    static D: OnceLock<Deployments> = OnceLock::new();
+    D.get_or_init(Deployments::start)
+}
+
+fn runtime() -> &'static Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    })
+}
+
+fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(1));
+}
+
+fn fresh_key() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "req-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs `iters` operations spread over `callers` concurrent tasks; the time per `iters` operations.
+async fn concurrently<F, Fut>(iters: u64, callers: u64, op: F) -> Duration
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let per_caller = iters.div_ceil(callers).max(1);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for caller in 0..callers {
+        let work: Vec<Fut> = (0..per_caller)
+            .map(|i| op(caller * per_caller + i))
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            for w in work {
+                w.await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("caller task");
+    }
+    let total = u128::from(per_caller * callers);
+    let nanos = start.elapsed().as_nanos() * u128::from(iters) / total;
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+/// Concurrent callers spread over [`TEAMS`] budgets, as a gateway serving many teams does.
+fn team(i: u64) -> String {
+    format!("team-{}", i % TEAMS)
+}
+
+/// Budgets the concurrent groups spread over (reports to one budget serialize by design).
+const TEAMS: u64 = 16;
+
+fn single_caller(c: &mut Criterion, group_name: &str, key: fn() -> String) {
+    let rt = runtime();
+    let d = deployments();
+    let mut group = c.benchmark_group(group_name);
+    configure(&mut group);
+    for (name, url) in d.urls() {
+        let backend = rt.block_on(async {
+            let b = connect(&url).await;
+            prepare_budget(&*b).await;
+            b
+        });
+        group.bench_function(name, |b| {
+            b.to_async(rt).iter(|| {
+                let backend = backend.clone();
+                async move {
+                    backend
+                        .report_usage(BUDGET, &gateway_report(key()))
+                        .await
+                        .expect("report")
+                }
+            })
+        });
+    }
+    let raw_sqlite = rt.block_on(RawSqlite::start(&d.sqlite_url));
+    group.bench_function("raw-sqlite", |b| {
+        b.iter(|| raw_sqlite.report(BUDGET, &gateway_report(key())))
+    });
+    let raw_pg = rt.block_on(RawPostgres::start(&d.postgres_url, 1));
+    group.bench_function("raw-postgres", |b| {
+        b.to_async(rt).iter(|| {
+            let raw = raw_pg.clone();
+            async move { raw.report(0, BUDGET, &gateway_report(key())).await }
+        })
+    });
+    let seed = rt.block_on(SeedPostgres::start(&d.postgres_url, 1));
+    group.bench_function("seed-postgres", |b| {
+        b.to_async(rt).iter(|| {
+            let seed = seed.clone();
+            async move {
+                seed.report(BUDGET, &gateway_report(key()))
+                    .await
+                    .expect("seed report")
+            }
+        })
+    });
+    let raw_vk = rt.block_on(async {
+        let raw = RawValkey::start(&d.valkey_url).await;
+        raw.load().await;
+        raw
+    });
+    group.bench_function("raw-valkey", |b| {
+        b.to_async(rt).iter(|| {
+            let raw = raw_vk.clone();
+            async move { raw.report(BUDGET, &gateway_report(key())).await }
+        })
+    });
+    group.finish();
+}
+
+fn report_fresh_key(c: &mut Criterion) {
+    single_caller(c, "report_usage/fresh_key", fresh_key);
+}
+
+fn report_replay(c: &mut Criterion) {
+    single_caller(c, "report_usage/replay", || "the-same-request".to_owned());
+}
+
+fn report_concurrent(c: &mut Criterion) {
+    let rt = runtime();
+    let d = deployments();
+    let callers = 32;
+    let mut group = c.benchmark_group("report_usage/32_callers");
+    configure(&mut group);
+    let mut urls = d.urls();
+    urls.insert(
+        2,
+        (
+            "sqlite-no-group-commit",
+            format!("{}?group_commit=off", d.sqlite_url),
+        ),
+    );
+    for (name, url) in urls {
+        let backend = rt.block_on(async {
+            let b = connect(&url).await;
+            prepare_budget(&*b).await;
+            b
+        });
+        group.bench_function(name, |b| {
+            b.to_async(rt).iter_custom(|iters| {
+                let backend = backend.clone();
+                concurrently(iters, callers, move |i| {
+                    let backend = backend.clone();
+                    async move {
+                        backend
+                            .report_usage(&team(i), &gateway_report(fresh_key()))
+                            .await
+                            .expect("report");
+                    }
+                })
+            })
+        });
+    }
+    let raw_pg = rt.block_on(RawPostgres::start(&d.postgres_url, 32));
+    group.bench_function("raw-postgres", |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let raw = raw_pg.clone();
+            concurrently(iters, callers, move |i| {
+                let raw = raw.clone();
+                async move {
+                    raw.report(
+                        usize::try_from(i).unwrap_or(0),
+                        &team(i),
+                        &gateway_report(fresh_key()),
+                    )
+                    .await
+                }
+            })
+        })
+    });
+    let seed = rt.block_on(SeedPostgres::start(&d.postgres_url, 32));
+    group.bench_function("seed-postgres", |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let seed = seed.clone();
+            concurrently(iters, callers, move |i| {
+                let seed = seed.clone();
+                async move {
+                    seed.report(&team(i), &gateway_report(fresh_key()))
+                        .await
+                        .expect("seed report");
+                }
+            })
+        })
+    });
+    group.finish();
+}
+
+fn report_valkey_50(c: &mut Criterion) {
+    let rt = runtime();
+    let d = deployments();
+    let callers = 50;
+    let mut group = c.benchmark_group("report_usage/50_callers_valkey");
+    configure(&mut group);
+    for (name, url) in [
+        ("valkey", d.valkey_url.clone()),
+        ("valkey-cluster", d.cluster_url.clone()),
+    ] {
+        let backend = rt.block_on(async {
+            let b = connect(&url).await;
+            prepare_budget(&*b).await;
+            b
+        });
+        group.bench_function(name, |b| {
+            b.to_async(rt).iter_custom(|iters| {
+                let backend = backend.clone();
+                concurrently(iters, callers, move |i| {
+                    let backend = backend.clone();
+                    async move {
+                        backend
+                            .report_usage(&team(i), &gateway_report(fresh_key()))
+                            .await
+                            .expect("report");
+                    }
+                })
+            })
+        });
+    }
+    let raw = Arc::new(rt.block_on(async {
+        let raw = RawValkey::start(&d.valkey_url).await;
+        raw.load().await;
+        raw
+    }));
+    group.bench_function("raw-valkey", |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let raw = raw.clone();
+            concurrently(iters, callers, move |i| {
+                let raw = raw.clone();
+                async move { raw.report(&team(i), &gateway_report(fresh_key())).await }
+            })
+        })
+    });
+    group.bench_function("raw-valkey-pipelined", |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let raw = raw.clone();
+            async move {
+                let rounds = iters.div_ceil(callers);
+                let start = Instant::now();
+                for _ in 0..rounds {
+                    let reports: Vec<_> = (0..callers)
+                        .map(|i| (team(i), gateway_report(fresh_key())))
+                        .collect();
+                    raw.report_pipelined(&reports).await;
+                }
+                let nanos =
+                    start.elapsed().as_nanos() * u128::from(iters) / u128::from(rounds * callers);
+                Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    budget,
+    report_fresh_key,
+    report_replay,
+    report_concurrent,
+    report_valkey_50
+);
+criterion_main!(budget);

@@ -1,0 +1,197 @@
+//! The `stowage` command end to end: admin commands, clear errors, conformance, bench output.
+
+use std::process::{Command, Output};
+
+fn stowage(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stowage"))
+        .args(args)
+        .env("STOWAGE_DIFF_SEQUENCES", "4")
+        .output()
+        .expect("run stowage")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+#[test]
+fn budget_commands_set_report_show_and_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("cli.db").display());
+    let u = ["--url", url.as_str(), "--json"];
+    json(&stowage(
+        &[&["budget", "set", "team", "--limit", "tokens=8:10"], &u[..]].concat(),
+    ));
+    let first = json(&stowage(
+        &[
+            &["budget", "report", "team", "tokens=9", "--key", "r1"],
+            &u[..],
+        ]
+        .concat(),
+    ));
+    assert_eq!(first["replayed"], false);
+    assert_eq!(first["outcome"]["SoftBreach"][0]["usage"], 9);
+    let again = json(&stowage(
+        &[
+            &["budget", "report", "team", "tokens=9", "--key", "r1"],
+            &u[..],
+        ]
+        .concat(),
+    ));
+    assert_eq!(again["replayed"], true);
+    let hard = json(&stowage(
+        &[&["budget", "report", "team", "tokens=2"], &u[..]].concat(),
+    ));
+    assert_eq!(hard["outcome"]["HardBreach"][0]["limit"], 10);
+    let shown = json(&stowage(&[&["budget", "show", "team"], &u[..]].concat()));
+    assert_eq!(shown["usage"]["tokens"], 9);
+    assert_eq!(shown["policy"]["limits"]["tokens"]["hard"], 10);
+    json(&stowage(&[&["budget", "reset", "team"], &u[..]].concat()));
+    let shown = json(&stowage(&[&["budget", "show", "team"], &u[..]].concat()));
+    assert_eq!(shown["usage"], serde_json::json!({}));
+}
+
+#[test]
+fn records_commands_put_query_and_cleanup() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("rec.db").display());
+    let u = ["--url", url.as_str(), "--json"];
+    for (record, at) in [
+        ("sensor::a::temp", "10"),
+        ("sensor::a::temp", "20"),
+        ("sensor::b::temp", "15"),
+    ] {
+        json(&stowage(
+            &[
+                &["records", "put", record, r#"{"c":1.5}"#, "--at", at],
+                &u[..],
+            ]
+            .concat(),
+        ));
+    }
+    let rows = json(&stowage(
+        &[
+            &["records", "query", "sensor::*::temp", "--limit", "1"],
+            &u[..],
+        ]
+        .concat(),
+    ));
+    assert_eq!(rows.as_array().unwrap().len(), 2);
+    assert_eq!(rows[0]["stored_at"], 20);
+    let cleaned = json(&stowage(
+        &[&["records", "cleanup", "--older-than", "16"], &u[..]].concat(),
+    ));
+    assert_eq!(cleaned["deleted"], 2);
+}
+
+#[test]
+fn bad_input_is_a_clear_error_with_exit_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("bad.db").display());
+    for args in [
+        vec![
+            "budget",
+            "set",
+            "team",
+            "--limit",
+            "tokens=ten:20",
+            "--url",
+            &url,
+        ],
+        vec!["budget", "report", "team", "tokens", "--url", &url],
+        vec![
+            "budget",
+            "set",
+            "team",
+            "--limit",
+            "tokens=30:20",
+            "--url",
+            &url,
+        ],
+        vec!["records", "put", "r", "{not json", "--url", &url],
+        vec!["records", "query", "", "--url", &url],
+        vec!["budget", "show", "team", "--url", "ftp://nowhere"],
+    ] {
+        let out = stowage(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn conformance_passes_against_a_live_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("live.db").display());
+    let out = stowage(&["conformance", &url]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("PASS  dedup::retry_with_same_key_replays_without_applying"));
+    assert!(!stdout.contains("FAIL"));
+}
+
+#[test]
+fn conformance_passes_against_spawned_servers() {
+    use stowage_conformance::servers::{postgres, valkey};
+    for (backend, url) in [
+        ("postgres", postgres::shared_url()),
+        ("valkey", valkey::shared_url()),
+        ("valkey-cluster", valkey::shared_cluster_url()),
+    ] {
+        let url = match url {
+            Ok(url) => url,
+            Err(reason) if !stowage_conformance::is_required(backend) => {
+                eprintln!("skipped {backend}: {reason}");
+                continue;
+            }
+            Err(reason) => panic!("{backend} is required: {reason}"),
+        };
+        let out = stowage(&["conformance", &url]);
+        assert!(
+            out.status.success(),
+            "{backend}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn conformance_fails_on_an_unreachable_deployment() {
+    let out = stowage(&[
+        "conformance",
+        "postgres://nobody@127.0.0.1:1/none?acquire_timeout_ms=300",
+    ]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn bench_writes_a_table_json_and_a_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let out = stowage(&[
+        "bench",
+        "--duration",
+        "300ms",
+        "--concurrency",
+        "2",
+        "--no-progress",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("sqlite") && stdout.contains("report"));
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("results.json")).unwrap()).unwrap();
+    for op in results["backends"][0]["ops"].as_array().unwrap() {
+        assert!(op["count"].as_u64().unwrap() > 0, "{op}");
+        assert_eq!(op["errors"], 0);
+    }
+    let svg = std::fs::read_to_string(out_dir.join("chart.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("sqlite"));
+}

@@ -1,0 +1,168 @@
+//! Process crash: a child reports usage with dedup keys and is killed with SIGKILL at random
+//! moments; each restart re-sends every key (acknowledged or not). Nothing acknowledged may be
+//! lost, nothing may count twice.
+//!
+//! The child prints `ACK <key> <replayed>` after each answered report; the parent reads those
+//! lines (the log of acknowledgements) and kills the child after a random number of them.
+
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use stowage_core::{ConnectOptions, UsageReport};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+use crate::rng::Rng;
+use crate::Harness;
+
+/// Set in the child: `<namespace>\t<first key>`.
+pub const CHILD_ENV: &str = "STOWAGE_CRASH_CHILD";
+
+/// Size of the scenario.
+#[derive(Debug, Clone, Copy)]
+pub struct CrashPlan {
+    /// Distinct dedup keys the child cycles through.
+    pub keys: u64,
+    /// SIGKILLs before the last, uninterrupted run.
+    pub kills: u64,
+    /// Seed of the kill points.
+    pub seed: u64,
+}
+
+impl CrashPlan {
+    /// `STOWAGE_CRASH_KILLS` (default 20) kill points over `STOWAGE_CRASH_KEYS` (default 200) keys.
+    pub fn from_env() -> CrashPlan {
+        CrashPlan {
+            keys: super::env_number("STOWAGE_CRASH_KEYS", 200),
+            kills: super::env_number("STOWAGE_CRASH_KILLS", 20),
+            seed: super::env_number("STOWAGE_CRASH_SEED", 7),
+        }
+    }
+}
+
+/// What a run saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CrashStats {
+    /// Children killed with SIGKILL.
+    pub kills: u64,
+    /// Acknowledged reports (all runs).
+    pub acknowledged: u64,
+    /// Keys acknowledged as applied more than once (must be 0).
+    pub double_counts: u64,
+    /// Final counter minus the sum over distinct keys (must be 0).
+    pub lost_or_extra: i128,
+}
+
+/// The delta reported under key `i`.
+pub fn delta_of(key: u64) -> u64 {
+    1 + key % 7
+}
+
+async fn child(harness: Arc<dyn Harness>, spec: &str, keys: u64) {
+    let (namespace, first) = spec.split_once('\t').expect("namespace<TAB>first key");
+    let first: u64 = first.parse().expect("first key");
+    let backend = harness
+        .open(ConnectOptions::new().namespace(namespace))
+        .await
+        .expect("child opens the store");
+    for j in 0..keys {
+        let key = (first + j) % keys;
+        let report = UsageReport::new()
+            .add("tokens", delta_of(key))
+            .dedup_key(format!("k{key}"));
+        let receipt = loop {
+            match backend.report_usage("budget", &report).await {
+                Ok(receipt) => break receipt,
+                Err(e) if e.is_retryable() => continue,
+                Err(e) => panic!("child report failed: {e}"),
+            }
+        };
+        println!("ACK {key} {}", receipt.replayed);
+    }
+}
+
+/// In a child: the child's part. In the parent: the whole scenario; panics on a loss or a double count.
+pub async fn run(
+    harness: Arc<dyn Harness>,
+    test_name: &str,
+    extra_env: &[(&str, String)],
+    plan: CrashPlan,
+) -> CrashStats {
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        child(harness, &spec, plan.keys).await;
+        return CrashStats::default();
+    }
+    let namespace = crate::unique_namespace("crash");
+    let exe = std::env::current_exe().expect("the test binary");
+    let mut rng = Rng::new(plan.seed);
+    let mut applied: HashSet<u64> = HashSet::new();
+    let mut stats = CrashStats::default();
+    for run in 0..=plan.kills {
+        let first = rng.below(plan.keys);
+        let mut command = Command::new(&exe);
+        command
+            .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, format!("{namespace}\t{first}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (key, value) in extra_env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("spawn the child");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let last_run = run == plan.kills;
+        let kill_after = 1 + rng.below(plan.keys / 2);
+        let mut seen = 0;
+        while let Some(line) = lines.next_line().await.expect("read the child") {
+            let Some(rest) = line.split_once("ACK ").map(|(_, r)| r) else {
+                continue;
+            };
+            let mut parts = rest.split_whitespace();
+            let key: u64 = parts.next().and_then(|k| k.parse().ok()).expect("key");
+            let replayed = parts.next() == Some("true");
+            stats.acknowledged += 1;
+            if !replayed && !applied.insert(key) {
+                stats.double_counts += 1;
+            }
+            seen += 1;
+            if !last_run && seen == kill_after {
+                child.start_kill().expect("SIGKILL");
+                stats.kills += 1;
+                break;
+            }
+        }
+        let status = child.wait().await.expect("wait for the child");
+        if last_run {
+            let mut err = String::new();
+            if let Some(mut stderr) = child.stderr.take() {
+                use tokio::io::AsyncReadExt;
+                let _ = stderr.read_to_string(&mut err).await;
+            }
+            assert!(status.success(), "the last run failed: {err}");
+            assert_eq!(seen, plan.keys, "the last run must answer every key");
+        }
+    }
+    let backend = harness
+        .open(ConnectOptions::new().namespace(namespace))
+        .await
+        .expect("parent opens the store");
+    let usage = backend.usage("budget").await.expect("usage");
+    let expected: u64 = (0..plan.keys).map(delta_of).sum();
+    let got = usage.counters.get("tokens").copied().unwrap_or(0);
+    stats.lost_or_extra = i128::from(got) - i128::from(expected);
+    assert_eq!(
+        stats.double_counts, 0,
+        "acknowledged reports applied twice: {stats:?}"
+    );
+    assert_eq!(
+        got, expected,
+        "final counter differs from the sum over distinct keys: {stats:?}"
+    );
+    // Keys applied by a run killed before it could acknowledge them replay in later runs: they
+    // were never acknowledged as applied, and the final counter shows they count exactly once.
+    eprintln!("crash: {stats:?}");
+    stats
+}
