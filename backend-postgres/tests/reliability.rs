@@ -33,6 +33,7 @@ async fn server_crashes_fail_fast_and_recover_without_double_counting() {
     let server = Arc::new(
         PostgresServer::start(PostgresSettings {
             durable: true,
+            synchronous_commit: true,
             max_connections: 100,
         })
         .expect("a durable throwaway server"),

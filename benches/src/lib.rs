@@ -18,7 +18,7 @@ use stowage_conformance::servers::valkey::{self, ValkeyCluster, ValkeyServer, Va
 pub struct Deployments {
     /// `sqlite://…` (synchronous=full, group commit on).
     pub sqlite_url: String,
-    /// `postgres://…` (fsync on).
+    /// `postgres://…` (fsync on; synchronous_commit on unless `STOWAGE_BENCH_PG_SYNCHRONOUS_COMMIT=off`).
     pub postgres_url: String,
     /// `valkey://…`.
     pub valkey_url: String,
@@ -40,8 +40,12 @@ impl Deployments {
         let (pg, postgres_url) = match std::env::var(postgres::URL_ENV) {
             Ok(url) => (None, url),
             Err(_) => {
+                // fsync on; STOWAGE_BENCH_PG_SYNCHRONOUS_COMMIT=off measures without waiting for the flush.
+                let synchronous_commit =
+                    std::env::var("STOWAGE_BENCH_PG_SYNCHRONOUS_COMMIT").as_deref() != Ok("off");
                 let server = PostgresServer::start(PostgresSettings {
                     durable: true,
+                    synchronous_commit,
                     max_connections: 200,
                 })
                 .expect("start PostgreSQL");

@@ -12,8 +12,10 @@ pub const URL_ENV: &str = "STOWAGE_POSTGRES_URL";
 /// How a throwaway server is configured.
 #[derive(Debug, Clone, Copy)]
 pub struct PostgresSettings {
-    /// Keep `fsync` and `synchronous_commit` on (crash tests); off is faster for conformance runs.
+    /// Keep `fsync` and `full_page_writes` on (crash tests, benchmarks); off is faster for conformance runs.
     pub durable: bool,
+    /// With `durable`: wait for the WAL flush before acknowledging a commit (`synchronous_commit`).
+    pub synchronous_commit: bool,
     /// `max_connections`.
     pub max_connections: u32,
 }
@@ -22,6 +24,7 @@ impl Default for PostgresSettings {
     fn default() -> Self {
         PostgresSettings {
             durable: false,
+            synchronous_commit: false,
             max_connections: 400,
         }
     }
@@ -100,12 +103,14 @@ impl PostgresServer {
             "initdb",
         )?;
         let port = free_port()?;
-        let sync = if settings.durable { "on" } else { "off" };
+        let on = |yes: bool| if yes { "on" } else { "off" };
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections={} -c fsync={sync} \
-             -c synchronous_commit={sync} -c full_page_writes={sync} -c shared_buffers=128MB",
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections={} -c fsync={fsync} \
+             -c synchronous_commit={commit} -c full_page_writes={fsync} -c shared_buffers=128MB",
             dir.display(),
-            settings.max_connections
+            settings.max_connections,
+            fsync = on(settings.durable),
+            commit = on(settings.durable && settings.synchronous_commit),
         );
         let server = PostgresServer {
             url: format!("postgres://stowage@127.0.0.1:{port}/postgres"),
