@@ -33,6 +33,7 @@ impl Spawned {
                 "postgres" => {
                     let server = PostgresServer::start(PostgresSettings {
                         durable: true,
+                        synchronous_commit: true,
                         max_connections: 200,
                     })
                     .map_err(failed)?;
