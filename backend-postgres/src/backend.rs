@@ -43,9 +43,13 @@ impl PostgresBackend {
     pub async fn open(url: &str, options: ConnectOptions) -> Result<Self> {
         let config = PostgresConfig::from_url(url)?;
         let options = options.resolve()?;
-        let connect = PgConnectOptions::from_str(&config.url).map_err(|e| {
-            Error::invalid_input("connect: the PostgreSQL URL cannot be parsed").with_source(e)
-        })?;
+        let connect = PgConnectOptions::from_str(&config.url)
+            .map_err(|e| {
+                Error::invalid_input("connect: the PostgreSQL URL cannot be parsed").with_source(e)
+            })?
+            // The plpgsql functions read state after taking their lock: that needs a fresh
+            // snapshot per statement, whatever the server's default isolation is.
+            .options([("default_transaction_isolation", r"read\ committed")]);
         let pool = ConnPool::new(connect, config.max_connections, config.acquire_timeout);
         let schema = tokio::time::timeout(
             config.operation_timeout,
@@ -161,7 +165,8 @@ impl Inner {
         validate::name(op, "idempotency key", key)?;
         let at = to_bigint(op, "timestamp", timestamp)?;
         let text_ref = &text;
-        loop {
+        // No row back means the conflicting row was cleaned up between insert and read: try again, a few times.
+        for _ in 0..TRANSIENT_TRIES {
             let row = self
                 .run(op, |mut lease| async move {
                     let result = sqlx::query(&self.records.store_idempotent)
@@ -174,7 +179,6 @@ impl Inner {
                     (lease, result)
                 })
                 .await?;
-            // No row: the conflicting row was cleaned up between the insert and the read; try again.
             let Some(row) = row else { continue };
             let status: String = row.try_get(0).map_err(|e| error::map(op, e))?;
             if status == "appended" {
@@ -192,6 +196,10 @@ impl Inner {
                 )))
             };
         }
+        Err(Error::unavailable(format!(
+            "{op}: record {} kept changing under a concurrent cleanup; retry",
+            stowage_core::show(name)
+        )))
     }
 
     async fn query(&self, pattern: &str, params: QueryParams) -> Result<Vec<StoredValue>> {

@@ -28,6 +28,15 @@ pub(crate) struct Schema {
 pub(crate) async fn initialize(conn: &mut PgConnection, namespace: &str) -> Result<Schema> {
     let op = "initialize";
     let e = |err| error::map(op, err);
+    let encoding: String = sqlx::query_scalar("SHOW server_encoding")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(e)?;
+    if encoding != "UTF8" {
+        return Err(Error::unsupported(format!(
+            "{op}: the database encoding is {encoding}; stowage needs UTF8 (names are any UTF-8)"
+        )));
+    }
     let mut tx = conn.begin().await.map_err(e)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(INIT_LOCK)

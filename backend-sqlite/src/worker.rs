@@ -5,6 +5,7 @@
 //! and only then answers each caller. A write that fails rolls back to its savepoint alone, so
 //! each stays atomic and individually answered while many share one fsync.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
@@ -39,7 +40,9 @@ where
 {
     fn run(&mut self, conn: &Connection) -> bool {
         let work = self.work.take().expect("a write runs once");
-        let result = work(conn);
+        // A panic is a bug; it fails this write alone instead of taking the thread down.
+        let result = panic::catch_unwind(AssertUnwindSafe(|| work(conn)))
+            .unwrap_or_else(|_| Err(Error::internal("a SQLite write panicked")));
         let keep = result.is_ok();
         self.result = Some(result);
         keep
@@ -184,7 +187,10 @@ fn serve(
     let mut next = receiver.recv().ok();
     while let Some(job) = next.take() {
         match job {
-            Job::Plain(f) => f(conn),
+            Job::Plain(f) => {
+                // A panic drops the reply, so the caller gets `Internal`; the thread lives on.
+                let _ = panic::catch_unwind(AssertUnwindSafe(|| f(conn)));
+            }
             Job::Write(first) => {
                 let mut batch = vec![first];
                 while batch.len() < max_batch {

@@ -7,7 +7,7 @@
 -- KEYS[3] dedup record hash (only when the report has a key): fp, at, st, out
 -- ARGV[1] now (ms)   ARGV[2] dedup ttl (ms)   ARGV[3] fingerprint   ARGV[4] server-side expiry (ms)
 -- ARGV[5] n          ARGV[6 .. 5+n] dimensions (sorted)   ARGV[6+n .. 5+2n] deltas
--- Returns {status, breaches} with status ok|soft|hard|replay-ok|replay-soft|replay-hard|conflict|overflow
+-- Returns {status, breaches} with status ok|soft|hard|replay-ok|replay-soft|replay-hard|conflict|overflow|corrupt
 -- and breaches as "dim\0usage\0limit\0crossed\0" repeated (overflow: "dim\0counter\0delta\0").
 
 local MAX = '9223372036854775807'
@@ -28,6 +28,8 @@ local function add(a, b)
   return table.concat(out)
 end
 
+-- Canonical decimals (no leading zeros): longer is larger; at equal length, the digit strings
+-- compare as bytes (Lua's string order is the C locale's here, and digits sort the same in any).
 local function gt(a, b)
   if #a ~= #b then return #a > #b end
   return a > b
@@ -60,6 +62,7 @@ for i = 1, n do
   end
   if lim[i] then
     local comma = string.find(lim[i], ',', 1, true)
+    if not comma then return {'corrupt', dims[i]} end
     soft[i] = string.sub(lim[i], 1, comma - 1)
     hard[i] = string.sub(lim[i], comma + 1)
   else

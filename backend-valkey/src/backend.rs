@@ -1,7 +1,7 @@
 //! `ValkeyBackend`: validation in Rust, one script call per budget operation.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use futures_util::{StreamExt, TryStreamExt};
 use redis::{Script, ScriptInvocation, Value as RedisValue};
@@ -19,12 +19,13 @@ use crate::records::{decode_member, lex_max, lex_min, time_hex};
 
 /// Server-side expiry of dedup records beyond their TTL: they only garbage-collect, with this margin.
 pub(crate) const DEDUP_GC_MARGIN_MS: u64 = 3_600_000;
+/// The longest server-side expiry set (about 31,700 years): `PEXPIRE` refuses times that would
+/// pass `i64::MAX` once added to the server's clock, and a refusal after the writes would be too late.
+pub(crate) const MAX_DEDUP_GC_MS: u64 = 1_000_000_000_000_000;
 /// Names read from the name index per call, and rows deleted per cleanup call.
 const BATCH: usize = 1_000;
 /// Records read or cleaned at once (the connection pipelines them).
 const PARALLEL_RECORDS: usize = 32;
-/// Record names remembered as indexed, to skip re-adding them (the index only grows).
-const INDEXED_CACHE: usize = 100_000;
 
 /// The Valkey backend (standalone or cluster). Cheap to clone.
 #[derive(Debug, Clone)]
@@ -38,7 +39,6 @@ struct Inner {
     options: ResolvedOptions,
     scripts: Scripts,
     durable: bool,
-    indexed: Mutex<HashSet<String>>,
 }
 
 #[derive(Debug)]
@@ -98,7 +98,6 @@ impl ValkeyBackend {
                 options,
                 scripts: Scripts::new(),
                 durable,
-                indexed: Mutex::new(HashSet::new()),
             }),
         };
         backend.load_scripts().await?;
@@ -197,6 +196,13 @@ impl Inner {
                 return Err(Error::conflict(format!(
                     "{op}: dedup key {} of budget {} was used with different dimensions or deltas",
                     show(report.dedup_key.as_deref().unwrap_or_default()),
+                    show(budget)
+                )))
+            }
+            "corrupt" => {
+                return Err(Error::corruption(format!(
+                    "{op}: the stored limit of dimension {} of budget {} cannot be decoded",
+                    show(&blob),
                     show(budget)
                 )))
             }
@@ -310,34 +316,8 @@ impl Inner {
         Ok(())
     }
 
-    /// Adds `record` to the namespace's name index (before its first row, so no row is ever unlisted).
-    async fn ensure_indexed(&self, op: &str, record: &str) -> Result<()> {
-        if self
-            .indexed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(record)
-        {
-            return Ok(());
-        }
-        let _: i64 = self
-            .conn
-            .run(
-                op,
-                redis::cmd("ZADD")
-                    .arg(name_index(self.ns()))
-                    .arg(0)
-                    .arg(record),
-            )
-            .await?;
-        let mut indexed = self.indexed.lock().unwrap_or_else(|e| e.into_inner());
-        if indexed.len() >= INDEXED_CACHE {
-            indexed.clear();
-        }
-        indexed.insert(record.to_owned());
-        Ok(())
-    }
-
+    /// Appends a row; the record name enters the namespace's name index first (in the same
+    /// script on a standalone server, one call before on a cluster), so no row is ever unlisted.
     async fn append(
         &self,
         op: &str,
@@ -346,7 +326,13 @@ impl Inner {
         timestamp: u64,
         key: &str,
     ) -> Result<String> {
-        self.ensure_indexed(op, record).await?;
+        let index = name_index(self.ns());
+        if self.conn.is_cluster() {
+            let _: i64 = self
+                .conn
+                .run(op, redis::cmd("ZADD").arg(&index).arg(0).arg(record))
+                .await?;
+        }
         let keys = record_keys(self.ns(), record);
         let mut call = self.scripts.store.prepare_invoke();
         call.key(&keys.rows)
@@ -355,6 +341,9 @@ impl Inner {
             .arg(time_hex(timestamp))
             .arg(text)
             .arg(key);
+        if !self.conn.is_cluster() {
+            call.key(&index).arg(record);
+        }
         self.conn.script(op, &call).await
     }
 
@@ -446,7 +435,9 @@ impl Inner {
                     let rows_key = record_keys(self.ns(), &name).rows;
                     let mut cmd = redis::cmd("ZREVRANGEBYLEX");
                     cmd.arg(&rows_key).arg(max).arg(min);
-                    if let Some(limit) = params.limit_per_record {
+                    // LIMIT takes a signed 64-bit count; a larger limit keeps every row anyway.
+                    if let Some(limit) = params.limit_per_record.and_then(|l| i64::try_from(l).ok())
+                    {
                         cmd.arg("LIMIT").arg(0).arg(limit);
                     }
                     let members: Vec<Vec<u8>> = self.conn.run(op, &cmd).await?;

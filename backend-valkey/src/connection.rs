@@ -58,6 +58,10 @@ impl Connection {
                     )
                 }
                 ValkeyTopology::Cluster(nodes) => {
+                    // The driver's retries also follow MOVED/ASK redirects, so they stay on. It
+                    // resends a request cut off by a dropped connection: keyed reports replay,
+                    // but an unkeyed report or a plain store could then apply twice
+                    // (docs/semantics.md, "Valkey cluster resends").
                     let client = ClusterClientBuilder::new(nodes.clone())
                         .connection_timeout(config.connect_timeout)
                         .response_timeout(config.operation_timeout)

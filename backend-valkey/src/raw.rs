@@ -3,7 +3,7 @@
 //! Applications should use [`crate::ValkeyBackend`]; this lets a benchmark issue the very same
 //! EVALSHA through the driver with nothing around it.
 
-use stowage_core::{dedup_fingerprint, UsageReport, MAX_AMOUNT};
+use stowage_core::{dedup_fingerprint, UsageReport};
 
 use crate::keys;
 
@@ -26,7 +26,7 @@ pub fn report_usage_call(
     let gc_ms = dedup_ttl_ms
         .saturating_mul(2)
         .saturating_add(crate::backend::DEDUP_GC_MARGIN_MS)
-        .min(MAX_AMOUNT);
+        .min(crate::backend::MAX_DEDUP_GC_MS);
     let mut args = vec![
         now.to_string(),
         dedup_ttl_ms.to_string(),
@@ -41,4 +41,34 @@ pub fn report_usage_call(
     args.extend(report.dimensions.keys().cloned());
     args.extend(report.dimensions.values().map(u64::to_string));
     (call_keys, args)
+}
+
+/// Every key a budget call touches (counters, policy, and the dedup record when `dedup_key` is given).
+pub fn budget_call_keys(namespace: &str, budget: &str, dedup_key: Option<&str>) -> Vec<String> {
+    let k = keys::budget_keys(namespace, budget);
+    let mut all = vec![k.counters, k.policy];
+    if let Some(key) = dedup_key {
+        all.push(keys::dedup_key(namespace, budget, key));
+    }
+    all
+}
+
+/// Every key a record call touches (rows, store-order counter, idempotency keys).
+pub fn record_call_keys(namespace: &str, record: &str) -> Vec<String> {
+    let k = keys::record_keys(namespace, record);
+    vec![k.rows, k.seq, k.idempotency]
+}
+
+/// The member `store.lua` writes for one row: time, store order, key length, key, value.
+pub fn encode_row(stored_at: u64, seq: u64, key: &str, value: &str) -> String {
+    format!(
+        "{}{seq:016x}{:08x}{key}{value}",
+        crate::records::time_hex(stored_at),
+        key.len()
+    )
+}
+
+/// Decodes a row member of `record`; anything malformed is `Corruption`.
+pub fn decode_row(record: &str, member: &[u8]) -> stowage_core::Result<stowage_core::StoredValue> {
+    crate::records::decode_member("query", record, member)
 }

@@ -114,3 +114,29 @@ async fn two_processes_race_on_the_cluster() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_stay_listed_after_the_server_loses_its_data() {
+    if standalone().is_none() || std::env::var(valkey::URL_ENV).is_ok() {
+        return;
+    }
+    let server = ValkeyServer::start(ValkeySettings::default(), false).unwrap();
+    let backend = ValkeyBackend::open(&server.url(), options()).await.unwrap();
+    use stowage_core::{PersistenceBackend, QueryParams};
+    backend
+        .store("sensor::a", &serde_json::json!(1), 1)
+        .await
+        .unwrap();
+    // A restart without persistence (or a failover) loses everything, the name index included.
+    stowage_conformance::servers::resp::ok(server.port(), &["FLUSHALL"]).unwrap();
+    backend
+        .store("sensor::a", &serde_json::json!(2), 2)
+        .await
+        .unwrap();
+    let rows = backend
+        .query("sensor::*", QueryParams::new())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "the row stored after the loss is listed");
+    assert_eq!(backend.cleanup(3).await.unwrap(), 1, "and cleaned up");
+}

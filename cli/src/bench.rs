@@ -41,6 +41,9 @@ pub struct BenchArgs {
     /// Seed of the workload (the same seed gives the same operations).
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// `mixed` (reports, replays, stores, queries) or `report` (only reports with fresh keys).
+    #[arg(long, default_value = "mixed", value_parser = ["mixed", "report"])]
+    mix: String,
     /// Write results.json and chart.svg here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -84,7 +87,13 @@ pub struct BackendStats {
     pub ops: Vec<OpStats>,
 }
 
-async fn worker(backend: Arc<dyn Backend>, seed: u64, id: u64, until: Instant) -> Samples {
+async fn worker(
+    backend: Arc<dyn Backend>,
+    seed: u64,
+    id: u64,
+    until: Instant,
+    only_reports: bool,
+) -> Samples {
     let mut rng = Rng::new(seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut samples = Samples::default();
     let mut sent: Vec<UsageReport> = Vec::new();
@@ -92,7 +101,7 @@ async fn worker(backend: Arc<dyn Backend>, seed: u64, id: u64, until: Instant) -
     let budget = format!("team-{}", id % 4);
     while Instant::now() < until {
         n += 1;
-        let roll = rng.below(100);
+        let roll = if only_reports { 0 } else { rng.below(100) };
         let (slot, started) = (
             usize::from(roll >= 40) + usize::from(roll >= 55) + usize::from(roll >= 85),
             Instant::now(),
@@ -187,7 +196,15 @@ async fn bench_one(
         })
     };
     let workers: Vec<_> = (0..args.concurrency)
-        .map(|id| tokio::spawn(worker(backend.clone(), args.seed, id, until)))
+        .map(|id| {
+            tokio::spawn(worker(
+                backend.clone(),
+                args.seed,
+                id,
+                until,
+                args.mix == "report",
+            ))
+        })
         .collect();
     let mut all = Samples::default();
     for w in workers {
@@ -228,7 +245,7 @@ fn table(results: &[BackendStats]) -> String {
         "backend", "op", "ops/s", "p50 µs", "p99 µs", "errors"
     );
     for backend in results {
-        for op in &backend.ops {
+        for op in backend.ops.iter().filter(|o| o.count > 0 || o.errors > 0) {
             out.push_str(&format!(
                 "{:<16} {:<8} {:>10} {:>10} {:>10} {:>8}\n",
                 backend.name, op.op, op.ops_per_sec, op.p50_us, op.p99_us, op.errors
@@ -279,14 +296,15 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "stowage bench: seed {}, {} callers, {:?} per backend\n",
-        args.seed, args.concurrency, args.duration
+        "stowage bench: {} workload, seed {}, {} callers, {:?} per backend\n",
+        args.mix, args.seed, args.concurrency, args.duration
     );
     print!("{}", table(&results));
     if let Some(out) = &args.out {
         std::fs::create_dir_all(out)
             .map_err(|e| Error::invalid_input(format!("bench: --out {}: {e}", out.display())))?;
         let report = json!({
+            "mix": args.mix,
             "seed": args.seed,
             "concurrency": args.concurrency,
             "duration_ms": u64::try_from(args.duration.as_millis()).unwrap_or(u64::MAX),

@@ -175,6 +175,7 @@ macro_rules! __case_list {
                 idempotency_keys_are_scoped_per_record,
                 idempotency_key_is_free_again_after_cleanup,
                 plain_store_ignores_idempotency_keys,
+                huge_limit_per_record_keeps_every_row,
             ],
             budget: [
                 budget_without_policy_accepts_everything,
@@ -215,6 +216,7 @@ macro_rules! __case_list {
                 reports_without_key_are_never_deduplicated,
                 dedup_keys_are_scoped_per_budget,
                 soft_breach_replay_keeps_crossed,
+                longest_dedup_ttls_work,
             ],
             names: [
                 special_characters_are_literal_in_every_name,
@@ -245,6 +247,7 @@ macro_rules! __case_list {
                 concurrent_reports_never_overshoot_a_hard_limit,
                 concurrent_idempotent_stores_append_once,
                 concurrent_reports_on_several_dimensions_stay_consistent,
+                expired_keys_reused_concurrently_apply_once_per_budget,
             ],
             differential: [
                 random_sequences_match_the_reference_model,

@@ -187,3 +187,18 @@ pub async fn soft_breach_replay_keeps_crossed(ctx: Ctx) {
         replayed(UsageOutcome::SoftBreach(vec![breach("a", 6, 5, true)]))
     );
 }
+
+/// The longest dedup TTLs (MAX_AMOUNT and MAX_AMOUNT / 2 + 1) work: the report applies once and replays.
+pub async fn longest_dedup_ttls_work(ctx: Ctx) {
+    for (i, ttl) in [stowage_core::MAX_AMOUNT, stowage_core::MAX_AMOUNT / 2 + 1]
+        .into_iter()
+        .enumerate()
+    {
+        let b = ctx.open_with_ttl(&format!("_ttl{i}"), ttl).await;
+        let r = keyed(&[("a", 1)], "k");
+        assert_eq!(must_report(&*b, "p", &r).await, fresh(UsageOutcome::Ok));
+        ctx.clock.advance(DEFAULT_DEDUP_TTL_MS * 365);
+        assert_eq!(must_report(&*b, "p", &r).await, replayed(UsageOutcome::Ok));
+        assert_eq!(usage_of(&*b, "p").await, counters(&[("a", 1)]));
+    }
+}

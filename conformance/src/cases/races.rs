@@ -146,3 +146,43 @@ pub async fn concurrent_reports_on_several_dimensions_stay_consistent(ctx: Ctx) 
     assert!(usage.get("a").copied().unwrap_or(0) <= 200);
     assert!(usage.get("b").copied().unwrap_or(0) <= 150);
 }
+
+/// Expired keys reused at once on many budgets apply once more per budget (no deadlock, no double apply).
+pub async fn expired_keys_reused_concurrently_apply_once_per_budget(ctx: Ctx) {
+    let handles = ctx.handles(4).await;
+    let budgets: Vec<String> = (0..8).map(|i| format!("b{i}")).collect();
+    for budget in &budgets {
+        ctx.backend
+            .report_usage(budget, &keyed(&[("t", 5)], "k"))
+            .await
+            .unwrap();
+        ctx.backend
+            .report_usage(budget, &keyed(&[("t", 1)], "other"))
+            .await
+            .unwrap();
+    }
+    ctx.clock.advance(stowage_core::DEFAULT_DEDUP_TTL_MS);
+    let budgets = Arc::new(budgets);
+    let results = race(&handles, 32, |i, b| {
+        let budgets = budgets.clone();
+        async move {
+            let key = if i % 2 == 0 { "k" } else { "other" };
+            let delta = if i % 2 == 0 { 5 } else { 1 };
+            b.report_usage(&budgets[(i / 2) % 8], &keyed(&[("t", delta)], key))
+                .await
+        }
+    })
+    .await;
+    let fresh = results
+        .into_iter()
+        .map(|r| r.expect("report"))
+        .filter(|r| !r.replayed)
+        .count();
+    assert_eq!(fresh, 16, "each (budget, key) applies once after expiry");
+    for budget in budgets.iter() {
+        assert_eq!(
+            usage_of(&*ctx.backend, budget).await,
+            counters(&[("t", 12)])
+        );
+    }
+}

@@ -449,3 +449,26 @@ pub async fn plain_store_ignores_idempotency_keys(ctx: Ctx) {
     );
     assert_eq!(rows(b, "r").await.len(), 3);
 }
+
+/// A `limit_per_record` larger than any engine's count type keeps every row.
+pub async fn huge_limit_per_record_keeps_every_row(ctx: Ctx) {
+    let b = &*ctx.backend;
+    for at in 0..3 {
+        b.store("r", &json!(at), at).await.unwrap();
+    }
+    let huge = usize::try_from(u32::MAX).unwrap_or(usize::MAX);
+    for limit in [usize::MAX, huge] {
+        assert_eq!(
+            rows_with(b, "*", QueryParams::new().limit_per_record(limit))
+                .await
+                .len(),
+            3
+        );
+        assert_eq!(
+            rows_with(b, "r", QueryParams::new().limit_per_record(limit))
+                .await
+                .len(),
+            3
+        );
+    }
+}
