@@ -3,7 +3,7 @@
 use futures_util::TryStreamExt;
 use sqlx::postgres::PgRow;
 use sqlx::Row;
-use stowage_core::{show, Error, Pattern, Result, StoredValue};
+use stowage_core::{decode_value, Pattern, Result, RowSelector, StoredValue};
 
 use crate::error::{self, from_bigint};
 
@@ -49,31 +49,18 @@ where
 {
     let op = "query";
     let mut out = Vec::new();
-    let mut current: Option<(String, bool, usize)> = None;
+    let mut selector = RowSelector::new(pattern, limit_per_record);
     while let Some(row) = rows.try_next().await.map_err(|e| error::map(op, e))? {
         let name: String = row.try_get(0).map_err(|e| error::map(op, e))?;
-        if current.as_ref().is_none_or(|(n, _, _)| *n != name) {
-            let matches = pattern.matches(&name);
-            current = Some((name, matches, 0));
-        }
-        let (name, matches, kept) = current.as_mut().expect("set above");
-        if !*matches || limit_per_record.is_some_and(|limit| *kept >= limit) {
+        if !selector.keep(&name) {
             continue;
         }
-        *kept += 1;
         let text: String = row.try_get(1).map_err(|e| error::map(op, e))?;
         let stored_at: i64 = row.try_get(2).map_err(|e| error::map(op, e))?;
-        let value = serde_json::from_str(&text).map_err(|e| {
-            Error::corruption(format!(
-                "{op}: stored value of record {} cannot be decoded",
-                show(name)
-            ))
-            .with_source(e)
-        })?;
         out.push(StoredValue {
-            record_name: name.clone(),
-            value,
+            value: decode_value(op, &name, &text)?,
             stored_at: from_bigint(op, "timestamp", stored_at)?,
+            record_name: name,
         });
     }
     Ok(out)

@@ -2,8 +2,8 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 use stowage_core::{
-    pattern::prefix_upper_bound, show, Error, Pattern, QueryParams, Result, StoreResult,
-    StoredValue, MAX_AMOUNT,
+    decode_value, pattern::prefix_upper_bound, show, Error, Pattern, QueryParams, Result,
+    RowSelector, StoreResult, StoredValue, MAX_AMOUNT,
 };
 
 use crate::error::{self, from_sql_int, to_sql_int};
@@ -107,32 +107,18 @@ pub(crate) fn query(
         .query(args.as_slice())
         .map_err(|e| error::map(op, e))?;
     let mut out = Vec::new();
-    let mut current: Option<(String, bool, usize)> = None; // (name, matches, rows kept)
+    let mut selector = RowSelector::new(pattern, params.limit_per_record);
     while let Some(row) = rows.next().map_err(|e| error::map(op, e))? {
         let name: String = row.get(0).map_err(|e| error::map(op, e))?;
-        let same = current.as_ref().is_some_and(|(n, _, _)| *n == name);
-        if !same {
-            let matches = pattern.matches(&name);
-            current = Some((name, matches, 0));
-        }
-        let (name, matches, kept) = current.as_mut().expect("set above");
-        if !*matches || params.limit_per_record.is_some_and(|limit| *kept >= limit) {
+        if !selector.keep(&name) {
             continue;
         }
-        *kept += 1;
         let text: String = row.get(1).map_err(|e| error::map(op, e))?;
         let stored_at: i64 = row.get(2).map_err(|e| error::map(op, e))?;
-        let value = serde_json::from_str(&text).map_err(|e| {
-            Error::corruption(format!(
-                "{op}: stored value of record {} cannot be decoded",
-                show(name)
-            ))
-            .with_source(e)
-        })?;
         out.push(StoredValue {
-            record_name: name.clone(),
-            value,
+            value: decode_value(op, &name, &text)?,
             stored_at: from_sql_int(op, "timestamp", stored_at)?,
+            record_name: name,
         });
     }
     Ok(out)

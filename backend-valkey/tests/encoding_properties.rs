@@ -4,36 +4,22 @@
 
 use std::collections::HashMap;
 
+use stowage_conformance::rng::Rng;
 use stowage_valkey::{hash_slot, raw};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn name(&mut self) -> String {
-        const PIECES: &[&str] = &["a", "b", ":", "{", "}", "1", ".", "2.", "{x}", "é", " "];
-        let len = 1 + self.next() % 5;
-        (0..len)
-            .map(|_| {
-                PIECES[usize::try_from(self.next() % u64::try_from(PIECES.len()).unwrap()).unwrap()]
-            })
-            .collect()
-    }
+/// Random names built from pieces that matter to the encoding: separators, braces, digits, dots.
+fn name(rng: &mut Rng) -> String {
+    const PIECES: &[&str] = &["a", "b", ":", "{", "}", "1", ".", "2.", "{x}", "é", " "];
+    let len = 1 + rng.below(5);
+    (0..len).map(|_| *rng.pick(PIECES)).collect()
 }
 
 #[test]
 fn keys_are_injective_and_each_call_stays_in_one_slot() {
-    let mut rng = Rng(42);
+    let mut rng = Rng::new(42);
     let mut owner: HashMap<String, (String, String, String)> = HashMap::new();
     for _ in 0..20_000 {
-        let (ns, budget, key) = (rng.name(), rng.name(), rng.name());
+        let (ns, budget, key) = (name(&mut rng), name(&mut rng), name(&mut rng));
         let keys = raw::budget_call_keys(&ns, &budget, Some(&key));
         let slot = hash_slot(&keys[0]);
         assert!(keys.iter().all(|k| hash_slot(k) == slot), "{keys:?}");
@@ -52,19 +38,19 @@ fn keys_are_injective_and_each_call_stays_in_one_slot() {
 
 #[test]
 fn rows_decode_to_what_was_encoded() {
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     for _ in 0..20_000 {
-        let at = rng.next() >> 1;
-        let key = if rng.next() % 2 == 0 {
+        let at = rng.next_u64() >> 1;
+        let key = if rng.chance(50) {
             String::new()
         } else {
-            rng.name()
+            name(&mut rng)
         };
-        let member = raw::encode_row(at, rng.next() >> 12, &key, "[1,\"x\"]");
+        let member = raw::encode_row(at, rng.next_u64() >> 12, &key, "[1,\"x\"]");
         let row = raw::decode_row("r", member.as_bytes()).unwrap();
         assert_eq!(row.stored_at, at);
         assert_eq!(row.value, serde_json::json!([1, "x"]));
-        let cut = usize::try_from(rng.next() % 40).unwrap();
+        let cut = rng.index(40);
         assert!(raw::decode_row("r", &member.as_bytes()[..cut]).is_err());
     }
 }

@@ -3,31 +3,14 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use stowage_benches::raw::{RawPostgres, RawSqlite, RawValkey};
 use stowage_benches::seed::SeedPostgres;
-use stowage_benches::{connect, gateway_report, prepare_budget, Deployments, BUDGET};
-use tokio::runtime::Runtime;
-
-fn deployments() -> &'static Deployments {
-    static D: OnceLock<Deployments> = OnceLock::new();
-    D.get_or_init(Deployments::start)
-}
-
-fn runtime() -> &'static Runtime {
-    static RT: OnceLock<Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
-}
+use stowage_benches::{connect, deployments, gateway_report, prepare_budget, runtime, BUDGET};
 
 fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
     group

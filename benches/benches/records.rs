@@ -1,30 +1,12 @@
 //! Records on every backend side by side: `store`, `store_idempotent` replay, and a pattern query.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::json;
 use stowage::QueryParams;
-use stowage_benches::{connect, Deployments};
-use tokio::runtime::Runtime;
-
-fn deployments() -> &'static Deployments {
-    static D: OnceLock<Deployments> = OnceLock::new();
-    D.get_or_init(Deployments::start)
-}
-
-fn runtime() -> &'static Runtime {
-    static RT: OnceLock<Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
-}
+use stowage_benches::{connect, deployments, runtime};
 
 fn group<'a>(
     c: &'a mut Criterion,

@@ -7,11 +7,29 @@
 pub mod raw;
 pub mod seed;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use stowage::{Backend, BudgetPolicy, ConnectOptions, DimensionLimit, UsageReport, MAX_AMOUNT};
 use stowage_conformance::servers::postgres::{self, PostgresServer, PostgresSettings};
 use stowage_conformance::servers::valkey::{self, ValkeyCluster, ValkeyServer, ValkeySettings};
+
+/// The deployments of this benchmark process, started on first use.
+pub fn deployments() -> &'static Deployments {
+    static D: OnceLock<Deployments> = OnceLock::new();
+    D.get_or_init(Deployments::start)
+}
+
+/// The benchmarks' runtime: two workers, like the machine's two cores.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    })
+}
 
 /// The servers and files the benchmarks run against.
 #[derive(Debug)]

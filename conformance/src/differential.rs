@@ -45,15 +45,7 @@ pub struct DiffConfig {
 impl DiffConfig {
     /// Reads `STOWAGE_DIFF_SEQUENCES`, `STOWAGE_DIFF_OPS` and `STOWAGE_DIFF_SEED`.
     pub fn from_env() -> Self {
-        fn var(name: &str, default: u64) -> u64 {
-            std::env::var(name)
-                .ok()
-                .map(|v| {
-                    v.parse()
-                        .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
-                })
-                .unwrap_or(default)
-        }
+        use crate::reliability::env_number as var;
         DiffConfig {
             sequences: var("STOWAGE_DIFF_SEQUENCES", 24),
             ops: usize::try_from(var("STOWAGE_DIFF_OPS", 60)).expect("ops fit usize"),

@@ -30,7 +30,9 @@ pub use error::{show, Error, ErrorKind, Result};
 pub use memory::MemoryBackend;
 pub use options::{ConnectOptions, ResolvedOptions, DEFAULT_DEDUP_TTL_MS, DEFAULT_NAMESPACE};
 pub use pattern::Pattern;
-pub use records::{PersistenceBackend, QueryParams, StoreResult, StoredValue};
+pub use records::{
+    decode_value, PersistenceBackend, QueryParams, RowSelector, StoreResult, StoredValue,
+};
 /// Record values are JSON values.
 pub use serde_json::Value;
 

@@ -120,13 +120,7 @@ impl MemoryBackend {
                 selected.truncate(limit);
             }
             for row in selected {
-                let value = serde_json::from_str(&row.text).map_err(|e| {
-                    Error::corruption(format!(
-                        "{op}: stored value of record {} cannot be decoded",
-                        show(name)
-                    ))
-                    .with_source(e)
-                })?;
+                let value = crate::decode_value(op, name, &row.text)?;
                 out.push(StoredValue {
                     record_name: name.clone(),
                     value,

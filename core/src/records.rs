@@ -92,3 +92,48 @@ pub trait PersistenceBackend: Send + Sync {
     /// Deletes every row with `stored_at < older_than` and returns how many it deleted.
     fn cleanup(&self, older_than: u64) -> BoxFuture<'_, Result<u64>>;
 }
+
+/// Decides, for rows arriving ordered by record name, which to keep: rows of records the pattern
+/// matches, at most `limit_per_record` of each. Backends that read rows in query order share it.
+#[derive(Debug)]
+pub struct RowSelector<'p> {
+    pattern: &'p crate::Pattern,
+    limit_per_record: Option<usize>,
+    /// The record of the last row seen: its name, whether it matches, rows kept so far.
+    current: Option<(String, bool, usize)>,
+}
+
+impl<'p> RowSelector<'p> {
+    /// A selector for one query.
+    pub fn new(pattern: &'p crate::Pattern, limit_per_record: Option<usize>) -> Self {
+        RowSelector {
+            pattern,
+            limit_per_record,
+            current: None,
+        }
+    }
+
+    /// Whether the next row, of record `name`, belongs in the result.
+    pub fn keep(&mut self, name: &str) -> bool {
+        if self.current.as_ref().is_none_or(|(n, _, _)| n != name) {
+            self.current = Some((name.to_owned(), self.pattern.matches(name), 0));
+        }
+        let (_, matches, kept) = self.current.as_mut().expect("set above");
+        if !*matches || self.limit_per_record.is_some_and(|limit| *kept >= limit) {
+            return false;
+        }
+        *kept += 1;
+        true
+    }
+}
+
+/// Parses a stored value of `record` read by `op`; anything undecodable is `Corruption`.
+pub fn decode_value(op: &str, record: &str, text: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| {
+        crate::Error::corruption(format!(
+            "{op}: stored value of record {} cannot be decoded",
+            crate::show(record)
+        ))
+        .with_source(e)
+    })
+}
