@@ -54,7 +54,7 @@ pub(crate) fn to_bigint(op: &str, what: &str, value: u64) -> Result<i64, Error> 
         .map_err(|_| Error::invalid_input(format!("{op}: {what} {value} is above MAX_AMOUNT")))
 }
 
-/// A BIGINT read back as u64; negative is `Corruption`.
+/// A BIGINT read back into a u64; negative is `Corruption`.
 pub(crate) fn from_bigint(op: &str, what: &str, value: i64) -> Result<u64, Error> {
     u64::try_from(value)
         .map_err(|_| Error::corruption(format!("{op}: stored {what} {value} is negative")))

