@@ -12,7 +12,7 @@ use stowage_core::{
     Value, MAX_AMOUNT,
 };
 
-use crate::config::ValkeyConfig;
+use crate::config::{ValkeyConfig, ValkeyTopology};
 use crate::connection::Connection;
 use crate::keys::{budget_keys, name_index, record_keys};
 use crate::records::{decode_member, lex_max, lex_min, time_hex};
@@ -91,7 +91,7 @@ impl ValkeyBackend {
         let config = ValkeyConfig::from_url(url)?;
         let options = options.resolve()?;
         let conn = Connection::open(&config).await?;
-        let durable = Self::persistence_is_durable(&conn).await;
+        let durable = Self::persistence_is_durable(&config).await;
         let backend = ValkeyBackend {
             inner: Arc::new(Inner {
                 conn,
@@ -105,26 +105,40 @@ impl ValkeyBackend {
     }
 
     /// Durable means every write reaches the AOF before it is acknowledged: `appendonly yes` and
-    /// `appendfsync always` on the server(s) answering `CONFIG GET`. Unknown (CONFIG disabled) is not durable.
-    async fn persistence_is_durable(conn: &Connection) -> bool {
-        let read = |name: &'static str| async move {
-            let reply: RedisValue = conn
-                .run("connect", redis::cmd("CONFIG").arg("GET").arg(name))
-                .await
-                .ok()?;
-            let mut all = Vec::new();
-            strings(&reply, &mut all);
-            let values: Vec<String> = all
-                .windows(2)
-                .filter(|w| w[0] == name)
-                .map(|w| w[1].clone())
-                .collect();
-            (!values.is_empty()).then_some(values)
+    /// `appendfsync always` on the server, or on every seed node of a cluster (each asked directly).
+    /// A node that cannot be asked (CONFIG disabled, unreachable) makes the answer "not durable".
+    async fn persistence_is_durable(config: &ValkeyConfig) -> bool {
+        let nodes = match &config.topology {
+            ValkeyTopology::Standalone(url) => vec![url.clone()],
+            ValkeyTopology::Cluster(seeds) => seeds.clone(),
         };
-        let appendonly = read("appendonly").await;
-        let fsync = read("appendfsync").await;
-        matches!((appendonly, fsync), (Some(a), Some(f))
-            if a.iter().all(|v| v == "yes") && f.iter().all(|v| v == "always"))
+        for node in nodes {
+            let ask = async {
+                let client = redis::Client::open(node.as_str()).ok()?;
+                let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+                let mut values = Vec::new();
+                for name in ["appendonly", "appendfsync"] {
+                    let reply: RedisValue = redis::cmd("CONFIG")
+                        .arg("GET")
+                        .arg(name)
+                        .query_async(&mut conn)
+                        .await
+                        .ok()?;
+                    let mut all = Vec::new();
+                    strings(&reply, &mut all);
+                    values.push(all.get(1).cloned()?);
+                }
+                Some(values == ["yes", "always"])
+            };
+            let durable = tokio::time::timeout(config.connect_timeout, ask)
+                .await
+                .ok()
+                .flatten();
+            if durable != Some(true) {
+                return false;
+            }
+        }
+        true
     }
 
     async fn load_scripts(&self) -> Result<()> {
