@@ -74,6 +74,34 @@ impl PostgresBackend {
         &self.inner.schema.name
     }
 
+    /// The value of a server setting as stowage's connections see it (`SHOW <name>`), for operators
+    /// and tests; `name` must be a plain setting name (letters, digits, `_`, `.`).
+    pub async fn session_setting(&self, name: &str) -> Result<String> {
+        let op = "session_setting";
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        {
+            return Err(Error::invalid_input(format!(
+                "{op}: {} is not a setting name",
+                stowage_core::show(name)
+            )));
+        }
+        let sql = format!("SHOW {name}");
+        self.inner
+            .run(op, |mut lease| {
+                let sql = &sql;
+                async move {
+                    let result = sqlx::query_scalar::<_, String>(sql)
+                        .fetch_one(lease.conn())
+                        .await;
+                    (lease, result)
+                }
+            })
+            .await
+    }
+
     /// The SQL statement `report_usage` sends (one call of a plpgsql function).
     pub fn report_usage_sql(&self) -> &str {
         &self.inner.budget.report

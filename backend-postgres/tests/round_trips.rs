@@ -120,3 +120,61 @@ async fn report_usage_is_one_round_trip() {
         assert_eq!(spent, 1, "report {report:?} took {spent} round trips");
     }
 }
+
+/// The plpgsql functions need READ COMMITTED; stowage pins it even where the database default differs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_run_read_committed_whatever_the_database_default() {
+    let Some(url) = common::shared_url() else {
+        return;
+    };
+    let admin = PostgresBackend::open(&url, ConnectOptions::new().namespace("admin"))
+        .await
+        .unwrap();
+    let database = stowage_conformance::unique_namespace("iso").to_lowercase();
+    let conn_url = url
+        .rsplit_once('/')
+        .map(|(base, _)| format!("{base}/{database}"))
+        .unwrap();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {database}").as_str())
+        .await
+        .unwrap();
+    sqlx::Executor::execute(
+        &mut conn,
+        format!("ALTER DATABASE {database} SET default_transaction_isolation = 'repeatable read'")
+            .as_str(),
+    )
+    .await
+    .unwrap();
+    let mut plain = <sqlx::PgConnection as sqlx::Connection>::connect(&conn_url)
+        .await
+        .unwrap();
+    let default: String = sqlx::query_scalar("SHOW transaction_isolation")
+        .fetch_one(&mut plain)
+        .await
+        .unwrap();
+    assert_eq!(
+        default, "repeatable read",
+        "the database default really differs"
+    );
+    let backend = PostgresBackend::open(&conn_url, ConnectOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        backend
+            .session_setting("transaction_isolation")
+            .await
+            .unwrap(),
+        "read committed"
+    );
+    assert_eq!(
+        admin
+            .session_setting("bad name; drop")
+            .await
+            .unwrap_err()
+            .kind(),
+        stowage_core::ErrorKind::InvalidInput
+    );
+}
