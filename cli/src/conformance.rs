@@ -25,7 +25,7 @@ pub async fn run(args: ConformanceArgs) -> Result<ExitCode> {
     if let Some(n) = args.sequences {
         std::env::set_var("STOWAGE_DIFF_SEQUENCES", n.to_string());
     }
-    // Check the URL once, so a typo is one clear error rather than 85 failures.
+    // Check the URL once, so a typo is one clear error rather than a failure per case.
     stowage::connect_with(
         &args.url,
         ConnectOptions::new().namespace(stowage_conformance::unique_namespace("probe")),

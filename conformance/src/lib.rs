@@ -176,6 +176,7 @@ macro_rules! __case_list {
                 idempotency_key_is_free_again_after_cleanup,
                 plain_store_ignores_idempotency_keys,
                 huge_limit_per_record_keeps_every_row,
+                overlong_pattern_is_invalid,
             ],
             budget: [
                 budget_without_policy_accepts_everything,
@@ -241,6 +242,8 @@ macro_rules! __case_list {
                 initialize_twice_is_harmless,
                 capabilities_are_honest,
                 invalid_inputs_change_nothing,
+                clock_beyond_max_amount_is_invalid_input,
+                zero_dedup_ttl_is_invalid_input,
             ],
             races: [
                 concurrent_reports_with_one_key_apply_once,

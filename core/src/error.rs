@@ -166,3 +166,17 @@ pub fn show(value: &str) -> String {
     shown.push('"');
     shown
 }
+
+#[cfg(test)]
+mod tests {
+    use super::show;
+
+    #[test]
+    fn shown_values_are_quoted_escaped_and_cut() {
+        assert_eq!(show("a\"b\n"), "\"a\\\"b\\n\"");
+        let long = "x".repeat(300);
+        let shown = show(&long);
+        assert!(shown.starts_with(&format!("\"{}", "x".repeat(80))));
+        assert!(shown.ends_with("\"… (300 bytes)"));
+    }
+}

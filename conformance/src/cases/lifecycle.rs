@@ -162,3 +162,29 @@ pub async fn invalid_inputs_change_nothing(ctx: Ctx) {
     assert_kind(b.delete_policy(&long).await, k, "delete long budget");
     assert_eq!(snapshot(b, &["p", "q"]).await, before);
 }
+
+/// A clock reading above MAX_AMOUNT makes `report_usage` `InvalidInput` and changes nothing.
+pub async fn clock_beyond_max_amount_is_invalid_input(ctx: Ctx) {
+    let b = &*ctx.backend;
+    must_report(b, "p", &report(&[("a", 1)])).await;
+    let now = stowage_core::Clock::now_ms(&*ctx.clock);
+    ctx.clock.set(MAX_AMOUNT + 1);
+    assert_kind(
+        b.report_usage("p", &keyed(&[("a", 1)], "k")).await,
+        ErrorKind::InvalidInput,
+        "clock above MAX_AMOUNT",
+    );
+    ctx.clock.set(now);
+    assert_eq!(usage_of(b, "p").await, counters(&[("a", 1)]));
+    assert!(!must_report(b, "p", &keyed(&[("a", 1)], "k")).await.replayed);
+}
+
+/// A dedup TTL of 0 is `InvalidInput` when connecting (it would silently turn deduplication off).
+pub async fn zero_dedup_ttl_is_invalid_input(ctx: Ctx) {
+    assert_kind(
+        ctx.open(ctx.options_for(ctx.namespace()).dedup_ttl_ms(0))
+            .await,
+        ErrorKind::InvalidInput,
+        "dedup_ttl_ms = 0",
+    );
+}

@@ -472,3 +472,15 @@ pub async fn huge_limit_per_record_keeps_every_row(ctx: Ctx) {
         );
     }
 }
+
+/// A pattern longer than 1024 bytes is `InvalidInput`; 1024 bytes is accepted.
+pub async fn overlong_pattern_is_invalid(ctx: Ctx) {
+    let b = &*ctx.backend;
+    let fits = format!("{}*", "p".repeat(1023));
+    assert!(rows(b, &fits).await.is_empty());
+    assert_kind(
+        b.query(&format!("{fits}*"), QueryParams::default()).await,
+        ErrorKind::InvalidInput,
+        "1025-byte pattern",
+    );
+}
