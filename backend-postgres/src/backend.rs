@@ -14,10 +14,11 @@ use stowage_core::{
 
 use crate::budget::{decode_policy, decode_report, decode_usage, BudgetSql};
 use crate::config::PostgresConfig;
-use crate::error::{self, classify, to_bigint, Failure};
+use crate::error::{self, classify, Failure};
 use crate::pool::{ConnPool, Lease};
 use crate::records::{collect_matching, RecordSql};
 use crate::schema::{self, Schema};
+use stowage_core::validate::to_i64;
 
 /// How many times a transient failure (serialization, deadlock, unique race) is retried.
 const TRANSIENT_TRIES: usize = 8;
@@ -166,7 +167,7 @@ impl Inner {
     async fn store(&self, name: &str, value: &Value, timestamp: u64) -> Result<()> {
         let op = "store";
         let text = validate::store(op, name, value, timestamp)?;
-        let at = to_bigint(op, "timestamp", timestamp)?;
+        let at = to_i64(op, "timestamp", timestamp)?;
         let text = &text;
         self.run(op, |mut lease| async move {
             let result = sqlx::query(&self.records.store)
@@ -191,7 +192,7 @@ impl Inner {
         let op = "store_idempotent";
         let text = validate::store(op, name, value, timestamp)?;
         validate::name(op, "idempotency key", key)?;
-        let at = to_bigint(op, "timestamp", timestamp)?;
+        let at = to_i64(op, "timestamp", timestamp)?;
         let text_ref = &text;
         // No row back means the conflicting row was cleaned up between insert and read: try again, a few times.
         for _ in 0..TRANSIENT_TRIES {
@@ -214,15 +215,13 @@ impl Inner {
             }
             let stored: String = row.try_get(1).map_err(|e| error::map(op, e))?;
             let stored_at: i64 = row.try_get(2).map_err(|e| error::map(op, e))?;
-            return if stored == text && stored_at == at {
-                Ok(StoreResult::AlreadyExists)
-            } else {
-                Err(Error::conflict(format!(
-                    "{op}: idempotency key {} of record {} was used with a different value or timestamp",
-                    stowage_core::show(key),
-                    stowage_core::show(name)
-                )))
-            };
+            return stowage_core::idempotent_repeat(
+                op,
+                name,
+                key,
+                (&stored, stored_at),
+                (&text, at),
+            );
         }
         Err(Error::unavailable(format!(
             "{op}: record {} kept changing under a concurrent cleanup; retry",
@@ -237,8 +236,8 @@ impl Inner {
         if params.limit_per_record == Some(0) {
             return Ok(Vec::new());
         }
-        let start = to_bigint(op, "start_time", params.start_time.unwrap_or(0))?;
-        let end = to_bigint(op, "end_time", params.end_time.unwrap_or(MAX_AMOUNT))?;
+        let start = to_i64(op, "start_time", params.start_time.unwrap_or(0))?;
+        let end = to_i64(op, "end_time", params.end_time.unwrap_or(MAX_AMOUNT))?;
         let prefix = pattern.literal_prefix();
         let upper = if pattern.is_exact() {
             None
@@ -271,7 +270,7 @@ impl Inner {
     async fn cleanup(&self, older_than: u64) -> Result<u64> {
         let op = "cleanup";
         validate::amount(op, "older_than", older_than)?;
-        let before = to_bigint(op, "older_than", older_than)?;
+        let before = to_i64(op, "older_than", older_than)?;
         let done = self
             .run(op, |mut lease| async move {
                 let result = sqlx::query(&self.records.cleanup)
@@ -291,12 +290,12 @@ impl Inner {
         let softs = policy
             .limits
             .values()
-            .map(|l| l.soft.map(|v| to_bigint(op, "soft limit", v)).transpose())
+            .map(|l| l.soft.map(|v| to_i64(op, "soft limit", v)).transpose())
             .collect::<Result<Vec<Option<i64>>>>()?;
         let hards = policy
             .limits
             .values()
-            .map(|l| l.hard.map(|v| to_bigint(op, "hard limit", v)).transpose())
+            .map(|l| l.hard.map(|v| to_i64(op, "hard limit", v)).transpose())
             .collect::<Result<Vec<Option<i64>>>>()?;
         let (dims, softs, hards) = (&dims, &softs, &hards);
         self.run(op, |mut lease| async move {
@@ -351,12 +350,12 @@ impl Inner {
         let deltas = report
             .dimensions
             .values()
-            .map(|d| to_bigint(op, "delta", *d))
+            .map(|d| to_i64(op, "delta", *d))
             .collect::<Result<Vec<i64>>>()?;
         let key = report.dedup_key.as_deref();
         let fingerprint = key.map(|_| dedup_fingerprint(report));
-        let now = to_bigint(op, "clock", now)?;
-        let ttl = to_bigint(op, "dedup TTL", self.options.dedup_ttl_ms)?;
+        let now = to_i64(op, "clock", now)?;
+        let ttl = to_i64(op, "dedup TTL", self.options.dedup_ttl_ms)?;
         let (dims, deltas, fingerprint) = (&dims, &deltas, fingerprint.as_deref());
         let row = self
             .run(op, |mut lease| async move {

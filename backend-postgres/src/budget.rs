@@ -8,7 +8,8 @@ use stowage_core::{
     show, Breach, BudgetPolicy, DimensionLimit, Error, Result, UsageOutcome, UsageReceipt,
 };
 
-use crate::error::{self, from_bigint};
+use crate::error;
+use stowage_core::validate::from_i64;
 
 /// The SQL of the budget operations for one schema.
 #[derive(Debug)]
@@ -54,24 +55,17 @@ pub(crate) fn decode_report(budget: &str, key: Option<&str>, row: &PgRow) -> Res
         None => (false, status.as_str()),
     };
     match status {
-        "conflict" => {
-            return Err(Error::conflict(format!(
-                "{op}: dedup key {} of budget {} was used with different dimensions or deltas",
-                show(key.unwrap_or_default()),
-                show(budget)
-            )))
-        }
+        "conflict" => return Err(Error::dedup_conflict(op, budget, key.unwrap_or_default())),
         "overflow" => {
             let dims = dims.unwrap_or_default();
-            let usage = usage.unwrap_or_default();
-            let deltas = limits.unwrap_or_default();
-            return Err(Error::overflow(format!(
-                "{op}: budget {} dimension {} would reach {} + {}, above MAX_AMOUNT",
-                show(budget),
-                show(dims.first().map(String::as_str).unwrap_or_default()),
-                usage.first().copied().unwrap_or_default(),
-                deltas.first().copied().unwrap_or_default()
-            )));
+            let (current, delta) = (usage.unwrap_or_default(), limits.unwrap_or_default());
+            return Err(Error::counter_overflow(
+                op,
+                budget,
+                dims.first().map(String::as_str).unwrap_or_default(),
+                current.first().copied().unwrap_or_default(),
+                delta.first().copied().unwrap_or_default(),
+            ));
         }
         _ => {}
     }
@@ -91,8 +85,8 @@ pub(crate) fn decode_report(budget: &str, key: Option<&str>, row: &PgRow) -> Res
     {
         breaches.push(Breach {
             dimension,
-            usage: from_bigint(op, "usage", usage)?,
-            limit: from_bigint(op, "limit", limit)?,
+            usage: from_i64(op, "usage", usage)?,
+            limit: from_i64(op, "limit", limit)?,
             crossed,
         });
     }
@@ -125,8 +119,8 @@ pub(crate) fn decode_policy(rows: &[PgRow]) -> Result<Option<BudgetPolicy>> {
         let hard: Option<i64> = row.try_get(2).map_err(e)?;
         if let Some(dimension) = dimension {
             let limit = DimensionLimit {
-                soft: soft.map(|v| from_bigint(op, "soft limit", v)).transpose()?,
-                hard: hard.map(|v| from_bigint(op, "hard limit", v)).transpose()?,
+                soft: soft.map(|v| from_i64(op, "soft limit", v)).transpose()?,
+                hard: hard.map(|v| from_i64(op, "hard limit", v)).transpose()?,
             };
             limits.insert(dimension, limit);
         }
@@ -142,7 +136,7 @@ pub(crate) fn decode_usage(rows: &[PgRow]) -> Result<BTreeMap<String, u64>> {
     for row in rows {
         let dimension: String = row.try_get(0).map_err(e)?;
         let value: i64 = row.try_get(1).map_err(e)?;
-        counters.insert(dimension, from_bigint(op, "counter", value)?);
+        counters.insert(dimension, from_i64(op, "counter", value)?);
     }
     Ok(counters)
 }

@@ -47,15 +47,3 @@ pub(crate) fn map(op: &str, error: sqlx::Error) -> Error {
         }
     }
 }
-
-/// A u64 known to be at most `MAX_AMOUNT`, as BIGINT.
-pub(crate) fn to_bigint(op: &str, what: &str, value: u64) -> Result<i64, Error> {
-    i64::try_from(value)
-        .map_err(|_| Error::invalid_input(format!("{op}: {what} {value} is above MAX_AMOUNT")))
-}
-
-/// A BIGINT read back into a u64; negative is `Corruption`.
-pub(crate) fn from_bigint(op: &str, what: &str, value: i64) -> Result<u64, Error> {
-    u64::try_from(value)
-        .map_err(|_| Error::corruption(format!("{op}: stored {what} {value} is negative")))
-}

@@ -5,7 +5,8 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 use stowage_core::{decode_value, Pattern, Result, RowSelector, StoredValue};
 
-use crate::error::{self, from_bigint};
+use crate::error;
+use stowage_core::validate::from_i64;
 
 /// The SQL of the record operations for one schema.
 #[derive(Debug)]
@@ -59,7 +60,7 @@ where
         let stored_at: i64 = row.try_get(2).map_err(|e| error::map(op, e))?;
         out.push(StoredValue {
             value: decode_value(op, &name, &text)?,
-            stored_at: from_bigint(op, "timestamp", stored_at)?,
+            stored_at: from_i64(op, "timestamp", stored_at)?,
             record_name: name,
         });
     }

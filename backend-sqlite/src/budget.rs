@@ -8,7 +8,8 @@ use stowage_core::{
     BudgetUsage, Error, Result, UsageReceipt, UsageReport,
 };
 
-use crate::error::{self, from_sql_int, to_sql_int};
+use crate::error;
+use stowage_core::validate::{from_i64, to_i64};
 
 /// How many expired dedup records one keyed report removes on the side, so the table stays bounded.
 const DEDUP_GC_BATCH: i64 = 8;
@@ -83,7 +84,7 @@ pub(crate) fn report_usage(
             )
             .map_err(|e| error::map(op, e))?;
         for (dimension, value) in &decision.new_counters {
-            let value = to_sql_int(op, "counter", *value)?;
+            let value = to_i64(op, "counter", *value)?;
             upsert
                 .execute(params![ns, budget, dimension, value])
                 .map_err(|e| error::map(op, e))?;
@@ -133,16 +134,12 @@ fn replay(
     let Some((stored_fingerprint, outcome, written_at)) = found else {
         return Ok(None);
     };
-    let written_at = from_sql_int(op, "dedup time", written_at)?;
+    let written_at = from_i64(op, "dedup time", written_at)?;
     if !dedup_is_live(written_at, now, dedup_ttl_ms) {
         return Ok(None);
     }
     if stored_fingerprint != fingerprint {
-        return Err(Error::conflict(format!(
-            "{op}: dedup key {} of budget {} was used with different dimensions or deltas",
-            show(key),
-            show(budget)
-        )));
+        return Err(Error::dedup_conflict(op, budget, key));
     }
     Ok(Some(UsageReceipt {
         outcome: decode_outcome(op, &outcome)?,
@@ -163,7 +160,7 @@ fn record_dedup(
     dedup_ttl_ms: u64,
 ) -> Result<()> {
     let op = "report_usage";
-    let at = to_sql_int(op, "clock", now)?;
+    let at = to_i64(op, "clock", now)?;
     conn.prepare_cached(
         "INSERT INTO stowage_dedup (ns, budget, dedup_key, fingerprint, outcome, written_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -174,7 +171,7 @@ fn record_dedup(
     .and_then(|mut s| s.execute(params![ns, budget, key, fingerprint, outcome, at]))
     .map_err(|e| error::map(op, e))?;
     if let Some(expired_at_or_before) = now.checked_sub(dedup_ttl_ms) {
-        let cutoff = to_sql_int(op, "clock", expired_at_or_before)?;
+        let cutoff = to_i64(op, "clock", expired_at_or_before)?;
         conn.prepare_cached(
             "DELETE FROM stowage_dedup WHERE ns = ?1 AND (budget, dedup_key) IN (
                  SELECT budget, dedup_key FROM stowage_dedup
@@ -206,7 +203,7 @@ fn counters_of(
             .optional()
             .map_err(|e| error::map(op, e))?;
         if let Some(value) = value {
-            current.insert(dimension.clone(), from_sql_int(op, "counter", value)?);
+            current.insert(dimension.clone(), from_i64(op, "counter", value)?);
         }
     }
     Ok(current)
@@ -228,7 +225,7 @@ pub(crate) fn usage(conn: &mut Connection, ns: &str, budget: &str) -> Result<Bud
     let mut counters = BTreeMap::new();
     for row in rows {
         let (dimension, value) = row.map_err(|e| error::map(op, e))?;
-        counters.insert(dimension, from_sql_int(op, "counter", value)?);
+        counters.insert(dimension, from_i64(op, "counter", value)?);
     }
     Ok(BudgetUsage { counters })
 }

@@ -2,11 +2,12 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 use stowage_core::{
-    decode_value, pattern::prefix_upper_bound, show, Error, Pattern, QueryParams, Result,
-    RowSelector, StoreResult, StoredValue, MAX_AMOUNT,
+    decode_value, idempotent_repeat, pattern::prefix_upper_bound, Error, Pattern, QueryParams,
+    Result, RowSelector, StoreResult, StoredValue, MAX_AMOUNT,
 };
 
-use crate::error::{self, from_sql_int, to_sql_int};
+use crate::error;
+use stowage_core::validate::{from_i64, to_i64};
 
 /// Appends one row.
 pub(crate) fn store(
@@ -17,7 +18,7 @@ pub(crate) fn store(
     timestamp: u64,
 ) -> Result<()> {
     let op = "store";
-    let at = to_sql_int(op, "timestamp", timestamp)?;
+    let at = to_i64(op, "timestamp", timestamp)?;
     conn.prepare_cached(
         "INSERT INTO stowage_records (ns, name, stored_at, value) VALUES (?1, ?2, ?3, ?4)",
     )
@@ -36,7 +37,7 @@ pub(crate) fn store_idempotent(
     key: &str,
 ) -> Result<StoreResult> {
     let op = "store_idempotent";
-    let at = to_sql_int(op, "timestamp", timestamp)?;
+    let at = to_i64(op, "timestamp", timestamp)?;
     let existing: Option<(String, i64)> = conn
         .prepare_cached(
             "SELECT value, stored_at FROM stowage_records
@@ -48,15 +49,7 @@ pub(crate) fn store_idempotent(
         })
         .map_err(|e| error::map(op, e))?;
     if let Some((stored_text, stored_at)) = existing {
-        return if stored_text == text && stored_at == at {
-            Ok(StoreResult::AlreadyExists)
-        } else {
-            Err(Error::conflict(format!(
-                "{op}: idempotency key {} of record {} was used with a different value or timestamp",
-                show(key),
-                show(name)
-            )))
-        };
+        return idempotent_repeat(op, name, key, (&stored_text, stored_at), (text, at));
     }
     conn.prepare_cached(
         "INSERT INTO stowage_records (ns, name, stored_at, value, idempotency_key)
@@ -78,8 +71,8 @@ pub(crate) fn query(
     if params.limit_per_record == Some(0) {
         return Ok(Vec::new());
     }
-    let start = to_sql_int(op, "start_time", params.start_time.unwrap_or(0))?;
-    let end = to_sql_int(op, "end_time", params.end_time.unwrap_or(MAX_AMOUNT))?;
+    let start = to_i64(op, "start_time", params.start_time.unwrap_or(0))?;
+    let end = to_i64(op, "end_time", params.end_time.unwrap_or(MAX_AMOUNT))?;
     let prefix = pattern.literal_prefix();
     let upper = if pattern.is_exact() {
         None
@@ -117,7 +110,7 @@ pub(crate) fn query(
         let stored_at: i64 = row.get(2).map_err(|e| error::map(op, e))?;
         out.push(StoredValue {
             value: decode_value(op, &name, &text)?,
-            stored_at: from_sql_int(op, "timestamp", stored_at)?,
+            stored_at: from_i64(op, "timestamp", stored_at)?,
             record_name: name,
         });
     }
@@ -127,7 +120,7 @@ pub(crate) fn query(
 /// Deletes rows with `stored_at < older_than`; returns how many.
 pub(crate) fn cleanup(conn: &Connection, ns: &str, older_than: u64) -> Result<u64> {
     let op = "cleanup";
-    let before = to_sql_int(op, "older_than", older_than)?;
+    let before = to_i64(op, "older_than", older_than)?;
     let deleted = conn
         .prepare_cached("DELETE FROM stowage_records WHERE ns = ?1 AND stored_at < ?2")
         .and_then(|mut s| s.execute(params![ns, before]))

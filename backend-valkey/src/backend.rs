@@ -207,11 +207,11 @@ impl Inner {
             "soft" => UsageOutcome::SoftBreach(decode_breaches(op, &blob)?),
             "hard" => UsageOutcome::HardBreach(decode_breaches(op, &blob)?),
             "conflict" => {
-                return Err(Error::conflict(format!(
-                    "{op}: dedup key {} of budget {} was used with different dimensions or deltas",
-                    show(report.dedup_key.as_deref().unwrap_or_default()),
-                    show(budget)
-                )))
+                return Err(Error::dedup_conflict(
+                    op,
+                    budget,
+                    report.dedup_key.as_deref().unwrap_or_default(),
+                ))
             }
             "corrupt" => {
                 return Err(Error::corruption(format!(
@@ -222,13 +222,14 @@ impl Inner {
             }
             "overflow" => {
                 let parts: Vec<&str> = blob.split('\0').collect();
-                return Err(Error::overflow(format!(
-                    "{op}: budget {} dimension {} would reach {} + {}, above MAX_AMOUNT",
-                    show(budget),
-                    show(parts.first().copied().unwrap_or_default()),
-                    parts.get(1).copied().unwrap_or_default(),
-                    parts.get(2).copied().unwrap_or_default()
-                )));
+                let part = |i: usize| parts.get(i).copied().unwrap_or_default();
+                return Err(Error::counter_overflow(
+                    op,
+                    budget,
+                    part(0),
+                    part(1),
+                    part(2),
+                ));
             }
             other => {
                 return Err(Error::corruption(format!(
@@ -378,14 +379,14 @@ impl Inner {
         let op = "store_idempotent";
         let text = validate::store(op, record, value, timestamp)?;
         validate::name(op, "idempotency key", key)?;
-        match self.append(op, record, &text, timestamp, key).await?.as_str() {
+        match self
+            .append(op, record, &text, timestamp, key)
+            .await?
+            .as_str()
+        {
             "appended" => Ok(StoreResult::Appended),
             "exists" => Ok(StoreResult::AlreadyExists),
-            _ => Err(Error::conflict(format!(
-                "{op}: idempotency key {} of record {} was used with a different value or timestamp",
-                show(key),
-                show(record)
-            ))),
+            _ => Err(Error::idempotency_conflict(op, record, key)),
         }
     }
 

@@ -191,11 +191,7 @@ pub fn decide(
             .checked_add(*delta)
             .filter(|sum| *sum <= MAX_AMOUNT)
             .ok_or_else(|| {
-                Error::overflow(format!(
-                    "report_usage: budget {} dimension {} would reach {before} + {delta}, above MAX_AMOUNT ({MAX_AMOUNT})",
-                    show(budget),
-                    show(dimension)
-                ))
+                Error::counter_overflow("report_usage", budget, dimension, before, delta)
             })?;
         new_counters.insert(dimension.clone(), after);
     }

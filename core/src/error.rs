@@ -104,6 +104,39 @@ impl Error {
         Error::new(ErrorKind::Internal, message)
     }
 
+    /// `Conflict`: idempotency key `key` of `record` was stored before with another value or timestamp.
+    pub fn idempotency_conflict(op: &str, record: &str, key: &str) -> Self {
+        Error::conflict(format!(
+            "{op}: idempotency key {} of record {} was used with a different value or timestamp",
+            show(key),
+            show(record)
+        ))
+    }
+
+    /// `Conflict`: dedup key `key` of `budget` was recorded with other dimensions or deltas.
+    pub fn dedup_conflict(op: &str, budget: &str, key: &str) -> Self {
+        Error::conflict(format!(
+            "{op}: dedup key {} of budget {} was used with different dimensions or deltas",
+            show(key),
+            show(budget)
+        ))
+    }
+
+    /// `Overflow`: `dimension` of `budget` would pass MAX_AMOUNT as `current + delta`.
+    pub fn counter_overflow(
+        op: &str,
+        budget: &str,
+        dimension: &str,
+        current: impl fmt::Display,
+        delta: impl fmt::Display,
+    ) -> Self {
+        Error::overflow(format!(
+            "{op}: budget {} dimension {} would reach {current} + {delta}, above MAX_AMOUNT",
+            show(budget),
+            show(dimension)
+        ))
+    }
+
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
         self.kind

@@ -31,7 +31,8 @@ pub use memory::MemoryBackend;
 pub use options::{ConnectOptions, ResolvedOptions, DEFAULT_DEDUP_TTL_MS, DEFAULT_NAMESPACE};
 pub use pattern::Pattern;
 pub use records::{
-    decode_value, PersistenceBackend, QueryParams, RowSelector, StoreResult, StoredValue,
+    decode_value, idempotent_repeat, PersistenceBackend, QueryParams, RowSelector, StoreResult,
+    StoredValue,
 };
 /// Record values are JSON values.
 pub use serde_json::Value;

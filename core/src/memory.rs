@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::{
-    budget, show, validate, Backend, BoxFuture, BudgetBackend, BudgetPolicy, BudgetUsage,
-    Capabilities, ConnectOptions, Error, Pattern, PersistenceBackend, QueryParams, ResolvedOptions,
-    Result, StoreResult, StoredValue, UsageReceipt, UsageReport, Value,
+    budget, validate, Backend, BoxFuture, BudgetBackend, BudgetPolicy, BudgetUsage, Capabilities,
+    ConnectOptions, Error, Pattern, PersistenceBackend, QueryParams, ResolvedOptions, Result,
+    StoreResult, StoredValue, UsageReceipt, UsageReport, Value,
 };
 
 /// The in-memory reference model: every rule of the contract in plain Rust, behind one mutex.
@@ -86,15 +86,13 @@ impl MemoryBackend {
                 .find(|row| row.idempotency_key.as_deref() == Some(key))
         });
         if let Some(row) = existing {
-            return if row.text == text && row.stored_at == timestamp {
-                Ok(StoreResult::AlreadyExists)
-            } else {
-                Err(Error::conflict(format!(
-                    "{op}: idempotency key {} of record {} was used with a different value or timestamp",
-                    show(key),
-                    show(record_name)
-                )))
-            };
+            return crate::idempotent_repeat(
+                op,
+                record_name,
+                key,
+                (&row.text, row.stored_at),
+                (&text, timestamp),
+            );
         }
         state.append(record_name, timestamp, text, Some(key.to_owned()));
         Ok(StoreResult::Appended)
@@ -176,11 +174,7 @@ impl MemoryBackend {
             if let Some(record) = state.dedup.get(&slot) {
                 if budget::dedup_is_live(record.written_at, now, self.options.dedup_ttl_ms) {
                     if &record.fingerprint != fingerprint {
-                        return Err(Error::conflict(format!(
-                            "{op}: dedup key {} of budget {} was used with different dimensions or deltas",
-                            show(key),
-                            show(budget)
-                        )));
+                        return Err(Error::dedup_conflict(op, budget, key));
                     }
                     return Ok(UsageReceipt {
                         outcome: record.outcome.clone(),

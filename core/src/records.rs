@@ -137,3 +137,18 @@ pub fn decode_value(op: &str, record: &str, text: &str) -> Result<Value> {
         .with_source(e)
     })
 }
+
+/// The answer to a repeated `store_idempotent`: the stored row's value text and time against the new ones.
+pub fn idempotent_repeat<T: PartialEq>(
+    op: &str,
+    record: &str,
+    key: &str,
+    stored: (&str, T),
+    new: (&str, T),
+) -> Result<StoreResult> {
+    if stored == new {
+        Ok(StoreResult::AlreadyExists)
+    } else {
+        Err(crate::Error::idempotency_conflict(op, record, key))
+    }
+}

@@ -42,6 +42,18 @@ pub fn amount(op: &str, what: &str, value: u64) -> Result<()> {
     Ok(())
 }
 
+/// An amount already validated (at most `MAX_AMOUNT`) as the `i64` SQL engines store.
+pub fn to_i64(op: &str, what: &str, value: u64) -> Result<i64> {
+    i64::try_from(value)
+        .map_err(|_| Error::invalid_input(format!("{op}: {what} {value} is above MAX_AMOUNT")))
+}
+
+/// An `i64` read back from an engine as an amount; a negative one is `Corruption`.
+pub fn from_i64(op: &str, what: &str, value: i64) -> Result<u64> {
+    u64::try_from(value)
+        .map_err(|_| Error::corruption(format!("{op}: stored {what} {value} is negative")))
+}
+
 /// Serializes a record value and checks its size; the string is what backends store.
 pub fn value(op: &str, record_name: &str, value: &Value) -> Result<String> {
     let text = serde_json::to_string(value).map_err(|e| {
