@@ -10,7 +10,7 @@ use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use stowage_benches::raw::{RawPostgres, RawSqlite, RawValkey};
 use stowage_benches::seed::SeedPostgres;
-use stowage_benches::{connect, deployments, gateway_report, prepare_budget, runtime, BUDGET};
+use stowage_benches::{connect_prepared, deployments, gateway_report, runtime, BUDGET};
 
 fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
     group
@@ -70,11 +70,7 @@ fn single_caller(c: &mut Criterion, group_name: &str, key: fn() -> String) {
     let mut group = c.benchmark_group(group_name);
     configure(&mut group);
     for (name, url) in d.urls() {
-        let backend = rt.block_on(async {
-            let b = connect(&url).await;
-            prepare_budget(&*b).await;
-            b
-        });
+        let backend = rt.block_on(connect_prepared(&url));
         group.bench_function(name, |b| {
             b.to_async(rt).iter(|| {
                 let backend = backend.clone();
@@ -146,11 +142,7 @@ fn report_concurrent(c: &mut Criterion) {
         ),
     );
     for (name, url) in urls {
-        let backend = rt.block_on(async {
-            let b = connect(&url).await;
-            prepare_budget(&*b).await;
-            b
-        });
+        let backend = rt.block_on(connect_prepared(&url));
         group.bench_function(name, |b| {
             b.to_async(rt).iter_custom(|iters| {
                 let backend = backend.clone();
@@ -210,11 +202,7 @@ fn report_valkey_50(c: &mut Criterion) {
         ("valkey", d.valkey_url.clone()),
         ("valkey-cluster", d.cluster_url.clone()),
     ] {
-        let backend = rt.block_on(async {
-            let b = connect(&url).await;
-            prepare_budget(&*b).await;
-            b
-        });
+        let backend = rt.block_on(connect_prepared(&url));
         group.bench_function(name, |b| {
             b.to_async(rt).iter_custom(|iters| {
                 let backend = backend.clone();

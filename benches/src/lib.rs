@@ -120,6 +120,13 @@ pub async fn connect(url: &str) -> Arc<dyn Backend> {
     stowage::connect_with(url, options).await.expect("connect")
 }
 
+/// Connects to `url` in a fresh namespace and sets the budgets' policies ([`prepare_budget`]).
+pub async fn connect_prepared(url: &str) -> Arc<dyn Backend> {
+    let backend = connect(url).await;
+    prepare_budget(&*backend).await;
+    backend
+}
+
 /// The budget every report goes to: limits high enough never to refuse.
 pub const BUDGET: &str = "team-a";
 
