@@ -135,7 +135,7 @@ fn replay(
         return Ok(None);
     };
     let written_at = from_i64(op, "dedup time", written_at)?;
-    if !dedup_is_live(written_at, now, dedup_ttl_ms) {
+    if !dedup_is_live(stowage_core::dedup_expiry(written_at, dedup_ttl_ms), now) {
         return Ok(None);
     }
     if stored_fingerprint != fingerprint {

@@ -218,6 +218,7 @@ macro_rules! __case_list {
                 dedup_keys_are_scoped_per_budget,
                 soft_breach_replay_keeps_crossed,
                 longest_dedup_ttls_work,
+                dedup_record_lives_by_the_writers_ttl,
             ],
             names: [
                 special_characters_are_literal_in_every_name,

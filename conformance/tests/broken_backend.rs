@@ -69,6 +69,9 @@ impl Backend for ForgetsDedupKeys {
     fn capabilities(&self) -> Capabilities {
         self.0.capabilities()
     }
+    fn purge(&self) -> BoxFuture<'_, Result<()>> {
+        self.0.purge()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

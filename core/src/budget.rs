@@ -257,9 +257,17 @@ pub fn dedup_fingerprint(report: &UsageReport) -> String {
     text
 }
 
-/// Whether a dedup record written at `written_at` is still live at `now` (live while `now < written_at + ttl`).
-pub fn dedup_is_live(written_at: u64, now: u64, ttl_ms: u64) -> bool {
-    u128::from(now) < u128::from(written_at) + u128::from(ttl_ms)
+/// The expiry a dedup record carries: `written_at + ttl_ms` of the handle that writes it, capped at
+/// `MAX_AMOUNT` (as reservation expiries are). Computed once, when the record is written, and
+/// stored with it: a record's life never depends on the TTL of the handle that reads it.
+pub fn dedup_expiry(written_at: u64, ttl_ms: u64) -> u64 {
+    written_at.saturating_add(ttl_ms).min(MAX_AMOUNT)
+}
+
+/// Whether a dedup record with expiry `expires_at` is live at `now`: live while `now < expires_at`.
+/// Garbage collection may remove a record only once this is false by the collector's clock.
+pub fn dedup_is_live(expires_at: u64, now: u64) -> bool {
+    now < expires_at
 }
 
 /// Encodes an outcome for storage in a dedup record (JSON).
@@ -304,10 +312,23 @@ mod tests {
 
     #[test]
     fn dedup_liveness_is_exclusive_at_expiry() {
-        assert!(dedup_is_live(100, 100, 10));
-        assert!(dedup_is_live(100, 109, 10));
-        assert!(!dedup_is_live(100, 110, 10));
-        assert!(dedup_is_live(MAX_AMOUNT, MAX_AMOUNT, MAX_AMOUNT));
+        assert_eq!(dedup_expiry(100, 10), 110);
+        assert!(dedup_is_live(110, 100));
+        assert!(dedup_is_live(110, 109));
+        assert!(!dedup_is_live(110, 110));
+        assert!(!dedup_is_live(110, 111));
+    }
+
+    #[test]
+    fn dedup_expiry_is_capped_at_max_amount() {
+        assert_eq!(dedup_expiry(MAX_AMOUNT - 5, 3), MAX_AMOUNT - 2);
+        assert_eq!(dedup_expiry(MAX_AMOUNT - 5, 5), MAX_AMOUNT);
+        assert_eq!(dedup_expiry(MAX_AMOUNT - 5, 6), MAX_AMOUNT);
+        assert_eq!(dedup_expiry(MAX_AMOUNT, MAX_AMOUNT), MAX_AMOUNT);
+        assert!(dedup_is_live(
+            dedup_expiry(MAX_AMOUNT - 1, MAX_AMOUNT),
+            MAX_AMOUNT - 1
+        ));
     }
 
     #[test]

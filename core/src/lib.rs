@@ -20,7 +20,7 @@ mod records;
 pub mod validate;
 
 pub use budget::{
-    decide, decode_outcome, dedup_fingerprint, dedup_is_live, encode_outcome, Breach,
+    decide, decode_outcome, dedup_expiry, dedup_fingerprint, dedup_is_live, encode_outcome, Breach,
     BudgetBackend, BudgetPolicy, BudgetUsage, Decision, DimensionLimit, UsageOutcome, UsageReceipt,
     UsageReport,
 };
@@ -47,6 +47,14 @@ pub const MAX_AMOUNT: u64 = 9_223_372_036_854_775_807;
 pub trait Backend: PersistenceBackend + BudgetBackend {
     /// Honest facts about this backend.
     fn capabilities(&self) -> Capabilities;
+
+    /// Destroys everything of this handle's namespace: records, policies, counters, dedup
+    /// records, and the namespace's own schema or keys. Other namespaces are untouched.
+    ///
+    /// **Destructive and final**: meant for tests, tooling and tenants that leave. Other handles
+    /// on the namespace may go on using it afterwards; they find it empty (a backend re-creates
+    /// what it needs, so purging twice, or using the namespace again, is harmless).
+    fn purge(&self) -> BoxFuture<'_, Result<()>>;
 }
 
 impl std::fmt::Debug for dyn Backend {

@@ -1,7 +1,7 @@
 //! `MemoryBackend`: the reference model of SEMANTICS, written for clarity; not durable, not shared.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::{
     budget, validate, Backend, BoxFuture, BudgetBackend, BudgetPolicy, BudgetUsage, Capabilities,
@@ -13,7 +13,7 @@ use crate::{
 #[derive(Debug)]
 pub struct MemoryBackend {
     options: ResolvedOptions,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
 }
 
 #[derive(Debug, Default)]
@@ -41,7 +41,8 @@ struct Row {
 struct DedupRecord {
     fingerprint: String,
     outcome: crate::UsageOutcome,
-    written_at: u64,
+    /// `written_at + ttl` of the handle that wrote it (capped); the record is live while `now < expires_at`.
+    expires_at: u64,
 }
 
 impl MemoryBackend {
@@ -54,7 +55,16 @@ impl MemoryBackend {
     pub fn with_options(options: ConnectOptions) -> Result<Self> {
         Ok(MemoryBackend {
             options: options.resolve()?,
-            state: Mutex::new(State::default()),
+            state: Arc::new(Mutex::new(State::default())),
+        })
+    }
+
+    /// Another handle on this model's state with its own `options` (clock and dedup TTL), as a
+    /// second process on one shared store would be: what one handle writes, the other sees.
+    pub fn share(&self, options: ConnectOptions) -> Result<Self> {
+        Ok(MemoryBackend {
+            options: options.resolve()?,
+            state: self.state.clone(),
         })
     }
 
@@ -172,7 +182,7 @@ impl MemoryBackend {
         if let (Some(key), Some(fingerprint)) = (&report.dedup_key, &fingerprint) {
             let slot = (budget.to_owned(), key.clone());
             if let Some(record) = state.dedup.get(&slot) {
-                if budget::dedup_is_live(record.written_at, now, self.options.dedup_ttl_ms) {
+                if budget::dedup_is_live(record.expires_at, now) {
                     if &record.fingerprint != fingerprint {
                         return Err(Error::dedup_conflict(op, budget, key));
                     }
@@ -205,7 +215,7 @@ impl MemoryBackend {
                 DedupRecord {
                     fingerprint,
                     outcome: decision.outcome.clone(),
-                    written_at: now,
+                    expires_at: budget::dedup_expiry(now, self.options.dedup_ttl_ms),
                 },
             );
         }
@@ -337,5 +347,12 @@ impl Backend for MemoryBackend {
             distributed: false,
             max_value_bytes: 1_048_576,
         }
+    }
+
+    fn purge(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            *self.state() = State::default();
+            Ok(())
+        })
     }
 }

@@ -202,3 +202,67 @@ pub async fn longest_dedup_ttls_work(ctx: Ctx) {
         assert_eq!(usage_of(&*b, "p").await, counters(&[("a", 1)]));
     }
 }
+
+/// A dedup record lives by the TTL of the handle that wrote it, whatever TTL the reading (or
+/// collecting) handle has: a short-TTL handle neither drops nor collects a long-TTL handle's live
+/// record, and a long-TTL handle does not revive a short-TTL handle's expired one. Needs two
+/// handles on one store, so it checks shared backends (the differential test covers the model).
+pub async fn dedup_record_lives_by_the_writers_ttl(ctx: Ctx) {
+    if !ctx.backend.capabilities().shared {
+        return;
+    }
+    let long = &*ctx.backend; // DEFAULT_DEDUP_TTL_MS
+    let short = ctx
+        .open(ctx.options_for(ctx.namespace()).dedup_ttl_ms(1_000))
+        .await
+        .expect("a second handle with a 1 s dedup TTL");
+    let short = &*short;
+    let long_key = keyed(&[("a", 1)], "long");
+    assert_eq!(
+        must_report(long, "p", &long_key).await,
+        fresh(UsageOutcome::Ok)
+    );
+    let short_key = keyed(&[("b", 1)], "short");
+    assert_eq!(
+        must_report(short, "p", &short_key).await,
+        fresh(UsageOutcome::Ok)
+    );
+    ctx.clock.advance(5_000);
+    // Many keyed reports through the short handle: any garbage collection it runs must spare the
+    // long handle's record, which is live for another 24 h minus 5 s.
+    for i in 0..40 {
+        must_report(short, "p", &keyed(&[("c", 1)], &format!("gc-{i}"))).await;
+        must_report(long, "p", &keyed(&[("c", 0)], &format!("gc-long-{i}"))).await;
+    }
+    assert_eq!(
+        must_report(short, "p", &long_key).await,
+        replayed(UsageOutcome::Ok)
+    );
+    assert_eq!(
+        must_report(long, "p", &long_key).await,
+        replayed(UsageOutcome::Ok)
+    );
+    // The short handle's record expired 4 s ago for every reader, the long handle included.
+    assert_eq!(
+        must_report(long, "p", &short_key).await,
+        fresh(UsageOutcome::Ok)
+    );
+    assert_eq!(
+        usage_of(long, "p").await,
+        counters(&[("a", 1), ("b", 2), ("c", 40)])
+    );
+    ctx.clock.advance(DEFAULT_DEDUP_TTL_MS - 5_000 - 1);
+    assert_eq!(
+        must_report(short, "p", &long_key).await,
+        replayed(UsageOutcome::Ok)
+    );
+    ctx.clock.advance(1);
+    assert_eq!(
+        must_report(short, "p", &long_key).await,
+        fresh(UsageOutcome::Ok)
+    );
+    assert_eq!(
+        usage_of(long, "p").await,
+        counters(&[("a", 2), ("b", 2), ("c", 40)])
+    );
+}
