@@ -18,6 +18,10 @@ pub enum ErrorKind {
     Corruption,
     /// The backend does not support this operation or option.
     Unsupported,
+    /// The store's setup refuses the operation and will go on refusing it until an operator acts:
+    /// permission denied, a read-only database file, failed authentication, TLS settings that
+    /// cannot work. Not retryable; nothing was changed.
+    Misconfigured,
     /// A bug or an unexpected engine error.
     Internal,
 }
@@ -32,6 +36,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => "Unavailable",
             ErrorKind::Corruption => "Corruption",
             ErrorKind::Unsupported => "Unsupported",
+            ErrorKind::Misconfigured => "Misconfigured",
             ErrorKind::Internal => "Internal",
         }
     }
@@ -97,6 +102,11 @@ impl Error {
     /// `Unsupported` with the given message.
     pub fn unsupported(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Unsupported, message)
+    }
+
+    /// `Misconfigured` with the given message.
+    pub fn misconfigured(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Misconfigured, message)
     }
 
     /// `Internal` with the given message.
