@@ -1,6 +1,7 @@
 //! Errors: a kind to match on, a message for people, an optional source.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// What went wrong, in terms a caller can act on. Match on this, never on message text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -49,10 +50,13 @@ impl fmt::Display for ErrorKind {
 }
 
 /// The one error type of every stowage operation.
+///
+/// `Clone` (the source is shared), so one engine failure can answer several waiting callers.
+#[derive(Clone)]
 pub struct Error {
     kind: ErrorKind,
     message: String,
-    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 /// The result of every stowage operation.
@@ -70,7 +74,7 @@ impl Error {
 
     /// Attaches the underlying cause.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.source = Some(Box::new(source));
+        self.source = Some(Arc::new(source));
         self
     }
 
@@ -213,6 +217,17 @@ pub fn show(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::show;
+
+    #[test]
+    fn clones_keep_kind_message_and_source() {
+        let io = std::io::Error::other("disk on fire");
+        let error = super::Error::unavailable("store: engine failed").with_source(io);
+        let copy = error.clone();
+        assert_eq!(copy.kind(), super::ErrorKind::Unavailable);
+        assert_eq!(copy.message(), error.message());
+        let source = std::error::Error::source(&copy).expect("the source survives a clone");
+        assert_eq!(source.to_string(), "disk on fire");
+    }
 
     #[test]
     fn shown_values_are_quoted_escaped_and_cut() {
