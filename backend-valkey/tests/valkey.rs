@@ -299,10 +299,23 @@ async fn purge_removes_the_namespace_and_nothing_else() {
                     .unwrap()
             }
         };
-        let (a, b) = (open(&target).await, open(&neighbour).await);
+        // On the cluster, the purging handle knows one seed: it must find every primary itself.
+        let first_seed = url.split(',').next().unwrap_or_default().to_owned();
+        let a = ValkeyBackend::open(&first_seed, ConnectOptions::new().namespace(&target))
+            .await
+            .unwrap();
+        let b = open(&neighbour).await;
         fill(&a).await;
         fill(&b).await;
+        // Records of many hash slots, so that the namespace spreads over every primary.
+        let spread: Vec<String> = (0..30).map(|i| format!("spread-{i}")).collect();
+        let mut spread_keys = Vec::new();
+        for name in &spread {
+            a.store(name, &serde_json::json!(0), 1).await.unwrap();
+            spread_keys.extend(raw::record_call_keys(&target, name));
+        }
         let raw = common::RawClient::open(&url).await;
+        assert_eq!(raw.existing(&spread_keys).await.len(), 60, "{url}");
         let (a_keys, b_keys) = (
             raw.existing(&keys_of(&target)).await,
             raw.existing(&keys_of(&neighbour)).await,
@@ -313,6 +326,11 @@ async fn purge_removes_the_namespace_and_nothing_else() {
         a.purge().await.unwrap();
         assert_eq!(
             raw.existing(&keys_of(&target)).await,
+            Vec::<String>::new(),
+            "{url}"
+        );
+        assert_eq!(
+            raw.existing(&spread_keys).await,
             Vec::<String>::new(),
             "{url}"
         );
