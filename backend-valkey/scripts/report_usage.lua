@@ -4,8 +4,12 @@
 --
 -- KEYS[1] counters hash (dimension -> decimal)
 -- KEYS[2] policy hash (dimension -> "soft,hard", "" for no limit; field "" marks a policy)
--- KEYS[3] dedup record hash (only when the report has a key): fp, at, st, out
--- ARGV[1] now (ms)   ARGV[2] dedup ttl (ms)   ARGV[3] fingerprint   ARGV[4] server-side expiry (ms)
+-- KEYS[3] dedup record hash (only when the report has a key): fp, at, exp, st, out
+--         (exp: the expiry its writer computed; a record without it, written before records
+--         carried one, expires at at + 24 h, capped at MAX)
+-- ARGV[1] now (ms)   ARGV[2] expiry of a record written now: now + this handle's dedup TTL,
+-- capped at MAX (stowage_core::dedup_expiry)   ARGV[3] fingerprint
+-- ARGV[4] server-side expiry (ms, garbage collection only, from this handle's TTL)
 -- ARGV[5] n          ARGV[6 .. 5+n] dimensions (sorted)   ARGV[6+n .. 5+2n] deltas
 -- Returns {status, breaches} with status ok|soft|hard|replay-ok|replay-soft|replay-hard|conflict|overflow|corrupt
 -- and breaches as "dim\0usage\0limit\0crossed\0" repeated (overflow: "dim\0counter\0delta\0").
@@ -35,12 +39,23 @@ local function gt(a, b)
   return a > b
 end
 
+-- The backfill of records without an expiry: written at + DEFAULT_DEDUP_TTL_MS, capped at MAX.
+local LEGACY_TTL = '86400000'
+
 local keyed = #KEYS == 3
 if keyed then
-  local rec = redis.call('HMGET', KEYS[3], 'fp', 'at', 'st', 'out')
-  if rec[1] and gt(add(rec[2], ARGV[2]), ARGV[1]) then
-    if rec[1] ~= ARGV[3] then return {'conflict', ''} end
-    return {'replay-' .. rec[3], rec[4]}
+  local rec = redis.call('HMGET', KEYS[3], 'fp', 'at', 'st', 'out', 'exp')
+  if rec[1] then
+    local exp = rec[5]
+    if not exp then
+      exp = add(rec[2], LEGACY_TTL)
+      if gt(exp, MAX) then exp = MAX end
+    end
+    -- Live while now < exp (stowage_core::dedup_is_live), whatever this handle's TTL.
+    if gt(exp, ARGV[1]) then
+      if rec[1] ~= ARGV[3] then return {'conflict', ''} end
+      return {'replay-' .. rec[3], rec[4]}
+    end
   end
 end
 
@@ -99,7 +114,7 @@ end
 
 local breaches = table.concat(out)
 if keyed then
-  redis.call('HSET', KEYS[3], 'fp', ARGV[3], 'at', ARGV[1], 'st', status, 'out', breaches)
+  redis.call('HSET', KEYS[3], 'fp', ARGV[3], 'at', ARGV[1], 'exp', ARGV[2], 'st', status, 'out', breaches)
   redis.call('PEXPIRE', KEYS[3], ARGV[4])
 end
 return {status, breaches}

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
 use redis::{Script, ScriptInvocation, Value as RedisValue};
@@ -12,9 +13,9 @@ use stowage_core::{
     Value, MAX_AMOUNT,
 };
 
-use crate::config::{ValkeyConfig, ValkeyTopology};
+use crate::config::ValkeyConfig;
 use crate::connection::Connection;
-use crate::keys::{budget_keys, name_index, record_keys};
+use crate::keys::{budget_keys, name_index, namespace_pattern, record_keys, slot_of};
 use crate::records::{decode_member, lex_max, lex_min, time_hex};
 
 /// Server-side expiry of dedup records beyond their TTL: they only garbage-collect, with this margin.
@@ -24,6 +25,8 @@ pub(crate) const DEDUP_GC_MARGIN_MS: u64 = 3_600_000;
 pub(crate) const MAX_DEDUP_GC_MS: u64 = 1_000_000_000_000_000;
 /// Names read from the name index per call, and rows deleted per cleanup call.
 const BATCH: usize = 1_000;
+/// Keys asked for per `SCAN` call of `purge`.
+const SCAN_COUNT: usize = 1_000;
 /// Records read or cleaned at once (the connection pipelines them).
 const PARALLEL_RECORDS: usize = 32;
 
@@ -91,7 +94,13 @@ impl ValkeyBackend {
         let config = ValkeyConfig::from_url(url)?;
         let options = options.resolve()?;
         let conn = Connection::open(&config).await?;
-        let durable = Self::persistence_is_durable(&config).await;
+        let durable = Self::persistence_is_durable(
+            &conn,
+            config
+                .connect_timeout
+                .saturating_add(config.operation_timeout),
+        )
+        .await;
         let backend = ValkeyBackend {
             inner: Arc::new(Inner {
                 conn,
@@ -105,40 +114,36 @@ impl ValkeyBackend {
     }
 
     /// Durable means every write reaches the AOF before it is acknowledged: `appendonly yes` and
-    /// `appendfsync always` on the server, or on every seed node of a cluster (each asked directly).
-    /// A node that cannot be asked (CONFIG disabled, unreachable) makes the answer "not durable".
-    async fn persistence_is_durable(config: &ValkeyConfig) -> bool {
-        let nodes = match &config.topology {
-            ValkeyTopology::Standalone(url) => vec![url.clone()],
-            ValkeyTopology::Cluster(seeds) => seeds.clone(),
-        };
-        for node in nodes {
-            let ask = async {
-                let client = redis::Client::open(node.as_str()).ok()?;
-                let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    /// `appendfsync always` on the server, or on every primary of a cluster (found through the
+    /// cluster's topology, not only the seeds, and each asked directly). A node that cannot be
+    /// asked (CONFIG refused or disabled, unreachable), or a topology that cannot be read, makes
+    /// the answer "not durable".
+    async fn persistence_is_durable(conn: &Connection, patience: Duration) -> bool {
+        let op = "connect";
+        let ask = async {
+            let primaries = conn.primaries(op).await.ok()?;
+            if primaries.is_empty() {
+                return None;
+            }
+            for info in &primaries {
+                let node = conn.node(op, info).await.ok()?;
                 let mut values = Vec::new();
                 for name in ["appendonly", "appendfsync"] {
-                    let reply: RedisValue = redis::cmd("CONFIG")
-                        .arg("GET")
-                        .arg(name)
-                        .query_async(&mut conn)
+                    let reply: RedisValue = node
+                        .run(op, redis::cmd("CONFIG").arg("GET").arg(name))
                         .await
                         .ok()?;
                     let mut all = Vec::new();
                     strings(&reply, &mut all);
                     values.push(all.get(1).cloned()?);
                 }
-                Some(values == ["yes", "always"])
-            };
-            let durable = tokio::time::timeout(config.connect_timeout, ask)
-                .await
-                .ok()
-                .flatten();
-            if durable != Some(true) {
-                return false;
+                if values != ["yes", "always"] {
+                    return Some(false);
+                }
             }
-        }
-        true
+            Some(true)
+        };
+        tokio::time::timeout(patience, ask).await.ok().flatten() == Some(true)
     }
 
     async fn load_scripts(&self) -> Result<()> {
@@ -500,6 +505,63 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Deletes every key of the namespace: `SCAN` with the namespace's key pattern on the server,
+    /// or on every primary of a cluster, and `UNLINK` of what it finds, one command per hash slot.
+    /// Not atomic: keys written while it runs may stay. Nothing is cached in this process (the
+    /// name index and the script cache live on the server), so every handle keeps working.
+    async fn purge(&self) -> Result<()> {
+        let op = "purge";
+        let pattern = namespace_pattern(self.ns());
+        let scan = |cursor: &str| {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT);
+            cmd
+        };
+        if !self.conn.is_cluster() {
+            let mut cursor = "0".to_owned();
+            loop {
+                let (next, keys): (String, Vec<Vec<u8>>) =
+                    self.conn.run(op, &scan(&cursor)).await?;
+                self.unlink(op, keys).await?;
+                if next == "0" {
+                    return Ok(());
+                }
+                cursor = next;
+            }
+        }
+        for info in self.conn.primaries(op).await? {
+            let node = self.conn.node(op, &info).await?;
+            let mut cursor = "0".to_owned();
+            loop {
+                let (next, keys): (String, Vec<Vec<u8>>) = node.run(op, &scan(&cursor)).await?;
+                self.unlink(op, keys).await?;
+                if next == "0" {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(())
+    }
+
+    /// `UNLINK`s `keys`, one command per hash slot (a cluster refuses keys of several slots).
+    async fn unlink(&self, op: &str, keys: Vec<Vec<u8>>) -> Result<()> {
+        let mut by_slot: BTreeMap<u16, Vec<Vec<u8>>> = BTreeMap::new();
+        for key in keys {
+            by_slot.entry(slot_of(&key)).or_default().push(key);
+        }
+        for keys in by_slot.into_values() {
+            let _: i64 = self.conn.run(op, redis::cmd("UNLINK").arg(keys)).await?;
+        }
+        Ok(())
+    }
+}
+
 impl PersistenceBackend for ValkeyBackend {
     fn store<'a>(
         &'a self,
@@ -585,7 +647,6 @@ impl Backend for ValkeyBackend {
     }
 
     fn purge(&self) -> BoxFuture<'_, Result<()>> {
-        // TEMPORARY (issue 9 item 8, in progress): replaced by the real purge before this lands.
-        Box::pin(async { Err(Error::unsupported("purge: not built yet on Valkey")) })
+        Box::pin(self.inner.purge())
     }
 }

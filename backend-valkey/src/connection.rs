@@ -2,11 +2,14 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, FromRedisValue, ScriptInvocation};
-use stowage_core::{Error, Result};
+use redis::{
+    AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, FromRedisValue, IntoConnectionInfo,
+    ScriptInvocation, Value as RedisValue,
+};
+use stowage_core::{show, Error, ErrorKind, Result};
 
 use crate::config::{ValkeyConfig, ValkeyTopology};
 use crate::error;
@@ -22,6 +25,10 @@ enum Link {
 pub(crate) struct Connection {
     link: Link,
     timeout: Duration,
+    connect_timeout: Duration,
+    /// How to reach one node directly: the server's URL, or the first seed's (its credentials
+    /// serve for every node of a cluster, as they do for the driver's own cluster connections).
+    node: ConnectionInfo,
 }
 
 impl std::fmt::Debug for Connection {
@@ -41,7 +48,35 @@ impl Connection {
     /// Connects; `Unavailable` when the server cannot be reached in time.
     pub(crate) async fn open(config: &ValkeyConfig) -> Result<Connection> {
         let op = "connect";
+        let node = match &config.topology {
+            ValkeyTopology::Standalone(url) => url.as_str(),
+            ValkeyTopology::Cluster(seeds) => seeds.first().map(String::as_str).unwrap_or(""),
+        }
+        .into_connection_info()
+        .map_err(|e| error::map(op, e))?;
         let connect = async {
+            // One plain connection first, without the driver's reconnection backoff (which would
+            // wait out the connect timeout): refused credentials answer `Misconfigured` at once,
+            // an unreachable server `Unavailable`. On a cluster only the first seed is probed,
+            // and only refused credentials count (another seed may answer).
+            let probe = async {
+                let client = redis::Client::open(node.clone())?;
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(config.connect_timeout)
+                    .set_response_timeout(config.operation_timeout);
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map(drop)
+            };
+            if let Err(e) = probe.await {
+                let e = error::map(op, e);
+                if !matches!(config.topology, ValkeyTopology::Cluster(_))
+                    || e.kind() == ErrorKind::Misconfigured
+                {
+                    return Err(e);
+                }
+            }
             let link = match &config.topology {
                 ValkeyTopology::Standalone(url) => {
                     let client =
@@ -88,6 +123,58 @@ impl Connection {
         Ok(Connection {
             link,
             timeout: config.operation_timeout,
+            connect_timeout: config.connect_timeout,
+            node,
+        })
+    }
+
+    /// How to reach every primary directly: the server itself, or every primary the cluster's
+    /// topology (`CLUSTER SHARDS`, asked of any node) lists, not only the seeds.
+    pub(crate) async fn primaries(&self, op: &str) -> Result<Vec<ConnectionInfo>> {
+        if !self.is_cluster() {
+            return Ok(vec![self.node.clone()]);
+        }
+        let reply: RedisValue = self.run(op, redis::cmd("CLUSTER").arg("SHARDS")).await?;
+        let addresses = shard_primaries(&reply).ok_or_else(|| {
+            Error::internal(format!(
+                "{op}: the cluster topology (CLUSTER SHARDS) cannot be read: {}",
+                show(&format!("{reply:?}"))
+            ))
+        })?;
+        Ok(addresses
+            .into_iter()
+            .map(|(host, port)| ConnectionInfo {
+                addr: ConnectionAddr::Tcp(host, port),
+                redis: self.node.redis.clone(),
+            })
+            .collect())
+    }
+
+    /// A connection of its own to one node, with this connection's timeouts.
+    pub(crate) async fn node(&self, op: &str, info: &ConnectionInfo) -> Result<Node> {
+        let addr = info.addr.to_string();
+        let connect = async {
+            let client = redis::Client::open(info.clone()).map_err(|e| error::map(op, e))?;
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(self.connect_timeout)
+                .set_response_timeout(self.timeout);
+            client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(|e| error::map(op, e))
+        };
+        let conn = tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .map_err(|_| {
+                Error::unavailable(format!(
+                    "{op}: no connection to Valkey node {addr} within {:?}",
+                    self.connect_timeout
+                ))
+            })??;
+        Ok(Node {
+            conn,
+            timeout: self.timeout,
+            addr,
         })
     }
 
@@ -136,5 +223,147 @@ impl Connection {
                 ))
             })?
             .map_err(|e| error::map(op, e))
+    }
+}
+
+/// A direct connection to one node (a cluster primary, or the standalone server).
+pub(crate) struct Node {
+    conn: MultiplexedConnection,
+    timeout: Duration,
+    addr: String,
+}
+
+impl Node {
+    /// Runs one command on this node.
+    pub(crate) async fn run<T: FromRedisValue>(&self, op: &str, cmd: &Cmd) -> Result<T> {
+        tokio::time::timeout(self.timeout, cmd.query_async(&mut self.conn.clone()))
+            .await
+            .map_err(|_| {
+                Error::unavailable(format!(
+                    "{op}: no answer from Valkey node {} within {:?}",
+                    self.addr, self.timeout
+                ))
+            })?
+            .map_err(|e| error::map(op, e))
+    }
+}
+
+fn text(value: &RedisValue) -> Option<String> {
+    match value {
+        RedisValue::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        RedisValue::SimpleString(s) => Some(s.clone()),
+        RedisValue::VerbatimString { text, .. } => Some(text.clone()),
+        RedisValue::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+/// The fields of a RESP2 flat array of names and values, or of a RESP3 map.
+fn fields(value: &RedisValue) -> Option<Vec<(String, &RedisValue)>> {
+    match value {
+        RedisValue::Array(items) => items
+            .chunks(2)
+            .map(|pair| match pair {
+                [name, value] => text(name).map(|n| (n, value)),
+                _ => None,
+            })
+            .collect(),
+        RedisValue::Map(pairs) => pairs.iter().map(|(k, v)| text(k).map(|n| (n, v))).collect(),
+        _ => None,
+    }
+}
+
+/// `(host, port)` of every node whose role is `master` in a `CLUSTER SHARDS` reply (its
+/// `endpoint`, else its `ip`); `None` when the reply has another shape.
+pub(crate) fn shard_primaries(reply: &RedisValue) -> Option<Vec<(String, u16)>> {
+    let RedisValue::Array(shards) = reply else {
+        return None;
+    };
+    let mut primaries = Vec::new();
+    for shard in shards {
+        let shard = fields(shard)?;
+        let (_, nodes) = shard.iter().find(|(name, _)| name == "nodes")?;
+        let RedisValue::Array(nodes) = nodes else {
+            return None;
+        };
+        for node in nodes {
+            let node = fields(node)?;
+            let get = |name: &str| {
+                node.iter()
+                    .find(|(n, _)| n == name)
+                    .and_then(|(_, v)| text(v))
+            };
+            if get("role").as_deref() != Some("master") {
+                continue;
+            }
+            let host = get("endpoint")
+                .filter(|e| !e.is_empty() && e != "?")
+                .or_else(|| get("ip"))?;
+            let port = get("port")?.parse::<u16>().ok()?;
+            primaries.push((host, port));
+        }
+    }
+    Some(primaries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> RedisValue {
+        RedisValue::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn node(ip: &str, endpoint: &str, port: i64, role: &str) -> RedisValue {
+        RedisValue::Array(vec![
+            bulk("id"),
+            bulk("abc"),
+            bulk("port"),
+            RedisValue::Int(port),
+            bulk("ip"),
+            bulk(ip),
+            bulk("endpoint"),
+            bulk(endpoint),
+            bulk("role"),
+            bulk(role),
+            bulk("health"),
+            bulk("online"),
+        ])
+    }
+
+    #[test]
+    fn every_primary_of_every_shard_is_found() {
+        let shard = |nodes: Vec<RedisValue>| {
+            RedisValue::Array(vec![
+                bulk("slots"),
+                RedisValue::Array(vec![RedisValue::Int(0), RedisValue::Int(5460)]),
+                bulk("nodes"),
+                RedisValue::Array(nodes),
+            ])
+        };
+        let reply = RedisValue::Array(vec![
+            shard(vec![
+                node("10.0.0.1", "10.0.0.1", 7000, "master"),
+                node("10.0.0.2", "10.0.0.2", 7001, "replica"),
+            ]),
+            shard(vec![node("10.0.0.3", "?", 7002, "master")]),
+            shard(vec![node("10.0.0.4", "db-4.internal", 7003, "master")]),
+        ]);
+        assert_eq!(
+            shard_primaries(&reply),
+            Some(vec![
+                ("10.0.0.1".to_owned(), 7000),
+                ("10.0.0.3".to_owned(), 7002),
+                ("db-4.internal".to_owned(), 7003)
+            ])
+        );
+        assert_eq!(shard_primaries(&bulk("nonsense")), None);
+        assert_eq!(
+            shard_primaries(&RedisValue::Array(vec![shard(vec![node(
+                "10.0.0.1", "", 70000, "master"
+            )])])),
+            None,
+            "a port out of range"
+        );
     }
 }

@@ -80,9 +80,31 @@ pub(crate) fn name_index(namespace: &str) -> String {
     key("n", &[namespace], 1)
 }
 
+/// A `SCAN MATCH` glob matching every key of `namespace` and no other: every kind of key is
+/// `stw:{<16 hex>}:<one letter>:` followed by the length-prefixed namespace first, so the glob is
+/// that prefix with the namespace's glob characters (`*?[]\`) escaped, then `*`. The length
+/// prefix ends at the first `.`, so `<len>.<namespace>` can only begin a key of this namespace.
+pub(crate) fn namespace_pattern(namespace: &str) -> String {
+    let mut pattern = String::from("stw:{????????????????}:?:");
+    pattern.push_str(&namespace.len().to_string());
+    pattern.push('.');
+    for c in namespace.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('*');
+    pattern
+}
+
 /// The cluster hash slot of `key`, by Valkey's rules (CRC16/XMODEM of the hash tag or the whole key, mod 16384).
 pub fn hash_slot(key: &str) -> u16 {
-    let bytes = key.as_bytes();
+    slot_of(key.as_bytes())
+}
+
+/// [`hash_slot`] of a key as bytes.
+pub(crate) fn slot_of(bytes: &[u8]) -> u16 {
     let mut hashed = bytes;
     if let Some(open) = bytes.iter().position(|b| *b == b'{') {
         if let Some(len) = bytes[open + 1..].iter().position(|b| *b == b'}') {
@@ -124,6 +146,32 @@ mod tests {
         );
         assert_eq!(hash_slot("foo{}{bar}"), hash_slot("foo{}{bar}"));
         assert_ne!(hash_slot("foo{}{bar}"), hash_slot("bar"));
+    }
+
+    #[test]
+    fn the_namespace_pattern_escapes_glob_characters() {
+        assert_eq!(
+            namespace_pattern(r"a*?[x]\b"),
+            r"stw:{????????????????}:?:8.a\*\?\[x\]\\b*"
+        );
+        assert_eq!(namespace_pattern("é"), "stw:{????????????????}:?:2.é*");
+        // Every kind of key of the namespace starts with the pattern's literal prefix.
+        for key in [
+            name_index("ns"),
+            budget_keys("ns", "b").counters,
+            budget_keys("ns", "b").policy,
+            dedup_key("ns", "b", "k"),
+            record_keys("ns", "r").rows,
+            record_keys("ns", "r").seq,
+            record_keys("ns", "r").idempotency,
+        ] {
+            assert!(
+                key.starts_with("stw:{") && key[21..].starts_with("}:"),
+                "{key}"
+            );
+            assert!(key.as_bytes()[23].is_ascii_lowercase(), "{key}");
+            assert!(key[24..].starts_with(":2.ns"), "{key}");
+        }
     }
 
     #[test]

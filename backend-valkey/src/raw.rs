@@ -3,14 +3,15 @@
 //! Applications should use [`crate::ValkeyBackend`]; this lets a benchmark issue the very same
 //! EVALSHA through the driver with nothing around it.
 
-use stowage_core::{dedup_fingerprint, UsageReport};
+use stowage_core::{dedup_expiry, dedup_fingerprint, UsageReport};
 
 use crate::keys;
 
 /// The Lua source of `report_usage`.
 pub const REPORT_USAGE_LUA: &str = include_str!("../scripts/report_usage.lua");
 
-/// The keys and arguments of one `report_usage` call, in the order the script reads them.
+/// The keys and arguments of one `report_usage` call, in the order the script reads them: a
+/// record written by this call expires at `dedup_expiry(now, dedup_ttl_ms)`, passed as a decimal.
 pub fn report_usage_call(
     namespace: &str,
     budget: &str,
@@ -29,7 +30,7 @@ pub fn report_usage_call(
         .min(crate::backend::MAX_DEDUP_GC_MS);
     let mut args = vec![
         now.to_string(),
-        dedup_ttl_ms.to_string(),
+        dedup_expiry(now, dedup_ttl_ms).to_string(),
         report
             .dedup_key
             .as_ref()
@@ -71,4 +72,21 @@ pub fn encode_row(stored_at: u64, seq: u64, key: &str, value: &str) -> String {
 /// Decodes a row member of `record`; anything malformed is `Corruption`.
 pub fn decode_row(record: &str, member: &[u8]) -> stowage_core::Result<stowage_core::StoredValue> {
     crate::records::decode_member("query", record, member)
+}
+
+/// The namespace's name index (a sorted set of its record names).
+pub fn name_index_key(namespace: &str) -> String {
+    keys::name_index(namespace)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn records_without_an_expiry_live_the_default_ttl() {
+        let line = format!(
+            "local LEGACY_TTL = '{}'",
+            stowage_core::DEFAULT_DEDUP_TTL_MS
+        );
+        assert!(super::REPORT_USAGE_LUA.contains(&line));
+    }
 }

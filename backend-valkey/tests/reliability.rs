@@ -9,23 +9,22 @@ use std::time::Duration;
 use stowage_conformance::reliability::crash::{self, CrashPlan};
 use stowage_conformance::reliability::load::{self, LoadPlan};
 use stowage_conformance::reliability::outage::{self, OutagePlan};
-use stowage_conformance::servers::valkey::{self, ValkeyServer, ValkeySettings};
+use stowage_conformance::servers::valkey::{self, ValkeySettings};
 use stowage_core::ConnectOptions;
 
 const DURABLE_URL_ENV: &str = "STOWAGE_VALKEY_DURABLE_URL";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_crashes_lose_nothing_and_count_nothing_twice() {
-    if common::url_or_skip("valkey", valkey::shared_url()).is_none() {
-        return;
-    }
-    // A durable server of its own (appendonly yes, appendfsync always); children get its URL.
+    // A durable server (appendonly yes, appendfsync always): STOWAGE_VALKEY_DURABLE_URL (the
+    // children get it), else one of its own, whatever STOWAGE_VALKEY_URL says.
     let mut server = None;
     let url = match std::env::var(DURABLE_URL_ENV) {
         Ok(url) => url,
         Err(_) => {
-            let s = ValkeyServer::start(ValkeySettings { durable: true }, false)
-                .expect("durable valkey");
+            let Some(s) = common::own_server(ValkeySettings { durable: true }) else {
+                return;
+            };
             let url = s.url();
             server = Some(s);
             url
@@ -43,14 +42,11 @@ async fn process_crashes_lose_nothing_and_count_nothing_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_crashes_fail_fast_and_recover_without_double_counting() {
-    if common::url_or_skip("valkey", valkey::shared_url()).is_none()
-        || std::env::var(valkey::URL_ENV).is_ok()
-    {
-        return; // needs a server of its own to crash
-    }
-    let server = Arc::new(
-        ValkeyServer::start(ValkeySettings { durable: true }, false).expect("durable valkey"),
-    );
+    // A durable server of its own to crash, whatever STOWAGE_VALKEY_URL says.
+    let Some(server) = common::own_server(ValkeySettings { durable: true }) else {
+        return;
+    };
+    let server = Arc::new(server);
     let url = format!(
         "{}?operation_timeout_ms=1000&connect_timeout_ms=1000",
         server.url()

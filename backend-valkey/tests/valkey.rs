@@ -1,13 +1,23 @@
-//! Valkey-specific facts: honest capabilities, reconnecting after a server restart, process races.
+//! Valkey-specific facts: honest capabilities (durability asked of every primary), the error kinds
+//! of a full, busy or locked-down server, purge, the expiry each dedup record carries, reconnecting
+//! after a server restart, process races. Tests that change, flush or kill their server start one
+//! of their own, whatever STOWAGE_VALKEY_URL says.
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stowage_conformance::process_race::{self, RaceSize};
-use stowage_conformance::servers::valkey::{self, ValkeyServer, ValkeySettings};
-use stowage_core::{Backend, BudgetBackend, ConnectOptions, ErrorKind, UsageReport};
-use stowage_valkey::ValkeyBackend;
+use stowage_conformance::servers::resp;
+use stowage_conformance::servers::valkey::{self, ValkeySettings};
+use stowage_conformance::START_MS;
+use stowage_core::{
+    dedup_fingerprint, Backend, BudgetBackend, BudgetPolicy, Clock, ConnectOptions, DimensionLimit,
+    ErrorKind, ManualClock, PersistenceBackend, QueryParams, UsageReport, DEFAULT_DEDUP_TTL_MS,
+    MAX_AMOUNT,
+};
+use stowage_valkey::{raw, ValkeyBackend};
 
 fn standalone() -> Option<String> {
     common::url_or_skip("valkey", valkey::shared_url())
@@ -22,7 +32,7 @@ fn options() -> ConnectOptions {
 }
 
 #[tokio::test]
-async fn capabilities_follow_topology_and_persistence() {
+async fn capabilities_follow_topology() {
     let (Some(single), Some(many)) = (standalone(), cluster()) else {
         return;
     };
@@ -30,17 +40,442 @@ async fn capabilities_follow_topology_and_persistence() {
     let b = ValkeyBackend::open(&many, options()).await.unwrap();
     assert!(!a.capabilities().distributed && a.capabilities().shared);
     assert!(b.capabilities().distributed && b.capabilities().shared);
-    // The shared test servers run without persistence: not durable.
-    if std::env::var(valkey::URL_ENV).is_err() {
-        assert!(!a.capabilities().durable && !b.capabilities().durable);
-        let durable = ValkeyServer::start(ValkeySettings { durable: true }, false).unwrap();
-        let c = ValkeyBackend::open(&durable.url(), options())
+}
+
+async fn durable(url: &str) -> bool {
+    ValkeyBackend::open(url, options())
+        .await
+        .unwrap()
+        .capabilities()
+        .durable
+}
+
+fn config_set(port: u16, name: &str, value: &str) {
+    resp::ok(port, &["CONFIG", "SET", name, value]).unwrap();
+}
+
+#[tokio::test]
+async fn durable_follows_the_standalone_servers_persistence() {
+    let Some(lax) = common::own_server(ValkeySettings::default()) else {
+        return;
+    };
+    let Some(strict) = common::own_server(ValkeySettings { durable: true }) else {
+        return;
+    };
+    assert!(!durable(&lax.url()).await, "appendonly no");
+    assert!(
+        durable(&strict.url()).await,
+        "appendonly yes, appendfsync always"
+    );
+    config_set(strict.port(), "appendfsync", "everysec");
+    assert!(!durable(&strict.url()).await, "appendfsync everysec");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_asks_every_primary_of_the_cluster_not_only_the_seeds() {
+    let Some(cluster) = common::own_cluster(ValkeySettings { durable: true }) else {
+        return;
+    };
+    let nodes = cluster.nodes();
+    // One seed only: the other two primaries are found through the cluster's topology.
+    let seed = format!("valkey+cluster://127.0.0.1:{}", nodes[0].port());
+    assert!(durable(&seed).await, "every primary is strict");
+    config_set(nodes[2].port(), "appendfsync", "everysec");
+    assert!(
+        !durable(&seed).await,
+        "a non-seed primary fsyncs every second"
+    );
+    config_set(nodes[2].port(), "appendfsync", "always");
+    assert!(durable(&seed).await, "strict again");
+    // A primary that refuses CONFIG to this user cannot vouch for its persistence.
+    for (i, node) in nodes.iter().enumerate() {
+        let config = if i == 1 { "-config" } else { "+config" };
+        resp::ok(
+            node.port(),
+            &["ACL", "SETUSER", "app", "on", ">pw", "~*", "+@all", config],
+        )
+        .unwrap();
+    }
+    let as_app = format!("valkey+cluster://app:pw@127.0.0.1:{}", nodes[0].port());
+    assert!(!durable(&as_app).await, "a non-seed primary refuses CONFIG");
+    resp::ok(nodes[1].port(), &["ACL", "SETUSER", "app", "+config"]).unwrap();
+    assert!(durable(&as_app).await, "CONFIG allowed again");
+    config_set(nodes[1].port(), "appendonly", "no");
+    assert!(!durable(&seed).await, "a non-seed primary without AOF");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_out_of_memory_answers_unavailable() {
+    let Some(server) = common::own_server(ValkeySettings::default()) else {
+        return;
+    };
+    let backend = ValkeyBackend::open(&server.url(), options()).await.unwrap();
+    let report = UsageReport::new().add("t", 1).dedup_key("k");
+    config_set(server.port(), "maxmemory", "1");
+    let full = backend.report_usage("b", &report).await.unwrap_err();
+    assert_eq!(full.kind(), ErrorKind::Unavailable, "{full}");
+    assert!(full.is_retryable());
+    let store = backend
+        .store("r", &serde_json::json!(1), 1)
+        .await
+        .unwrap_err();
+    assert_eq!(store.kind(), ErrorKind::Unavailable, "{store}");
+    config_set(server.port(), "maxmemory", "0");
+    // Nothing was applied: the retry applies once.
+    assert!(!backend.report_usage("b", &report).await.unwrap().replayed);
+    assert_eq!(backend.usage("b").await.unwrap().counters["t"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_busy_with_a_long_script_answers_unavailable() {
+    let Some(server) = common::own_server(ValkeySettings::default()) else {
+        return;
+    };
+    let backend = ValkeyBackend::open(&server.url(), options()).await.unwrap();
+    config_set(server.port(), "busy-reply-threshold", "10");
+    let port = server.port();
+    let long = std::thread::spawn(move || resp::command(port, &["EVAL", "while true do end", "0"]));
+    // Bounded poll of the server's state: other clients get an error while the script runs.
+    let start = Instant::now();
+    while !matches!(resp::command(port, &["PING"]), Ok(resp::Reply::Error(_))) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the script never ran"
+        );
+        std::thread::yield_now();
+    }
+    let busy = backend.usage("b").await.unwrap_err();
+    assert_eq!(busy.kind(), ErrorKind::Unavailable, "{busy}");
+    assert!(busy.is_retryable());
+    resp::ok(port, &["SCRIPT", "KILL"]).unwrap();
+    assert!(matches!(long.join().unwrap(), Ok(resp::Reply::Error(_))));
+    assert!(backend.usage("b").await.unwrap().counters.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permission_and_authentication_failures_are_misconfigured() {
+    let Some(server) = common::own_server(ValkeySettings::default()) else {
+        return;
+    };
+    let port = server.port();
+    let at = |user: &str| format!("valkey://{user}@127.0.0.1:{port}");
+    let misconfigured = |result: stowage_core::Result<ValkeyBackend>, what: &str| {
+        let e = result.expect_err(what);
+        assert_eq!(e.kind(), ErrorKind::Misconfigured, "{what}: {e}");
+        assert!(!e.is_retryable(), "{what}");
+    };
+    // NOPERM on an operation: the user may do everything but read a hash whole.
+    resp::ok(
+        port,
+        &[
+            "ACL",
+            "SETUSER",
+            "nohgetall",
+            "on",
+            ">pw",
+            "~*",
+            "+@all",
+            "-hgetall",
+        ],
+    )
+    .unwrap();
+    let limited = ValkeyBackend::open(&at("nohgetall:pw"), options())
+        .await
+        .unwrap();
+    let e = limited.usage("b").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Misconfigured, "{e}");
+    assert!(!e.is_retryable());
+    // NOPERM inside a script: the script's HSET is refused.
+    resp::ok(
+        port,
+        &[
+            "ACL", "SETUSER", "nohset", "on", ">pw", "~*", "+@all", "-hset",
+        ],
+    )
+    .unwrap();
+    let limited = ValkeyBackend::open(&at("nohset:pw"), options())
+        .await
+        .unwrap();
+    let e = limited
+        .report_usage("b", &UsageReport::new().add("t", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Misconfigured, "{e}");
+    // NOPERM at connect: loading the scripts is refused.
+    resp::ok(
+        port,
+        &[
+            "ACL",
+            "SETUSER",
+            "noscripts",
+            "on",
+            ">pw",
+            "~*",
+            "+@all",
+            "-@scripting",
+        ],
+    )
+    .unwrap();
+    misconfigured(
+        ValkeyBackend::open(&at("noscripts:pw"), options()).await,
+        "NOPERM (SCRIPT LOAD)",
+    );
+    // WRONGPASS.
+    misconfigured(
+        ValkeyBackend::open(&at("nohset:wrong"), options()).await,
+        "WRONGPASS",
+    );
+    // NOAUTH: the server wants a password, none is given.
+    config_set(port, "requirepass", "secret");
+    misconfigured(
+        ValkeyBackend::open(&server.url(), options()).await,
+        "NOAUTH",
+    );
+}
+
+/// Every key stowage may write for `budget`/`key` and records `rec`, `rec2` of namespace `ns`.
+fn keys_of(ns: &str) -> Vec<String> {
+    let mut keys = raw::budget_call_keys(ns, "budget", Some("k"));
+    keys.extend(raw::record_call_keys(ns, "rec"));
+    keys.extend(raw::record_call_keys(ns, "rec2"));
+    keys.push(raw::name_index_key(ns));
+    keys
+}
+
+async fn fill(backend: &ValkeyBackend) {
+    backend
+        .set_policy(
+            "budget",
+            &BudgetPolicy::new().limit("t", DimensionLimit::hard(100)),
+        )
+        .await
+        .unwrap();
+    backend
+        .report_usage("budget", &UsageReport::new().add("t", 5).dedup_key("k"))
+        .await
+        .unwrap();
+    backend
+        .store_idempotent("rec", &serde_json::json!(1), 10, "ik")
+        .await
+        .unwrap();
+    backend
+        .store("rec2", &serde_json::json!(2), 11)
+        .await
+        .unwrap();
+}
+
+async fn assert_filled(backend: &ValkeyBackend, what: &str) {
+    assert!(backend.policy("budget").await.unwrap().is_some(), "{what}");
+    assert_eq!(
+        backend.usage("budget").await.unwrap().counters["t"],
+        5,
+        "{what}"
+    );
+    let replay = backend
+        .report_usage("budget", &UsageReport::new().add("t", 5).dedup_key("k"))
+        .await
+        .unwrap();
+    assert!(replay.replayed, "{what}");
+    assert_eq!(
+        backend.query("*", QueryParams::new()).await.unwrap().len(),
+        2,
+        "{what}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_removes_the_namespace_and_nothing_else() {
+    for url in [standalone(), cluster()].into_iter().flatten() {
+        let base = stowage_conformance::unique_namespace("purge");
+        // Glob characters in the namespace: unescaped, `<base>*?` would also match `<base>zz`.
+        let target = format!("{base}*?");
+        let neighbour = format!("{base}zz");
+        let open = |ns: &str| {
+            let ns = ns.to_owned();
+            let url = url.clone();
+            async move {
+                ValkeyBackend::open(&url, ConnectOptions::new().namespace(ns))
+                    .await
+                    .unwrap()
+            }
+        };
+        // On the cluster, the purging handle knows one seed: it must find every primary itself.
+        let first_seed = url.split(',').next().unwrap_or_default().to_owned();
+        let a = ValkeyBackend::open(&first_seed, ConnectOptions::new().namespace(&target))
             .await
             .unwrap();
-        assert!(c.capabilities().durable);
+        let b = open(&neighbour).await;
+        fill(&a).await;
+        fill(&b).await;
+        // Records of many hash slots, so that the namespace spreads over every primary.
+        let spread: Vec<String> = (0..30).map(|i| format!("spread-{i}")).collect();
+        let mut spread_keys = Vec::new();
+        for name in &spread {
+            a.store(name, &serde_json::json!(0), 1).await.unwrap();
+            spread_keys.extend(raw::record_call_keys(&target, name));
+        }
+        let raw = common::RawClient::open(&url).await;
+        assert_eq!(raw.existing(&spread_keys).await.len(), 60, "{url}");
+        let (a_keys, b_keys) = (
+            raw.existing(&keys_of(&target)).await,
+            raw.existing(&keys_of(&neighbour)).await,
+        );
+        assert_eq!(a_keys.len(), 9, "{url}: {a_keys:?}");
+        assert_eq!(b_keys.len(), 9, "{url}: {b_keys:?}");
+
+        a.purge().await.unwrap();
+        assert_eq!(
+            raw.existing(&keys_of(&target)).await,
+            Vec::<String>::new(),
+            "{url}"
+        );
+        assert_eq!(
+            raw.existing(&spread_keys).await,
+            Vec::<String>::new(),
+            "{url}"
+        );
+        assert_eq!(raw.existing(&keys_of(&neighbour)).await, b_keys, "{url}");
+        assert_filled(&b, "the neighbour is untouched").await;
+
+        // The purged namespace is empty, and the same handle (and a new one) keep working.
+        assert_eq!(a.policy("budget").await.unwrap(), None);
+        assert!(a.usage("budget").await.unwrap().counters.is_empty());
+        assert!(a.query("*", QueryParams::new()).await.unwrap().is_empty());
+        fill(&a).await;
+        let replay = a
+            .report_usage("budget", &UsageReport::new().add("t", 5).dedup_key("k"))
+            .await
+            .unwrap();
+        assert!(
+            replay.replayed,
+            "the key was applied afresh after the purge"
+        );
+        assert_filled(&open(&target).await, "a second handle after the purge").await;
+        a.purge().await.unwrap();
+        a.purge().await.unwrap();
+        assert_eq!(
+            raw.existing(&keys_of(&target)).await,
+            Vec::<String>::new(),
+            "{url}"
+        );
+        assert_filled(&b, "the neighbour is untouched").await;
+        b.purge().await.unwrap();
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_records_live_by_their_own_expiry() {
+    for url in [standalone(), cluster()].into_iter().flatten() {
+        let ns = stowage_conformance::unique_namespace("exp");
+        let clock = Arc::new(ManualClock::new(START_MS));
+        let open = |ttl: u64| {
+            let (url, ns, clock) = (url.clone(), ns.clone(), clock.clone());
+            async move {
+                ValkeyBackend::open(
+                    &url,
+                    ConnectOptions::new()
+                        .namespace(ns)
+                        .clock(clock)
+                        .dedup_ttl_ms(ttl),
+                )
+                .await
+                .unwrap()
+            }
+        };
+        let (short, long) = (open(1_000).await, open(DEFAULT_DEDUP_TTL_MS).await);
+        let raw = common::RawClient::open(&url).await;
+        let record = |key: &str| raw::budget_call_keys(&ns, "b", Some(key))[2].clone();
+        let field = |key: String, name: &'static str| {
+            let raw = &raw;
+            async move {
+                raw.query::<Option<String>>(redis::cmd("HGET").arg(key).arg(name))
+                    .await
+                    .unwrap()
+            }
+        };
+        let pttl = |key: String| {
+            let raw = &raw;
+            async move { raw.query::<i64>(redis::cmd("PTTL").arg(key)).await.unwrap() }
+        };
+
+        // Each record carries the expiry its writer computed, exactly.
+        let by_long = UsageReport::new().add("t", 1).dedup_key("long");
+        long.report_usage("b", &by_long).await.unwrap();
+        assert_eq!(
+            field(record("long"), "exp").await,
+            Some((START_MS + DEFAULT_DEDUP_TTL_MS).to_string())
+        );
+        let by_short = UsageReport::new().add("t", 1).dedup_key("short");
+        short.report_usage("b", &by_short).await.unwrap();
+        assert_eq!(
+            field(record("short"), "exp").await,
+            Some((START_MS + 1_000).to_string())
+        );
+        // Server-side garbage collection follows the writer's TTL, and a reader leaves it alone.
+        let gc_short = pttl(record("short")).await;
+        assert!(
+            gc_short > 0 && gc_short <= 2 * 1_000 + 3_600_000,
+            "{gc_short}"
+        );
+        clock.advance(5_000);
+        assert!(short.report_usage("b", &by_long).await.unwrap().replayed);
+        let gc_long = pttl(record("long")).await;
+        assert!(
+            gc_long > i64::try_from(DEFAULT_DEDUP_TTL_MS).unwrap(),
+            "{gc_long}"
+        );
+
+        // A record written before records carried an expiry lives 24 h from its write time,
+        // whatever the reading handle's TTL.
+        let legacy = UsageReport::new().add("t", 7).dedup_key("legacy");
+        let written_at = clock.now_ms();
+        let _: i64 = raw
+            .query(
+                redis::cmd("HSET")
+                    .arg(record("legacy"))
+                    .arg("fp")
+                    .arg(dedup_fingerprint(&legacy))
+                    .arg("at")
+                    .arg(written_at.to_string())
+                    .arg("st")
+                    .arg("ok")
+                    .arg("out")
+                    .arg(""),
+            )
+            .await
+            .unwrap();
+        clock.advance(DEFAULT_DEDUP_TTL_MS - 1);
+        assert!(short.report_usage("b", &legacy).await.unwrap().replayed);
+        clock.advance(1);
+        assert!(!short.report_usage("b", &legacy).await.unwrap().replayed);
+        assert_eq!(
+            field(record("legacy"), "exp").await,
+            Some((written_at + DEFAULT_DEDUP_TTL_MS + 1_000).to_string()),
+            "rewritten with its new writer's expiry"
+        );
+
+        // The backfilled expiry is capped at MAX_AMOUNT.
+        let late = UsageReport::new().add("t", 1).dedup_key("late");
+        let _: i64 = raw
+            .query(
+                redis::cmd("HSET")
+                    .arg(record("late"))
+                    .arg("fp")
+                    .arg(dedup_fingerprint(&late))
+                    .arg("at")
+                    .arg((MAX_AMOUNT - 10).to_string())
+                    .arg("st")
+                    .arg("ok")
+                    .arg("out")
+                    .arg(""),
+            )
+            .await
+            .unwrap();
+        clock.set(MAX_AMOUNT - 1);
+        assert!(short.report_usage("b", &late).await.unwrap().replayed);
+        long.purge().await.unwrap();
+    }
+}
 /// Retries `report` until it succeeds or `limit` passes; every failure must be `Unavailable`.
 async fn report_until_ok(backend: &ValkeyBackend, report: &UsageReport, limit: Duration) -> u32 {
     let start = Instant::now();
@@ -61,10 +496,10 @@ async fn report_until_ok(backend: &ValkeyBackend, report: &UsageReport, limit: D
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_backend_works_again_after_a_server_restart() {
-    if standalone().is_none() || std::env::var(valkey::URL_ENV).is_ok() {
+    // A server of its own to kill, whatever STOWAGE_VALKEY_URL says.
+    let Some(server) = common::own_server(ValkeySettings { durable: true }) else {
         return;
-    }
-    let server = ValkeyServer::start(ValkeySettings { durable: true }, false).unwrap();
+    };
     let url = format!(
         "{}?operation_timeout_ms=500&connect_timeout_ms=500",
         server.url()
@@ -117,12 +552,11 @@ async fn two_processes_race_on_the_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_stay_listed_after_the_server_loses_its_data() {
-    if standalone().is_none() || std::env::var(valkey::URL_ENV).is_ok() {
+    // A server of its own to flush, whatever STOWAGE_VALKEY_URL says.
+    let Some(server) = common::own_server(ValkeySettings::default()) else {
         return;
-    }
-    let server = ValkeyServer::start(ValkeySettings::default(), false).unwrap();
+    };
     let backend = ValkeyBackend::open(&server.url(), options()).await.unwrap();
-    use stowage_core::{PersistenceBackend, QueryParams};
     backend
         .store("sensor::a", &serde_json::json!(1), 1)
         .await
