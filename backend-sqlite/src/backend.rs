@@ -235,8 +235,14 @@ impl Backend for SqliteBackend {
         }
     }
 
+    /// Deletes every row of this namespace from every table in one transaction (the tables are
+    /// shared by all namespaces of the file, so nothing is dropped); other namespaces are untouched.
     fn purge(&self) -> BoxFuture<'_, Result<()>> {
-        // TEMPORARY (issue 9 item 8, in progress): replaced by the real purge before this lands.
-        Box::pin(async { Err(Error::unsupported("purge: not built yet on SQLite")) })
+        Box::pin(async move {
+            let ns = self.namespace.clone();
+            self.worker
+                .write("purge", move |c| schema::purge(c, &ns))
+                .await
+        })
     }
 }

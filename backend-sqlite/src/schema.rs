@@ -47,3 +47,21 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
     }
     tx.commit().map_err(|e| error::map(op, e))
 }
+
+/// Every table that holds namespaced rows; `purge` empties all of them for one namespace.
+const NAMESPACED_TABLES: &[&str] = &[
+    "stowage_records",
+    "stowage_policies",
+    "stowage_counters",
+    "stowage_dedup",
+];
+
+/// Deletes every row of namespace `ns` from every table, inside the caller's transaction.
+pub(crate) fn purge(conn: &Connection, ns: &str) -> Result<()> {
+    for table in NAMESPACED_TABLES {
+        conn.prepare_cached(&format!("DELETE FROM {table} WHERE ns = ?1"))
+            .and_then(|mut s| s.execute([ns]))
+            .map_err(|e| error::map("purge", e))?;
+    }
+    Ok(())
+}
