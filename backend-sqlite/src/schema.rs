@@ -6,7 +6,10 @@ use stowage_core::{Error, Result};
 use crate::error;
 
 /// Every migration in order; version N is `MIGRATIONS[N - 1]`.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_initial.sql"),
+    include_str!("../migrations/0002_dedup_expiry.sql"),
+];
 
 /// Applies the migrations this file lacks, in one `BEGIN IMMEDIATE` transaction (safe to race).
 pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
