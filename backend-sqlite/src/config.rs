@@ -10,7 +10,8 @@ use stowage_core::{show, Error, Result};
 pub enum SqliteLocation {
     /// A file, shared by every connection and process that opens it.
     File(PathBuf),
-    /// A private in-memory database that lives as long as the backend.
+    /// A private in-memory database that lives as long as the backend. Only the backend's writer
+    /// connection can see it, so reads run on the writer thread too (no separate read connections).
     Memory,
 }
 
@@ -28,8 +29,12 @@ pub enum Synchronous {
 pub struct SqliteConfig {
     /// The database.
     pub location: SqliteLocation,
-    /// How long a writer waits for another process's lock before the call fails as `Unavailable`.
+    /// How long a writer waits for another process's lock before the call fails as `Unavailable`
+    /// (`busy_timeout_ms`, default 10000). Never more than what is left of the operation timeout.
     pub busy_timeout: Duration,
+    /// Upper bound of one operation from the call to its answer (`operation_timeout_ms`, default
+    /// 30000, at least 1); past it the call is `Unavailable`. See the SQLite worker's guarantees.
+    pub operation_timeout: Duration,
     /// Commit durability.
     pub synchronous: Synchronous,
     /// How many waiting writes may share one commit (`group_commit=off` makes it 1; default 64).
@@ -37,7 +42,8 @@ pub struct SqliteConfig {
 }
 
 impl SqliteConfig {
-    /// Parses `sqlite::memory:` or `sqlite://PATH[?busy_timeout_ms=N&synchronous=full|normal&group_commit=on|off]`.
+    /// Parses `sqlite::memory:` or
+    /// `sqlite://PATH[?busy_timeout_ms=N&operation_timeout_ms=N&synchronous=full|normal&group_commit=on|off]`.
     pub fn from_url(url: &str) -> Result<Self> {
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
         let location = if base == "sqlite::memory:" || base == "sqlite://:memory:" {
@@ -59,6 +65,7 @@ impl SqliteConfig {
         let mut config = SqliteConfig {
             location,
             busy_timeout: Duration::from_secs(10),
+            operation_timeout: Duration::from_secs(30),
             synchronous: Synchronous::Full,
             max_batch: 64,
         };
@@ -73,6 +80,19 @@ impl SqliteConfig {
                         ))
                     })?;
                     config.busy_timeout = Duration::from_millis(ms);
+                }
+                "operation_timeout_ms" => {
+                    let ms: u64 = value
+                        .parse()
+                        .ok()
+                        .filter(|ms| *ms > 0)
+                        .ok_or_else(|| {
+                            Error::invalid_input(format!(
+                                "connect: operation_timeout_ms {} is not a whole number of milliseconds of at least 1",
+                                show(value)
+                            ))
+                        })?;
+                    config.operation_timeout = Duration::from_millis(ms);
                 }
                 "group_commit" => {
                     config.max_batch = match value {
@@ -100,7 +120,7 @@ impl SqliteConfig {
                 }
                 other => {
                     return Err(Error::invalid_input(format!(
-                    "connect: unknown SQLite URL parameter {}; known: busy_timeout_ms, synchronous, group_commit",
+                    "connect: unknown SQLite URL parameter {}; known: busy_timeout_ms, operation_timeout_ms, synchronous, group_commit",
                     show(other)
                 )))
                 }
@@ -117,10 +137,19 @@ mod tests {
 
     #[test]
     fn parses_files_memory_and_parameters() {
-        let c = SqliteConfig::from_url("sqlite:///tmp/a.db?busy_timeout_ms=250&synchronous=normal")
-            .unwrap();
+        let c = SqliteConfig::from_url(
+            "sqlite:///tmp/a.db?busy_timeout_ms=250&synchronous=normal&operation_timeout_ms=900",
+        )
+        .unwrap();
         assert_eq!(c.location, SqliteLocation::File("/tmp/a.db".into()));
         assert_eq!(c.busy_timeout, Duration::from_millis(250));
+        assert_eq!(c.operation_timeout, Duration::from_millis(900));
+        assert_eq!(
+            SqliteConfig::from_url("sqlite:///tmp/a.db")
+                .unwrap()
+                .operation_timeout,
+            Duration::from_millis(30_000)
+        );
         assert_eq!(c.synchronous, Synchronous::Normal);
         assert_eq!(
             SqliteConfig::from_url("sqlite::memory:").unwrap().location,
@@ -136,6 +165,8 @@ mod tests {
             "sqlite://a.db?synchronous=off",
             "sqlite://a.db?busy_timeout_ms=-1",
             "sqlite://a.db?group_commit=maybe",
+            "sqlite://a.db?operation_timeout_ms=0",
+            "sqlite://a.db?operation_timeout_ms=x",
             "postgres://x",
         ] {
             assert_eq!(

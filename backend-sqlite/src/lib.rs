@@ -16,5 +16,5 @@ mod records;
 mod schema;
 mod worker;
 
-pub use backend::{SqliteBackend, SqliteStats};
+pub use backend::{SqliteBackend, SqliteStats, TestHook};
 pub use config::{SqliteConfig, SqliteLocation, Synchronous};
