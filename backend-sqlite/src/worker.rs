@@ -645,7 +645,7 @@ fn serve(
         match job {
             Job::Plain(job) => {
                 if job.ticket().start() {
-                    let ready = ensure_autocommit(conn, config, shared)
+                    let ready = ensure_autocommit(conn, config, shared, &mut busy)
                         .and_then(|()| busy.set(conn, config, job.ticket().deadline));
                     match ready {
                         Ok(()) => job.run(conn),
@@ -679,7 +679,12 @@ fn serve(
 /// open (a `ROLLBACK` that failed) is rolled back; if that fails too, the connection is closed
 /// (which rolls it back and frees its locks) and a new one opened. An in-memory database cannot be
 /// reopened without losing it: its writes are then refused with `Unavailable`.
-fn ensure_autocommit(conn: &mut Connection, config: &SqliteConfig, shared: &Shared) -> Result<()> {
+fn ensure_autocommit(
+    conn: &mut Connection,
+    config: &SqliteConfig,
+    shared: &Shared,
+    busy: &mut BusyTimeout,
+) -> Result<()> {
     if conn.is_autocommit() {
         return Ok(());
     }
@@ -695,6 +700,8 @@ fn ensure_autocommit(conn: &mut Connection, config: &SqliteConfig, shared: &Shar
         SqliteLocation::File(_) => {
             let fresh = open(config)?;
             drop(std::mem::replace(conn, fresh));
+            // The new connection has the configured busy timeout, not the one last set.
+            *busy = BusyTimeout::default();
             Ok(())
         }
     }
@@ -732,7 +739,7 @@ fn commit_batch(
     let lone = batch.len() == 1;
     let mut started = vec![false; batch.len()];
     let commit = (|| {
-        ensure_autocommit(conn, config, shared)?;
+        ensure_autocommit(conn, config, shared, busy)?;
         busy.set(conn, config, latest)?;
         exec(conn, "BEGIN IMMEDIATE")?;
         let mut kept = 0usize;
@@ -818,4 +825,35 @@ pub(crate) fn open(config: &SqliteConfig) -> Result<Connection> {
         .map_err(|e| error::map(op, e))?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ticket_given_up_never_starts() {
+        let ticket = Ticket::new(Duration::from_secs(60));
+        assert!(ticket.wanted());
+        assert!(ticket.abandon());
+        assert!(ticket.abandon(), "giving up twice still says it never runs");
+        assert!(!ticket.wanted());
+        assert!(!ticket.start());
+    }
+
+    #[test]
+    fn a_started_ticket_cannot_be_given_up() {
+        let ticket = Ticket::new(Duration::from_secs(60));
+        assert!(ticket.start());
+        assert!(!ticket.abandon());
+        assert!(!ticket.start(), "a job starts once");
+    }
+
+    #[test]
+    fn a_ticket_past_its_deadline_never_starts() {
+        let ticket = Ticket::new(Duration::ZERO);
+        assert!(!ticket.wanted());
+        assert!(!ticket.start());
+        assert!(ticket.abandon());
+    }
 }
