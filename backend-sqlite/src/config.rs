@@ -32,8 +32,19 @@ pub struct SqliteConfig {
     /// How long a writer waits for another process's lock before the call fails as `Unavailable`
     /// (`busy_timeout_ms`, default 10000). Never more than what is left of the operation timeout.
     pub busy_timeout: Duration,
-    /// Upper bound of one operation from the call to its answer (`operation_timeout_ms`, default
-    /// 30000, at least 1); past it the call is `Unavailable`. See the SQLite worker's guarantees.
+    /// Bound of one operation (`operation_timeout_ms`, default 30000, at least 1), counted from
+    /// the call. What holds:
+    /// - A call whose work has not *started* by then is answered `Unavailable` at that moment,
+    ///   and its work never runs afterwards: a write answered `Unavailable` for its timeout is
+    ///   never applied. (A write starts only once the writer holds the write lock; the caller and
+    ///   the thread decide atomically between "started" and "given up".)
+    /// - Waiting for another connection's write lock (`busy_timeout`) never outlasts the bound.
+    /// - A write that started before the bound finishes its batch's transaction and its caller
+    ///   gets the real outcome, possibly after the bound: by then nothing waits for another
+    ///   connection, only for its own statements and the commit's fsync.
+    /// - A read that has not answered by the bound is `Unavailable` (it changes nothing).
+    /// - An `Unavailable` for any other reason (a SQLite thread that died mid-write) may follow an
+    ///   applied write; retrying with the same dedup or idempotency key is safe, as always.
     pub operation_timeout: Duration,
     /// Commit durability.
     pub synchronous: Synchronous,
