@@ -566,8 +566,13 @@ fn reader_thread(
     let mut conn = match conn {
         Ok(conn) => conn,
         Err(e) => {
-            fail_waiting(&lock(receiver), &e);
+            // Answer `connect` first: another reader may hold the channel's lock while it waits
+            // for a job, so this one only drains what it can take without waiting.
+            let waiting = Error::new(e.kind(), e.message());
             let _ = opened.send(Err(e));
+            if let Ok(receiver) = receiver.try_lock() {
+                fail_waiting(&receiver, &waiting);
+            }
             return;
         }
     };
