@@ -57,10 +57,56 @@ impl SqliteBackend {
     /// How many writes and how many commits this backend has made (writes / commits = group size).
     pub fn stats(&self) -> SqliteStats {
         SqliteStats {
-            writes: self.worker.counters.writes.load(Ordering::Relaxed),
-            commits: self.worker.counters.commits.load(Ordering::Relaxed),
+            writes: self.worker.counters().writes.load(Ordering::Relaxed),
+            commits: self.worker.counters().commits.load(Ordering::Relaxed),
         }
     }
+
+    /// Test hooks that put the backend's threads in states a test cannot otherwise provoke.
+    /// Not part of the API: they break the backend on purpose.
+    #[doc(hidden)]
+    pub async fn test_hook(&self, hook: TestHook) -> Result<()> {
+        match hook {
+            TestHook::LeaveWriterInTransaction => {
+                let ns = self.namespace.clone();
+                self.worker
+                    .call("test hook", move |c| {
+                        c.execute_batch("BEGIN IMMEDIATE")
+                            .and_then(|()| {
+                                c.execute(
+                                    "INSERT INTO stowage_policies (ns, budget, policy)
+                                     VALUES (?1, 'stray', '{\"limits\":{}}')",
+                                    [&*ns],
+                                )
+                            })
+                            .map(|_| ())
+                            .map_err(|e| crate::error::map("test hook", e))
+                    })
+                    .await
+            }
+            TestHook::FailNextRollback => {
+                self.worker.fail_next_rollback();
+                Ok(())
+            }
+            TestHook::KillWriterThread => self.worker.kill(false).await,
+            TestHook::KillReaderThreads => self.worker.kill(true).await,
+        }
+    }
+}
+
+/// What [`SqliteBackend::test_hook`] does.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestHook {
+    /// The writer's connection opens a transaction, writes a policy `stray` and leaves it open,
+    /// as a failed `ROLLBACK` would.
+    LeaveWriterInTransaction,
+    /// The writer's next `ROLLBACK` of a transaction left open counts as failed.
+    FailNextRollback,
+    /// The writer thread panics outside its `catch_unwind`; returns once it has exited.
+    KillWriterThread,
+    /// Every reader thread panics outside its `catch_unwind`; returns once they have exited.
+    KillReaderThreads,
 }
 
 impl PersistenceBackend for SqliteBackend {
@@ -75,7 +121,7 @@ impl PersistenceBackend for SqliteBackend {
             let ns = self.namespace.clone();
             let name = record_name.to_owned();
             self.worker
-                .call("store", move |c| {
+                .write("store", move |c| {
                     records::store(c, &ns, &name, &text, timestamp)
                 })
                 .await
@@ -114,7 +160,7 @@ impl PersistenceBackend for SqliteBackend {
             validate::query_params("query", &params)?;
             let ns = self.namespace.clone();
             self.worker
-                .call("query", move |c| records::query(c, &ns, &pattern, params))
+                .read("query", move |c| records::query(c, &ns, &pattern, params))
                 .await
         })
     }
@@ -148,7 +194,7 @@ impl BudgetBackend for SqliteBackend {
             let ns = self.namespace.clone();
             let budget = budget.to_owned();
             self.worker
-                .call("set_policy", move |c| {
+                .write("set_policy", move |c| {
                     budget::set_policy(c, &ns, &budget, &json)
                 })
                 .await
@@ -161,7 +207,7 @@ impl BudgetBackend for SqliteBackend {
             let ns = self.namespace.clone();
             let budget = budget.to_owned();
             self.worker
-                .call("policy", move |c| budget::policy(c, "policy", &ns, &budget))
+                .read("policy", move |c| budget::policy(c, "policy", &ns, &budget))
                 .await
         })
     }
@@ -172,7 +218,7 @@ impl BudgetBackend for SqliteBackend {
             let ns = self.namespace.clone();
             let budget = budget.to_owned();
             self.worker
-                .call("delete_policy", move |c| {
+                .write("delete_policy", move |c| {
                     budget::delete_policy(c, &ns, &budget)
                 })
                 .await
@@ -207,7 +253,7 @@ impl BudgetBackend for SqliteBackend {
             let ns = self.namespace.clone();
             let budget = budget.to_owned();
             self.worker
-                .call("usage", move |c| budget::usage(c, &ns, &budget))
+                .read("usage", move |c| budget::usage(c, &ns, &budget))
                 .await
         })
     }
@@ -235,8 +281,14 @@ impl Backend for SqliteBackend {
         }
     }
 
+    /// Deletes every row of this namespace from every table in one transaction (the tables are
+    /// shared by all namespaces of the file, so nothing is dropped); other namespaces are untouched.
     fn purge(&self) -> BoxFuture<'_, Result<()>> {
-        // TEMPORARY (issue 9 item 8, in progress): replaced by the real purge before this lands.
-        Box::pin(async { Err(Error::unsupported("purge: not built yet on SQLite")) })
+        Box::pin(async move {
+            let ns = self.namespace.clone();
+            self.worker
+                .write("purge", move |c| schema::purge(c, &ns))
+                .await
+        })
     }
 }

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use stowage_core::{
-    decide, decode_outcome, dedup_fingerprint, dedup_is_live, encode_outcome, show, BudgetPolicy,
-    BudgetUsage, Error, Result, UsageReceipt, UsageReport,
+    decide, decode_outcome, dedup_expiry, dedup_fingerprint, dedup_is_live, encode_outcome, show,
+    BudgetPolicy, BudgetUsage, Error, Result, UsageReceipt, UsageReport,
 };
 
 use crate::error;
@@ -69,7 +69,7 @@ pub(crate) fn report_usage(
     let op = "report_usage";
     let fingerprint = report.dedup_key.as_ref().map(|_| dedup_fingerprint(report));
     if let (Some(key), Some(fingerprint)) = (&report.dedup_key, &fingerprint) {
-        if let Some(replay) = replay(conn, ns, budget, key, fingerprint, now, dedup_ttl_ms)? {
+        if let Some(replay) = replay(conn, ns, budget, key, fingerprint, now)? {
             return Ok(replay);
         }
     }
@@ -116,12 +116,11 @@ fn replay(
     key: &str,
     fingerprint: &str,
     now: u64,
-    dedup_ttl_ms: u64,
 ) -> Result<Option<UsageReceipt>> {
     let op = "report_usage";
     let found: Option<(String, String, i64)> = conn
         .prepare_cached(
-            "SELECT fingerprint, outcome, written_at FROM stowage_dedup
+            "SELECT fingerprint, outcome, expires_at FROM stowage_dedup
              WHERE ns = ?1 AND budget = ?2 AND dedup_key = ?3",
         )
         .and_then(|mut s| {
@@ -131,11 +130,12 @@ fn replay(
             .optional()
         })
         .map_err(|e| error::map(op, e))?;
-    let Some((stored_fingerprint, outcome, written_at)) = found else {
+    let Some((stored_fingerprint, outcome, expires_at)) = found else {
         return Ok(None);
     };
-    let written_at = from_i64(op, "dedup time", written_at)?;
-    if !dedup_is_live(stowage_core::dedup_expiry(written_at, dedup_ttl_ms), now) {
+    // The record's own expiry, fixed by the handle that wrote it: the reader's TTL plays no part.
+    let expires_at = from_i64(op, "dedup expiry", expires_at)?;
+    if !dedup_is_live(expires_at, now) {
         return Ok(None);
     }
     if stored_fingerprint != fingerprint {
@@ -147,7 +147,8 @@ fn replay(
     }))
 }
 
-/// Writes the dedup record and removes a few expired ones of the namespace.
+/// Writes the dedup record with its expiry (`dedup_expiry(now, dedup_ttl_ms)` of this, the
+/// writing, handle) and removes a few records of the namespace whose own expiry has passed.
 #[allow(clippy::too_many_arguments)]
 fn record_dedup(
     conn: &Connection,
@@ -161,25 +162,35 @@ fn record_dedup(
 ) -> Result<()> {
     let op = "report_usage";
     let at = to_i64(op, "clock", now)?;
+    let expires_at = to_i64(op, "dedup expiry", dedup_expiry(now, dedup_ttl_ms))?;
     conn.prepare_cached(
-        "INSERT INTO stowage_dedup (ns, budget, dedup_key, fingerprint, outcome, written_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+        "INSERT INTO stowage_dedup
+             (ns, budget, dedup_key, fingerprint, outcome, written_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT (ns, budget, dedup_key) DO UPDATE SET
              fingerprint = excluded.fingerprint, outcome = excluded.outcome,
-             written_at = excluded.written_at",
+             written_at = excluded.written_at, expires_at = excluded.expires_at",
     )
-    .and_then(|mut s| s.execute(params![ns, budget, key, fingerprint, outcome, at]))
+    .and_then(|mut s| {
+        s.execute(params![
+            ns,
+            budget,
+            key,
+            fingerprint,
+            outcome,
+            at,
+            expires_at
+        ])
+    })
     .map_err(|e| error::map(op, e))?;
-    if let Some(expired_at_or_before) = now.checked_sub(dedup_ttl_ms) {
-        let cutoff = to_i64(op, "clock", expired_at_or_before)?;
-        conn.prepare_cached(
-            "DELETE FROM stowage_dedup WHERE ns = ?1 AND (budget, dedup_key) IN (
-                 SELECT budget, dedup_key FROM stowage_dedup
-                 WHERE ns = ?1 AND written_at <= ?2 LIMIT ?3)",
-        )
-        .and_then(|mut s| s.execute(params![ns, cutoff, DEDUP_GC_BATCH]))
-        .map_err(|e| error::map(op, e))?;
-    }
+    // Not live once now >= expires_at (`dedup_is_live`); served by stowage_dedup_by_expiry.
+    conn.prepare_cached(
+        "DELETE FROM stowage_dedup WHERE ns = ?1 AND (budget, dedup_key) IN (
+             SELECT budget, dedup_key FROM stowage_dedup
+             WHERE ns = ?1 AND expires_at <= ?2 LIMIT ?3)",
+    )
+    .and_then(|mut s| s.execute(params![ns, at, DEDUP_GC_BATCH]))
+    .map_err(|e| error::map(op, e))?;
     Ok(())
 }
 

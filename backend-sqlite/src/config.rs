@@ -10,7 +10,8 @@ use stowage_core::{show, Error, Result};
 pub enum SqliteLocation {
     /// A file, shared by every connection and process that opens it.
     File(PathBuf),
-    /// A private in-memory database that lives as long as the backend.
+    /// A private in-memory database that lives as long as the backend. Only the backend's writer
+    /// connection can see it, so reads run on the writer thread too (no separate read connections).
     Memory,
 }
 
@@ -28,8 +29,23 @@ pub enum Synchronous {
 pub struct SqliteConfig {
     /// The database.
     pub location: SqliteLocation,
-    /// How long a writer waits for another process's lock before the call fails as `Unavailable`.
+    /// How long a writer waits for another process's lock before the call fails as `Unavailable`
+    /// (`busy_timeout_ms`, default 10000). Never more than what is left of the operation timeout.
     pub busy_timeout: Duration,
+    /// Bound of one operation (`operation_timeout_ms`, default 30000, at least 1), counted from
+    /// the call. What holds:
+    /// - A call whose work has not *started* by then is answered `Unavailable` at that moment,
+    ///   and its work never runs afterwards: a write answered `Unavailable` for its timeout is
+    ///   never applied. (A write starts only once the writer holds the write lock; the caller and
+    ///   the thread decide atomically between "started" and "given up".)
+    /// - Waiting for another connection's write lock (`busy_timeout`) never outlasts the bound.
+    /// - A write that started before the bound finishes its batch's transaction and its caller
+    ///   gets the real outcome, possibly after the bound: by then nothing waits for another
+    ///   connection, only for its own statements and the commit's fsync.
+    /// - A read that has not answered by the bound is `Unavailable` (it changes nothing).
+    /// - An `Unavailable` for any other reason (a SQLite thread that died mid-write) may follow an
+    ///   applied write; retrying with the same dedup or idempotency key is safe, as always.
+    pub operation_timeout: Duration,
     /// Commit durability.
     pub synchronous: Synchronous,
     /// How many waiting writes may share one commit (`group_commit=off` makes it 1; default 64).
@@ -37,7 +53,8 @@ pub struct SqliteConfig {
 }
 
 impl SqliteConfig {
-    /// Parses `sqlite::memory:` or `sqlite://PATH[?busy_timeout_ms=N&synchronous=full|normal&group_commit=on|off]`.
+    /// Parses `sqlite::memory:` or
+    /// `sqlite://PATH[?busy_timeout_ms=N&operation_timeout_ms=N&synchronous=full|normal&group_commit=on|off]`.
     pub fn from_url(url: &str) -> Result<Self> {
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
         let location = if base == "sqlite::memory:" || base == "sqlite://:memory:" {
@@ -59,6 +76,7 @@ impl SqliteConfig {
         let mut config = SqliteConfig {
             location,
             busy_timeout: Duration::from_secs(10),
+            operation_timeout: Duration::from_secs(30),
             synchronous: Synchronous::Full,
             max_batch: 64,
         };
@@ -73,6 +91,19 @@ impl SqliteConfig {
                         ))
                     })?;
                     config.busy_timeout = Duration::from_millis(ms);
+                }
+                "operation_timeout_ms" => {
+                    let ms: u64 = value
+                        .parse()
+                        .ok()
+                        .filter(|ms| *ms > 0)
+                        .ok_or_else(|| {
+                            Error::invalid_input(format!(
+                                "connect: operation_timeout_ms {} is not a whole number of milliseconds of at least 1",
+                                show(value)
+                            ))
+                        })?;
+                    config.operation_timeout = Duration::from_millis(ms);
                 }
                 "group_commit" => {
                     config.max_batch = match value {
@@ -100,7 +131,7 @@ impl SqliteConfig {
                 }
                 other => {
                     return Err(Error::invalid_input(format!(
-                    "connect: unknown SQLite URL parameter {}; known: busy_timeout_ms, synchronous, group_commit",
+                    "connect: unknown SQLite URL parameter {}; known: busy_timeout_ms, operation_timeout_ms, synchronous, group_commit",
                     show(other)
                 )))
                 }
@@ -117,10 +148,19 @@ mod tests {
 
     #[test]
     fn parses_files_memory_and_parameters() {
-        let c = SqliteConfig::from_url("sqlite:///tmp/a.db?busy_timeout_ms=250&synchronous=normal")
-            .unwrap();
+        let c = SqliteConfig::from_url(
+            "sqlite:///tmp/a.db?busy_timeout_ms=250&synchronous=normal&operation_timeout_ms=900",
+        )
+        .unwrap();
         assert_eq!(c.location, SqliteLocation::File("/tmp/a.db".into()));
         assert_eq!(c.busy_timeout, Duration::from_millis(250));
+        assert_eq!(c.operation_timeout, Duration::from_millis(900));
+        assert_eq!(
+            SqliteConfig::from_url("sqlite:///tmp/a.db")
+                .unwrap()
+                .operation_timeout,
+            Duration::from_millis(30_000)
+        );
         assert_eq!(c.synchronous, Synchronous::Normal);
         assert_eq!(
             SqliteConfig::from_url("sqlite::memory:").unwrap().location,
@@ -136,6 +176,8 @@ mod tests {
             "sqlite://a.db?synchronous=off",
             "sqlite://a.db?busy_timeout_ms=-1",
             "sqlite://a.db?group_commit=maybe",
+            "sqlite://a.db?operation_timeout_ms=0",
+            "sqlite://a.db?operation_timeout_ms=x",
             "postgres://x",
         ] {
             assert_eq!(

@@ -1,10 +1,15 @@
 //! SQLite backend of stowage (`sqlite://PATH`, `sqlite::memory:`).
 //!
-//! rusqlite with the bundled library; every statement runs on the backend's own thread, never on
+//! rusqlite with the bundled library; every statement runs on the backend's own threads, never on
 //! the async executor. Files use WAL, `BEGIN IMMEDIATE` for writes and a busy timeout, so several
-//! processes may share one file. Namespaces isolate data inside one file. Concurrent writes are
-//! group-committed: one transaction and one fsync for all writes waiting, each in its own
-//! savepoint, each answered after the commit.
+//! processes may share one file. Namespaces isolate data inside one file. One writer thread
+//! group-commits concurrent writes: one transaction and one fsync for all writes waiting, each in
+//! its own savepoint, each answered after the commit. For a file, reads (`usage`, `policy`,
+//! `query`) run on read-only connections of their own threads and never wait for a write; a
+//! `sqlite::memory:` database is private to one connection, so its reads run on the writer thread.
+//! Every call is bounded by `operation_timeout_ms` (default 30000): past it the caller gets
+//! `Unavailable`, and a write answered so is never applied (the worker module documents the
+//! exact guarantees).
 #![deny(missing_docs)]
 
 mod backend;
@@ -16,5 +21,5 @@ mod records;
 mod schema;
 mod worker;
 
-pub use backend::{SqliteBackend, SqliteStats};
+pub use backend::{SqliteBackend, SqliteStats, TestHook};
 pub use config::{SqliteConfig, SqliteLocation, Synchronous};

@@ -6,7 +6,10 @@ use stowage_core::{Error, Result};
 use crate::error;
 
 /// Every migration in order; version N is `MIGRATIONS[N - 1]`.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_initial.sql"),
+    include_str!("../migrations/0002_dedup_expiry.sql"),
+];
 
 /// Applies the migrations this file lacks, in one `BEGIN IMMEDIATE` transaction (safe to race).
 pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
@@ -46,4 +49,22 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
         .map_err(|e| error::map(op, e))?;
     }
     tx.commit().map_err(|e| error::map(op, e))
+}
+
+/// Every table that holds namespaced rows; `purge` empties all of them for one namespace.
+const NAMESPACED_TABLES: &[&str] = &[
+    "stowage_records",
+    "stowage_policies",
+    "stowage_counters",
+    "stowage_dedup",
+];
+
+/// Deletes every row of namespace `ns` from every table, inside the caller's transaction.
+pub(crate) fn purge(conn: &Connection, ns: &str) -> Result<()> {
+    for table in NAMESPACED_TABLES {
+        conn.prepare_cached(&format!("DELETE FROM {table} WHERE ns = ?1"))
+            .and_then(|mut s| s.execute([ns]))
+            .map_err(|e| error::map("purge", e))?;
+    }
+    Ok(())
 }

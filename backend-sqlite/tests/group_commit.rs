@@ -119,3 +119,72 @@ async fn concurrent_first_opens_of_a_new_file_succeed() {
         }
     }
 }
+
+/// A write that fails after it has written, in a batch with writes of other callers: its
+/// savepoint is rolled back (`ROLLBACK TO stowage_write`), so its changes vanish and theirs stay.
+#[tokio::test(flavor = "current_thread")]
+async fn a_write_failing_after_it_wrote_undoes_only_itself() {
+    let url = common::fresh_file_url("savepoint");
+    let path = url.strip_prefix("sqlite://").unwrap().to_owned();
+    let backend = Arc::new(
+        SqliteBackend::open(&url, ConnectOptions::new())
+            .await
+            .unwrap(),
+    );
+    stowage_core::PersistenceBackend::initialize(&*backend)
+        .await
+        .unwrap();
+    // A real failure after the counters are written: recording a dedup key starting with
+    // "poison" is refused by a trigger, after report_usage has upserted the counters.
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker
+        .execute_batch(
+            "CREATE TRIGGER poison BEFORE INSERT ON stowage_dedup
+                 WHEN NEW.dedup_key LIKE 'poison%'
+                 BEGIN SELECT RAISE(ABORT, 'poisoned dedup key'); END;",
+        )
+        .unwrap();
+    let before = backend.stats();
+    // The writer's batches queue up behind the lock.
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16u64 {
+        let backend = backend.clone();
+        tasks.push(tokio::spawn(async move {
+            let (budget, key) = if i % 2 == 0 {
+                ("ok", format!("fine{i}"))
+            } else {
+                ("poisoned", format!("poison{i}"))
+            };
+            backend
+                .report_usage(budget, &UsageReport::new().add("t", 1).dedup_key(key))
+                .await
+        }));
+    }
+    tokio::task::yield_now().await;
+    let release = std::thread::spawn(move || {
+        blocker.execute_batch("COMMIT").unwrap();
+        blocker
+    });
+    let mut failed = 0;
+    for task in tasks {
+        if let Err(e) = task.await.unwrap() {
+            assert_eq!(e.kind(), ErrorKind::Internal);
+            failed += 1;
+        }
+    }
+    release.join().unwrap();
+    assert_eq!(failed, 8);
+    let after = backend.stats();
+    assert_eq!(after.writes - before.writes, 16);
+    // At most the first write went alone; the other 15 shared one commit, poisoned ones included.
+    assert!(
+        after.commits - before.commits <= 2,
+        "{before:?} -> {after:?}"
+    );
+    assert_eq!(backend.usage("ok").await.unwrap().counters["t"], 8);
+    assert!(
+        backend.usage("poisoned").await.unwrap().counters.is_empty(),
+        "a failed write's counters survived its failure"
+    );
+}

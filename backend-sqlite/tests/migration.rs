@@ -1,0 +1,99 @@
+//! Migration 0002: dedup records written under schema 1 get `written_at + 24 h` (capped) as expiry.
+
+mod common;
+
+use std::sync::Arc;
+
+use rusqlite::params;
+use stowage_core::{
+    dedup_fingerprint, encode_outcome, BudgetBackend, ConnectOptions, ManualClock,
+    PersistenceBackend, UsageOutcome, UsageReport, DEFAULT_DEDUP_TTL_MS, MAX_AMOUNT,
+};
+use stowage_sqlite::SqliteBackend;
+
+const SCHEMA_1: &str = include_str!("../migrations/0001_initial.sql");
+
+#[tokio::test]
+async fn records_of_schema_1_get_the_default_ttl_as_expiry() {
+    let url = common::fresh_file_url("migrate");
+    let path = url.strip_prefix("sqlite://").unwrap().to_owned();
+    let report = UsageReport::new().add("t", 1).dedup_key("old");
+    let near_max = i64::try_from(MAX_AMOUNT - 5).unwrap();
+    {
+        // A database as schema version 1 left it, with two dedup records.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(SCHEMA_1).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE stowage_migrations (version INTEGER PRIMARY KEY,
+                 applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP);
+             INSERT INTO stowage_migrations (version) VALUES (1);",
+        )
+        .unwrap();
+        for (key, written_at) in [("old", 1_000), ("late", near_max)] {
+            conn.execute(
+                "INSERT INTO stowage_dedup (ns, budget, dedup_key, fingerprint, outcome, written_at)
+                 VALUES ('n', 'b', ?1, ?2, ?3, ?4)",
+                params![
+                    key,
+                    dedup_fingerprint(&report),
+                    encode_outcome(&UsageOutcome::Ok),
+                    written_at
+                ],
+            )
+            .unwrap();
+        }
+    }
+    let clock = Arc::new(ManualClock::new(1_000 + DEFAULT_DEDUP_TTL_MS - 1));
+    // A handle with a 1 s TTL: the old record still lives by its own (backfilled) expiry.
+    let backend = SqliteBackend::open(
+        &url,
+        ConnectOptions::new()
+            .namespace("n")
+            .clock(clock.clone())
+            .dedup_ttl_ms(1_000),
+    )
+    .await
+    .unwrap();
+    backend.initialize().await.unwrap();
+    let expiries: Vec<(String, i64)> = {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let mut s = conn
+            .prepare("SELECT dedup_key, expires_at FROM stowage_dedup ORDER BY dedup_key")
+            .unwrap();
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    };
+    assert_eq!(
+        expiries,
+        vec![
+            ("late".to_owned(), i64::MAX),
+            ("old".to_owned(), 1_000 + 86_400_000),
+        ]
+    );
+    // The garbage collection's search is served by the expiry index.
+    let plan: Vec<String> = {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let mut s = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT budget, dedup_key FROM stowage_dedup
+                 WHERE ns = 'n' AND expires_at <= 5 LIMIT 8",
+            )
+            .unwrap();
+        s.query_map([], |r| r.get(3))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    };
+    assert!(
+        plan.iter()
+            .any(|step| step.contains("stowage_dedup_by_expiry")),
+        "{plan:?}"
+    );
+    assert!(backend.report_usage("b", &report).await.unwrap().replayed);
+    assert!(backend.usage("b").await.unwrap().counters.is_empty());
+    clock.advance(1);
+    assert!(!backend.report_usage("b", &report).await.unwrap().replayed);
+    assert_eq!(backend.usage("b").await.unwrap().counters["t"], 1);
+}
