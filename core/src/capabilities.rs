@@ -14,3 +14,8 @@ pub struct Capabilities {
     /// The largest serialized record value accepted, in bytes.
     pub max_value_bytes: u64,
 }
+
+impl Capabilities {
+    /// The largest serialized value every stowage backend accepts: 1 MiB (SEMANTICS §2).
+    pub const MAX_VALUE_BYTES: u64 = 1_048_576;
+}

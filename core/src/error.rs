@@ -55,6 +55,8 @@ impl fmt::Display for ErrorKind {
 #[derive(Clone)]
 pub struct Error {
     kind: ErrorKind,
+    /// The operation that failed (`"report_usage"`, …), set by the checked layer.
+    operation: Option<&'static str>,
     message: String,
     source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
@@ -67,6 +69,7 @@ impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             kind,
+            operation: None,
             message: message.into(),
             source: None,
         }
@@ -151,9 +154,21 @@ impl Error {
         ))
     }
 
+    /// Names the operation that failed.
+    pub fn with_operation(mut self, operation: &'static str) -> Self {
+        self.operation = Some(operation);
+        self
+    }
+
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
         self.kind
+    }
+
+    /// The operation that failed (`"report_usage"`, `"store"`, …), where known: every error that
+    /// leaves a backend through its public API names one.
+    pub fn operation(&self) -> Option<&'static str> {
+        self.operation
     }
 
     /// The human-readable message (not for matching).
@@ -170,7 +185,9 @@ impl Error {
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
-        d.field("kind", &self.kind).field("message", &self.message);
+        d.field("kind", &self.kind)
+            .field("operation", &self.operation)
+            .field("message", &self.message);
         if let Some(source) = &self.source {
             d.field("source", source);
         }

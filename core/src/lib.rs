@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+pub mod access;
 mod budget;
 mod capabilities;
 mod clock;
@@ -19,6 +20,7 @@ pub mod pattern;
 mod records;
 pub mod validate;
 
+pub use access::{Access, Checked, NewRow};
 pub use budget::{
     decide, decode_outcome, dedup_expiry, dedup_fingerprint, dedup_is_live, encode_outcome, Breach,
     BudgetBackend, BudgetPolicy, BudgetUsage, Decision, DimensionLimit, UsageOutcome, UsageReceipt,

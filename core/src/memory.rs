@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::{
-    budget, validate, Backend, BoxFuture, BudgetBackend, BudgetPolicy, BudgetUsage, Capabilities,
-    ConnectOptions, Error, Pattern, PersistenceBackend, QueryParams, ResolvedOptions, Result,
-    StoreResult, StoredValue, UsageReceipt, UsageReport, Value,
+    budget, Access, BudgetPolicy, BudgetUsage, Capabilities, Checked, ConnectOptions, Error,
+    NewRow, Pattern, QueryParams, ResolvedOptions, Result, StoreResult, StoredValue, UsageReceipt,
+    UsageReport,
 };
 
 /// The in-memory reference model: every rule of the contract in plain Rust, behind one mutex.
@@ -46,26 +46,27 @@ struct DedupRecord {
 }
 
 impl MemoryBackend {
-    /// A fresh, empty model with default options.
-    pub fn new() -> Self {
+    /// A fresh, empty model with default options, behind the checked layer.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new() -> Checked<MemoryBackend> {
         Self::with_options(ConnectOptions::default()).expect("default options are valid")
     }
 
     /// A fresh, empty model with `options` (clock and dedup TTL; the namespace is checked but a model is its own store).
-    pub fn with_options(options: ConnectOptions) -> Result<Self> {
-        Ok(MemoryBackend {
+    pub fn with_options(options: ConnectOptions) -> Result<Checked<MemoryBackend>> {
+        Ok(Checked::new(MemoryBackend {
             options: options.resolve()?,
             state: Arc::new(Mutex::new(State::default())),
-        })
+        }))
     }
 
     /// Another handle on this model's state with its own `options` (clock and dedup TTL), as a
     /// second process on one shared store would be: what one handle writes, the other sees.
-    pub fn share(&self, options: ConnectOptions) -> Result<Self> {
-        Ok(MemoryBackend {
+    pub fn share(&self, options: ConnectOptions) -> Result<Checked<MemoryBackend>> {
+        Ok(Checked::new(MemoryBackend {
             options: options.resolve()?,
             state: self.state.clone(),
-        })
+        }))
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -73,23 +74,18 @@ impl MemoryBackend {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn store_now(&self, record_name: &str, value: &Value, timestamp: u64) -> Result<()> {
-        let text = validate::store("store", record_name, value, timestamp)?;
-        let mut state = self.state();
-        state.append(record_name, timestamp, text, None);
-        Ok(())
+    fn store_now(&self, row: NewRow<'_>) {
+        self.state()
+            .append(row.record, row.stored_at, row.text, None);
     }
 
-    fn store_idempotent_now(
-        &self,
-        record_name: &str,
-        value: &Value,
-        timestamp: u64,
-        key: &str,
-    ) -> Result<StoreResult> {
+    fn store_idempotent_now(&self, row: NewRow<'_>, key: &str) -> Result<StoreResult> {
         let op = "store_idempotent";
-        let text = validate::store(op, record_name, value, timestamp)?;
-        validate::name(op, "idempotency key", key)?;
+        let NewRow {
+            record: record_name,
+            text,
+            stored_at: timestamp,
+        } = row;
         let mut state = self.state();
         let existing = state.records.get(record_name).and_then(|rows| {
             rows.iter()
@@ -108,10 +104,8 @@ impl MemoryBackend {
         Ok(StoreResult::Appended)
     }
 
-    fn query_now(&self, pattern: &str, params: QueryParams) -> Result<Vec<StoredValue>> {
+    fn query_now(&self, pattern: &Pattern, params: QueryParams) -> Result<Vec<StoredValue>> {
         let op = "query";
-        let pattern = Pattern::parse(op, pattern)?;
-        validate::query_params(op, &params)?;
         let state = self.state();
         let mut out = Vec::new();
         for (name, rows) in &state.records {
@@ -139,8 +133,7 @@ impl MemoryBackend {
         Ok(out)
     }
 
-    fn cleanup_now(&self, older_than: u64) -> Result<u64> {
-        validate::amount("cleanup", "older_than", older_than)?;
+    fn cleanup_now(&self, older_than: u64) -> u64 {
         let mut state = self.state();
         let mut deleted = 0u64;
         state.records.retain(|_, rows| {
@@ -149,30 +142,11 @@ impl MemoryBackend {
             deleted += u64::try_from(before - rows.len()).unwrap_or(u64::MAX);
             !rows.is_empty()
         });
-        Ok(deleted)
-    }
-
-    fn set_policy_now(&self, budget: &str, policy: &BudgetPolicy) -> Result<()> {
-        validate::policy("set_policy", budget, policy)?;
-        self.state()
-            .policies
-            .insert(budget.to_owned(), policy.clone());
-        Ok(())
-    }
-
-    fn policy_now(&self, budget: &str) -> Result<Option<BudgetPolicy>> {
-        validate::name("policy", "budget", budget)?;
-        Ok(self.state().policies.get(budget).cloned())
-    }
-
-    fn delete_policy_now(&self, budget: &str) -> Result<bool> {
-        validate::name("delete_policy", "budget", budget)?;
-        Ok(self.state().policies.remove(budget).is_some())
+        deleted
     }
 
     fn report_usage_now(&self, budget: &str, report: &UsageReport) -> Result<UsageReceipt> {
         let op = "report_usage";
-        validate::report(op, budget, report)?;
         let now = self.options.now(op)?;
         let mut state = self.state();
         let fingerprint = report
@@ -224,30 +198,6 @@ impl MemoryBackend {
             replayed: false,
         })
     }
-
-    fn usage_now(&self, budget: &str) -> Result<BudgetUsage> {
-        validate::name("usage", "budget", budget)?;
-        Ok(BudgetUsage {
-            counters: self
-                .state()
-                .counters
-                .get(budget)
-                .cloned()
-                .unwrap_or_default(),
-        })
-    }
-
-    fn reset_usage_now(&self, budget: &str) -> Result<()> {
-        validate::name("reset_usage", "budget", budget)?;
-        self.state().counters.remove(budget);
-        Ok(())
-    }
-}
-
-impl Default for MemoryBackend {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 impl State {
@@ -266,93 +216,76 @@ impl State {
     }
 }
 
-impl PersistenceBackend for MemoryBackend {
-    fn store<'a>(
-        &'a self,
-        record_name: &'a str,
-        value: &'a Value,
-        timestamp: u64,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move { self.store_now(record_name, value, timestamp) })
-    }
+impl Access for MemoryBackend {
+    const NAME: &'static str = "memory";
 
-    fn store_idempotent<'a>(
-        &'a self,
-        record_name: &'a str,
-        value: &'a Value,
-        timestamp: u64,
-        idempotency_key: &'a str,
-    ) -> BoxFuture<'a, Result<StoreResult>> {
-        Box::pin(async move {
-            self.store_idempotent_now(record_name, value, timestamp, idempotency_key)
-        })
-    }
-
-    fn query<'a>(
-        &'a self,
-        record_pattern: &'a str,
-        params: QueryParams,
-    ) -> BoxFuture<'a, Result<Vec<StoredValue>>> {
-        Box::pin(async move { self.query_now(record_pattern, params) })
-    }
-
-    fn initialize(&self) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async { Ok(()) })
-    }
-
-    fn cleanup(&self, older_than: u64) -> BoxFuture<'_, Result<u64>> {
-        Box::pin(async move { self.cleanup_now(older_than) })
-    }
-}
-
-impl BudgetBackend for MemoryBackend {
-    fn set_policy<'a>(
-        &'a self,
-        budget: &'a str,
-        policy: &'a BudgetPolicy,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move { self.set_policy_now(budget, policy) })
-    }
-
-    fn policy<'a>(&'a self, budget: &'a str) -> BoxFuture<'a, Result<Option<BudgetPolicy>>> {
-        Box::pin(async move { self.policy_now(budget) })
-    }
-
-    fn delete_policy<'a>(&'a self, budget: &'a str) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move { self.delete_policy_now(budget) })
-    }
-
-    fn report_usage<'a>(
-        &'a self,
-        budget: &'a str,
-        report: &'a UsageReport,
-    ) -> BoxFuture<'a, Result<UsageReceipt>> {
-        Box::pin(async move { self.report_usage_now(budget, report) })
-    }
-
-    fn usage<'a>(&'a self, budget: &'a str) -> BoxFuture<'a, Result<BudgetUsage>> {
-        Box::pin(async move { self.usage_now(budget) })
-    }
-
-    fn reset_usage<'a>(&'a self, budget: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move { self.reset_usage_now(budget) })
-    }
-}
-
-impl Backend for MemoryBackend {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             durable: false,
             shared: false,
             distributed: false,
-            max_value_bytes: 1_048_576,
+            max_value_bytes: crate::Capabilities::MAX_VALUE_BYTES,
         }
     }
 
-    fn purge(&self) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move {
-            *self.state() = State::default();
-            Ok(())
+    async fn initialize(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn purge(&self) -> Result<()> {
+        *self.state() = State::default();
+        Ok(())
+    }
+
+    async fn store(&self, row: NewRow<'_>) -> Result<()> {
+        self.store_now(row);
+        Ok(())
+    }
+
+    async fn store_idempotent(&self, row: NewRow<'_>, key: &str) -> Result<StoreResult> {
+        self.store_idempotent_now(row, key)
+    }
+
+    async fn query(&self, pattern: &Pattern, params: QueryParams) -> Result<Vec<StoredValue>> {
+        self.query_now(pattern, params)
+    }
+
+    async fn cleanup(&self, older_than: u64) -> Result<u64> {
+        Ok(self.cleanup_now(older_than))
+    }
+
+    async fn set_policy(&self, budget: &str, policy: &BudgetPolicy) -> Result<()> {
+        self.state()
+            .policies
+            .insert(budget.to_owned(), policy.clone());
+        Ok(())
+    }
+
+    async fn policy(&self, budget: &str) -> Result<Option<BudgetPolicy>> {
+        Ok(self.state().policies.get(budget).cloned())
+    }
+
+    async fn delete_policy(&self, budget: &str) -> Result<bool> {
+        Ok(self.state().policies.remove(budget).is_some())
+    }
+
+    async fn report_usage(&self, budget: &str, report: &UsageReport) -> Result<UsageReceipt> {
+        self.report_usage_now(budget, report)
+    }
+
+    async fn usage(&self, budget: &str) -> Result<BudgetUsage> {
+        Ok(BudgetUsage {
+            counters: self
+                .state()
+                .counters
+                .get(budget)
+                .cloned()
+                .unwrap_or_default(),
         })
+    }
+
+    async fn reset_usage(&self, budget: &str) -> Result<()> {
+        self.state().counters.remove(budget);
+        Ok(())
     }
 }
