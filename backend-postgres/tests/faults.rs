@@ -96,15 +96,29 @@ async fn fill_pool(backend: &PostgresBackend, url: &str, budget: &str, n: i64) {
     }
 }
 
-/// `durable` is what the backend's own sessions do: fsync on and a synchronous_commit that waits
-/// for the local WAL flush. Checked on a strict server whose sessions switch synchronous_commit.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn durable_follows_the_sessions_settings() {
-    let Some(server) = common::own_server(PostgresSettings {
+/// A strict server: fsync, full_page_writes and synchronous_commit on.
+fn strict() -> PostgresSettings {
+    PostgresSettings {
         durable: true,
         synchronous_commit: true,
         max_connections: 40,
-    }) else {
+    }
+}
+
+/// `durable` is what the backend's own sessions do: fsync on and a synchronous_commit that waits
+/// for the local WAL flush. Checked on a strict server whose sessions switch synchronous_commit,
+/// and on a lax one (fsync off, as the conformance runs' throwaway server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_follows_the_sessions_settings() {
+    let Some(lax) = common::own_server(PostgresSettings::default()) else {
+        return;
+    };
+    let backend = open(lax.url(), "lax").await;
+    assert_eq!(backend.session_setting("fsync").await.unwrap(), "off");
+    assert!(!backend.capabilities().durable, "fsync=off");
+    drop(backend);
+    drop(lax);
+    let Some(server) = common::own_server(strict()) else {
         return;
     };
     for (setting, durable) in [
@@ -133,25 +147,16 @@ async fn durable_follows_the_sessions_settings() {
     }
 }
 
-/// A server with fsync off (the default throwaway server) is not durable.
-async fn lax_server_is_not_durable(server: &PostgresServer, backend: &PostgresBackend) {
-    assert_eq!(backend.session_setting("fsync").await.unwrap(), "off");
-    assert!(
-        !backend.capabilities().durable,
-        "fsync=off on {}",
-        server.url()
-    );
-}
-
 /// Idle connections killed by a restart (immediate or fast) never fail the first calls after it.
+/// (A strict server: with synchronous_commit off, an immediate stop loses acknowledged writes.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_calls_after_a_server_restart_succeed() {
-    let Some(server) = common::own_server(PostgresSettings::default()) else {
+    let Some(server) = common::own_server(strict()) else {
         return;
     };
     let url = common::with_param(server.url(), "max_connections=4");
     let backend = open(&url, "restart").await;
-    lax_server_is_not_durable(&server, &backend).await;
+    assert!(backend.capabilities().durable);
     let policy = BudgetPolicy::new().limit("t", DimensionLimit::hard(1_000));
     backend.set_policy("b", &policy).await.unwrap();
     let stops: [(&str, fn(&PostgresServer) -> Result<(), String>); 2] = [
