@@ -96,6 +96,9 @@ async fn fill_pool(backend: &PostgresBackend, url: &str, budget: &str, n: i64) {
     }
 }
 
+/// A way to stop the server.
+type Stop = fn(&PostgresServer) -> Result<(), String>;
+
 /// A strict server: fsync, full_page_writes and synchronous_commit on.
 fn strict() -> PostgresSettings {
     PostgresSettings {
@@ -159,7 +162,7 @@ async fn first_calls_after_a_server_restart_succeed() {
     assert!(backend.capabilities().durable);
     let policy = BudgetPolicy::new().limit("t", DimensionLimit::hard(1_000));
     backend.set_policy("b", &policy).await.unwrap();
-    let stops: [(&str, fn(&PostgresServer) -> Result<(), String>); 2] = [
+    let stops: [(&str, Stop); 2] = [
         ("immediate", PostgresServer::stop_immediate),
         ("fast", PostgresServer::stop_fast),
     ];
