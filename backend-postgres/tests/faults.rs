@@ -354,3 +354,63 @@ async fn purge_empties_the_namespace_and_every_handle_keeps_working() {
     purger.purge().await.unwrap();
     assert!(b.usage("b").await.unwrap().counters.is_empty());
 }
+
+/// `store_idempotent` tries again when the row it conflicts with vanishes before it can read it;
+/// all its tries share one operation timeout. A trigger makes every try slow (it waits 300 ms for
+/// a lock this test holds) and then skips the insert, so every try finds no row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_idempotent_keeps_all_its_tries_within_one_operation_timeout() {
+    let Some(url) = common::shared_url() else {
+        return;
+    };
+    let timeout = std::time::Duration::from_millis(1_000);
+    let backend = open(
+        &common::with_param(&url, "operation_timeout_ms=1000"),
+        &unique_namespace("idem"),
+    )
+    .await;
+    let schema = backend.schema_name();
+    let lock_key: i64 = 0x5354_4F57_5445_5354; // "STOWTEST"
+    let mut holder = PgConnection::connect(&url).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(lock_key)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let mut admin = PgConnection::connect(&url).await.unwrap();
+    for sql in [
+        format!(
+            "CREATE FUNCTION {schema}.slow_skip() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 PERFORM set_config('lock_timeout', '300ms', true);
+                 BEGIN
+                     PERFORM pg_advisory_xact_lock({lock_key});
+                 EXCEPTION WHEN lock_not_available THEN NULL;
+                 END;
+                 RETURN NULL;
+             END $$"
+        ),
+        format!(
+            "CREATE TRIGGER slow_skip BEFORE INSERT ON {schema}.records \
+             FOR EACH ROW EXECUTE FUNCTION {schema}.slow_skip()"
+        ),
+    ] {
+        sqlx::query(&sql).execute(&mut admin).await.unwrap();
+    }
+    let started = std::time::Instant::now();
+    let error = backend
+        .store_idempotent("r", &json!(1), 5, "k")
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+    assert!(
+        took < timeout + std::time::Duration::from_millis(300),
+        "store_idempotent took {took:?} with an operation timeout of {timeout:?}"
+    );
+    assert!(backend
+        .query("r", QueryParams::default())
+        .await
+        .unwrap()
+        .is_empty());
+}
