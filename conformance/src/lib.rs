@@ -76,18 +76,53 @@ pub fn is_required(backend: &str) -> bool {
 }
 
 /// Runs one case on a fresh namespace of `harness`; `Err` carries the failure (panic message or error).
+///
+/// Every namespace the case opened through its [`Ctx`] is purged afterwards, pass or fail
+/// (timed out or panicked included); a purge that fails fails the case. When the case failed
+/// itself, its own failure comes first in the message.
 pub async fn run_case(harness: Arc<dyn Harness>, case: &Case) -> std::result::Result<(), String> {
+    run_case_within(harness, case, CASE_TIMEOUT).await
+}
+
+/// [`run_case`] with another time limit for the case (and, separately, for purging its namespaces).
+pub async fn run_case_within(
+    harness: Arc<dyn Harness>,
+    case: &Case,
+    timeout: Duration,
+) -> std::result::Result<(), String> {
     let ctx = Ctx::new(harness)
         .await
         .map_err(|e| format!("opening the backend failed: {e}"))?;
-    let task = tokio::spawn((case.run)(ctx));
-    match tokio::time::timeout(CASE_TIMEOUT, task).await {
-        Err(_) => Err(format!("timed out after {CASE_TIMEOUT:?}")),
+    let namespaces = ctx.namespaces();
+    let mut task = tokio::spawn((case.run)(ctx));
+    let outcome = match tokio::time::timeout(timeout, &mut task).await {
+        Err(_) => {
+            // Stop the case (and drop its handles) before its namespaces are purged.
+            task.abort();
+            let _ = task.await;
+            Err(format!("timed out after {timeout:?}"))
+        }
         Ok(Ok(())) => Ok(()),
         Ok(Err(join)) => match join.try_into_panic() {
             Ok(payload) => Err(panic_message(payload.as_ref())),
             Err(join) => Err(format!("the case task was cancelled: {join}")),
         },
+    };
+    let purged = match tokio::time::timeout(timeout, namespaces.purge_all()).await {
+        Ok(purged) => purged,
+        Err(_) => Err(format!(
+            "purging the case's namespaces timed out after {timeout:?}"
+        )),
+    };
+    match (outcome, purged) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Ok(()), Err(left)) => Err(format!(
+            "the case passed but left namespaces behind:\n{left}"
+        )),
+        (Err(failure), Ok(())) => Err(failure),
+        (Err(failure), Err(left)) => Err(format!(
+            "{failure}\n\nafterwards, namespaces were left behind:\n{left}"
+        )),
     }
 }
 
