@@ -280,6 +280,7 @@ macro_rules! __case_list {
                 invalid_inputs_change_nothing,
                 clock_beyond_max_amount_is_invalid_input,
                 zero_dedup_ttl_is_invalid_input,
+                purge_removes_only_this_namespace,
             ],
             races: [
                 concurrent_reports_with_one_key_apply_once,

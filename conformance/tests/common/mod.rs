@@ -27,6 +27,8 @@ pub enum Defect {
     ReadersTtl,
     /// `purge` answers `Unsupported` (as the engine backends did before they implemented it).
     PurgeUnsupported,
+    /// `purge` empties every namespace of the store, not only the handle's (shared harness only).
+    PurgesEveryNamespace,
 }
 
 /// Namespaces opened (successfully) and purged through a [`ModelHarness`], since the last `take`.
@@ -56,7 +58,7 @@ impl Log {
 pub struct ModelHarness {
     shared: bool,
     defect: Defect,
-    stores: Mutex<BTreeMap<String, Arc<Store>>>,
+    stores: Arc<Mutex<BTreeMap<String, Arc<Store>>>>,
     /// What was opened and purged.
     pub log: Arc<Log>,
 }
@@ -82,7 +84,7 @@ impl ModelHarness {
         Arc::new(ModelHarness {
             shared,
             defect,
-            stores: Mutex::new(BTreeMap::new()),
+            stores: Arc::new(Mutex::new(BTreeMap::new())),
             log: Arc::new(Log::default()),
         })
     }
@@ -124,6 +126,7 @@ impl Harness for ModelHarness {
             let backend: Arc<dyn Backend> = Arc::new(Model {
                 inner,
                 store,
+                stores: self.stores.clone(),
                 resolved,
                 shared: self.shared,
                 defect: self.defect,
@@ -139,6 +142,7 @@ impl Harness for ModelHarness {
 struct Model {
     inner: MemoryBackend,
     store: Arc<Store>,
+    stores: Arc<Mutex<BTreeMap<String, Arc<Store>>>>,
     resolved: ResolvedOptions,
     shared: bool,
     defect: Defect,
@@ -265,6 +269,12 @@ impl Backend for Model {
                     "purge: not implemented (namespace {:?})",
                     self.resolved.namespace
                 )));
+            }
+            if self.defect == Defect::PurgesEveryNamespace {
+                let stores: Vec<Arc<Store>> = lock(&self.stores).values().cloned().collect();
+                for store in stores {
+                    store.model.purge().await?;
+                }
             }
             self.inner.purge().await?;
             lock(&self.store.keys).clear();
