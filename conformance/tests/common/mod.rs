@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use stowage_conformance::Harness;
 use stowage_core::{
-    dedup_expiry, dedup_is_live, validate, Backend, BoxFuture, BudgetBackend, BudgetPolicy,
-    BudgetUsage, Capabilities, ConnectOptions, Error, MemoryBackend, PersistenceBackend,
-    QueryParams, ResolvedOptions, Result, StoreResult, StoredValue, UsageReceipt, UsageReport,
-    Value, MAX_AMOUNT,
+    dedup_expiry, dedup_fingerprint, dedup_is_live, validate, Backend, BoxFuture, BudgetBackend,
+    BudgetPolicy, BudgetUsage, Capabilities, ConnectOptions, Error, MemoryBackend, Pattern,
+    PersistenceBackend, QueryParams, ResolvedOptions, Result, StoreResult, StoredValue,
+    UsageOutcome, UsageReceipt, UsageReport, Value,
 };
 
 /// A deliberate defect of the wrapped model (or none).
@@ -29,6 +29,21 @@ pub enum Defect {
     PurgeUnsupported,
     /// `purge` empties every namespace of the store, not only the handle's (shared harness only).
     PurgesEveryNamespace,
+    /// A dedup record lives while `now < written_at + ttl`, without the cap at `MAX_AMOUNT`
+    /// (`dedup_expiry`): at the end of time, a record of a long TTL still replays.
+    UncappedDedupExpiry,
+    /// A pattern query narrowed by its literal prefix finds nothing when the prefix ends in
+    /// U+10FFFF (no successor character, so an empty range instead of an unbounded one).
+    PrefixBoundWithoutCarry,
+    /// `report_usage` refuses 256-byte names (a column one byte too short).
+    Rejects256ByteNames,
+}
+
+impl Defect {
+    /// Whether the wrapper keeps dedup records itself (and judges their liveness its own way).
+    fn own_dedup(self) -> bool {
+        matches!(self, Defect::ReadersTtl | Defect::UncappedDedupExpiry)
+    }
 }
 
 /// Namespaces opened (successfully) and purged through a [`ModelHarness`], since the last `take`.
@@ -63,19 +78,22 @@ pub struct ModelHarness {
     pub log: Arc<Log>,
 }
 
-/// One namespace's model and, for [`Defect::ReadersTtl`], its own dedup bookkeeping.
+/// One namespace's model and, for the dedup defects, the wrapper's own dedup bookkeeping.
 #[derive(Debug)]
 struct Store {
     model: MemoryBackend,
-    keys: Mutex<BTreeMap<(String, String), KeyState>>,
+    /// (budget, key) → the record, held across the report so that keyed reports stay atomic.
+    keys: tokio::sync::Mutex<BTreeMap<(String, String), KeyRecord>>,
 }
 
-/// Where a dedup key stands for [`Defect::ReadersTtl`]: the model sees it as `<id>.<generation>`.
-#[derive(Debug, Clone, Copy)]
-struct KeyState {
-    id: usize,
-    generation: u64,
-    written_at: Option<u64>,
+/// A dedup record kept by the wrapper itself (for the dedup defects).
+#[derive(Debug, Clone)]
+struct KeyRecord {
+    fingerprint: String,
+    outcome: UsageOutcome,
+    written_at: u64,
+    /// The writing handle's TTL.
+    ttl: u64,
 }
 
 impl ModelHarness {
@@ -93,7 +111,7 @@ impl ModelHarness {
         let fresh = || -> Result<Arc<Store>> {
             Ok(Arc::new(Store {
                 model: MemoryBackend::with_options(options.clone())?,
-                keys: Mutex::new(BTreeMap::new()),
+                keys: tokio::sync::Mutex::new(BTreeMap::new()),
             }))
         };
         if !self.shared {
@@ -114,14 +132,7 @@ impl Harness for ModelHarness {
         Box::pin(async move {
             let resolved = options.resolve()?;
             let store = self.store_for(&resolved.namespace, &options)?;
-            let inner = if self.defect == Defect::ReadersTtl {
-                // The model keeps every record; the wrapper decides liveness (wrongly).
-                store
-                    .model
-                    .share(options.clone().dedup_ttl_ms(MAX_AMOUNT))?
-            } else {
-                store.model.share(options.clone())?
-            };
+            let inner = store.model.share(options.clone())?;
             lock(&self.log.opened).insert(resolved.namespace.clone());
             let backend: Arc<dyn Backend> = Arc::new(Model {
                 inner,
@@ -150,9 +161,21 @@ struct Model {
 }
 
 impl Model {
-    /// [`Defect::ReadersTtl`]: a keyed report whose record counts as live while
-    /// `now < written_at + this handle's TTL`, whoever wrote it.
-    async fn report_by_readers_ttl(
+    /// Whether a record written at `written_at` by a handle with TTL `writer_ttl` is live at
+    /// `now`, as this (broken) wrapper judges it.
+    fn judged_live(&self, written_at: u64, writer_ttl: u64, now: u64) -> bool {
+        match self.defect {
+            Defect::ReadersTtl => {
+                dedup_is_live(dedup_expiry(written_at, self.resolved.dedup_ttl_ms), now)
+            }
+            Defect::UncappedDedupExpiry => now < written_at.saturating_add(writer_ttl),
+            _ => dedup_is_live(dedup_expiry(written_at, writer_ttl), now),
+        }
+    }
+
+    /// A keyed report deduplicated by the wrapper, which judges liveness by
+    /// [`Model::judged_live`]; what applies goes to the model without its key.
+    async fn report_with_own_dedup(
         &self,
         budget: &str,
         report: &UsageReport,
@@ -161,37 +184,32 @@ impl Model {
         let op = "report_usage";
         validate::report(op, budget, report)?;
         let now = self.resolved.now(op)?;
+        let fingerprint = dedup_fingerprint(report);
         let slot = (budget.to_owned(), key.to_owned());
-        let (internal, generation) = {
-            let mut keys = lock(&self.store.keys);
-            let id = keys.len();
-            let state = keys.entry(slot.clone()).or_insert(KeyState {
-                id,
-                generation: 0,
-                written_at: None,
-            });
-            let live = state.written_at.is_some_and(|written_at| {
-                dedup_is_live(dedup_expiry(written_at, self.resolved.dedup_ttl_ms), now)
-            });
-            let generation = if live {
-                state.generation
-            } else {
-                state.generation + 1
-            };
-            (format!("{}.{generation}", state.id), generation)
-        };
-        let mut inner_report = report.clone();
-        inner_report.dedup_key = Some(internal);
-        let receipt = self.inner.report_usage(budget, &inner_report).await?;
-        if !receipt.replayed {
-            let mut keys = lock(&self.store.keys);
-            if let Some(state) = keys.get_mut(&slot) {
-                if state.generation <= generation {
-                    state.generation = generation;
-                    state.written_at = Some(now);
+        let mut keys = self.store.keys.lock().await;
+        if let Some(record) = keys.get(&slot) {
+            if self.judged_live(record.written_at, record.ttl, now) {
+                if record.fingerprint != fingerprint {
+                    return Err(Error::dedup_conflict(op, budget, key));
                 }
+                return Ok(UsageReceipt {
+                    outcome: record.outcome.clone(),
+                    replayed: true,
+                });
             }
         }
+        let mut keyless = report.clone();
+        keyless.dedup_key = None;
+        let receipt = self.inner.report_usage(budget, &keyless).await?;
+        keys.insert(
+            slot,
+            KeyRecord {
+                fingerprint,
+                outcome: receipt.outcome.clone(),
+                written_at: now,
+                ttl: self.resolved.dedup_ttl_ms,
+            },
+        );
         Ok(receipt)
     }
 }
@@ -210,7 +228,17 @@ impl PersistenceBackend for Model {
         self.inner.store_idempotent(r, v, t, k)
     }
     fn query<'a>(&'a self, p: &'a str, q: QueryParams) -> BoxFuture<'a, Result<Vec<StoredValue>>> {
-        self.inner.query(p, q)
+        Box::pin(async move {
+            let rows = self.inner.query(p, q).await?;
+            let pattern = Pattern::parse("query", p)?;
+            if self.defect == Defect::PrefixBoundWithoutCarry
+                && !pattern.is_exact()
+                && pattern.literal_prefix().ends_with('\u{10FFFF}')
+            {
+                return Ok(Vec::new());
+            }
+            Ok(rows)
+        })
     }
     fn initialize(&self) -> BoxFuture<'_, Result<()>> {
         self.inner.initialize()
@@ -236,13 +264,23 @@ impl BudgetBackend for Model {
         r: &'a UsageReport,
     ) -> BoxFuture<'a, Result<UsageReceipt>> {
         Box::pin(async move {
+            let names = std::iter::once(b)
+                .chain(r.dimensions.keys().map(String::as_str))
+                .chain(r.dedup_key.as_deref());
+            if self.defect == Defect::Rejects256ByteNames
+                && names.into_iter().any(|n| n.len() == 256)
+            {
+                return Err(Error::invalid_input("report_usage: a name is too long"));
+            }
             match (self.defect, &r.dedup_key) {
                 (Defect::ForgetsDedupKeys, Some(_)) => {
                     let mut keyless = r.clone();
                     keyless.dedup_key = None;
                     self.inner.report_usage(b, &keyless).await
                 }
-                (Defect::ReadersTtl, Some(key)) => self.report_by_readers_ttl(b, r, key).await,
+                (defect, Some(key)) if defect.own_dedup() => {
+                    self.report_with_own_dedup(b, r, key).await
+                }
                 _ => self.inner.report_usage(b, r).await,
             }
         })
@@ -277,7 +315,7 @@ impl Backend for Model {
                 }
             }
             self.inner.purge().await?;
-            lock(&self.store.keys).clear();
+            self.store.keys.lock().await.clear();
             lock(&self.log.purged).insert(self.resolved.namespace.clone());
             Ok(())
         })
