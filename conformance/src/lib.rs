@@ -9,8 +9,16 @@
 //!
 //! where `my_harness()` returns an [`Availability`]: the harness, or the reason the backend
 //! cannot run here (the tests then print the reason and pass, unless the name is listed in
-//! `STOWAGE_REQUIRE_BACKENDS`, in which case they fail). The macro makes one `#[test]` per case.
+//! `STOWAGE_REQUIRE_BACKENDS`, in which case they fail). The macro makes one `#[test]` per case:
+//! 93 cases in 8 groups (`records` 28, `budget` 23, `dedup` 15, `names` 8, `numbers` 7,
+//! `lifecycle` 6, `races` 5, `differential` 1), listed once in `__case_list!` below.
 //! [`all_cases`] lists the same cases for other runners (for example a command-line tool).
+//!
+//! Each case runs in namespaces of its own, and every namespace it opens through its [`Ctx`] is
+//! destroyed with [`Backend::purge`] when it ends, pass or fail, so that running the suite against
+//! a live deployment leaves nothing behind: a backend must implement `purge` to pass (a purge
+//! that fails fails the case). The differential test opens two handles on one namespace, with
+//! different dedup TTLs, when the backend is `shared`.
 #![deny(missing_docs)]
 
 pub mod cases;
@@ -35,7 +43,8 @@ pub trait Harness: Send + Sync + 'static {
     /// Opens and initializes a backend on this harness's store, with `options` (namespace, clock, TTL).
     ///
     /// Backends opened with the same namespace must see the same data when the backend is `shared`
-    /// or `durable`; a different namespace must see none of it.
+    /// or `durable`; a different namespace must see none of it. The suite purges every namespace
+    /// it opened through a handle opened here, so a namespace opened again must be the same one.
     fn open(&self, options: ConnectOptions) -> BoxFuture<'_, Result<Arc<dyn Backend>>>;
 }
 
