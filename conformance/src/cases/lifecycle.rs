@@ -333,11 +333,14 @@ pub async fn purge_removes_only_this_namespace(ctx: Ctx) {
         must_report(b, "p", &keyed(&[("a", 2)], "k2")).await,
         replayed(UsageOutcome::HardBreach(vec![breach("a", 4, 5, true)]))
     );
+    // A handle opened before the purge works on too (where the backend is shared).
+    let last = handles.last().expect("at least this handle");
+    last.store("r", &json!(5), 5).await.unwrap();
     for handle in &handles {
         assert_eq!(usage_of(&**handle, "p").await, counters(&[("a", 4)]));
         assert_eq!(
             rows(&**handle, "*").await,
-            vec![("r".to_owned(), json!(3), 3)]
+            vec![("r".to_owned(), json!(5), 5), ("r".to_owned(), json!(3), 3)]
         );
     }
     // Purging again is harmless.
