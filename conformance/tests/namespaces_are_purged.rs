@@ -86,7 +86,7 @@ async fn a_failing_or_hanging_case_still_purges_its_namespaces() {
     assert_eq!(opened, purged);
     // A case that never finishes: the runner gives up on it (a short limit, so the test is quick),
     // stops it and purges what it opened.
-    let (failure, opened, purged) = run(&HANGS, Defect::None, Duration::from_millis(200)).await;
+    let (failure, opened, purged) = run(&HANGS, Defect::None, Duration::from_secs(1)).await;
     assert!(
         failure
             .as_deref()
