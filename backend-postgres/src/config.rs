@@ -25,6 +25,22 @@ pub struct PostgresConfig {
 }
 
 impl PostgresConfig {
+    /// The server-side `statement_timeout` and `lock_timeout` of every session: two fifths of
+    /// the operation timeout (at least 1 ms).
+    ///
+    /// A statement starts only while at least half of the operation timeout remains
+    /// ([`PostgresConfig::start_margin`]), so the server gives up any statement at least a tenth
+    /// of the operation timeout before the client would: a call that answered `Unavailable`
+    /// because of its timeout is never applied later.
+    pub fn statement_timeout(&self) -> Duration {
+        (self.operation_timeout * 2 / 5).max(Duration::from_millis(1))
+    }
+
+    /// How much of the operation timeout must remain for a statement to be sent: half of it.
+    pub fn start_margin(&self) -> Duration {
+        self.operation_timeout / 2
+    }
+
     /// Parses `postgres://user@host:port/db?max_connections=32&acquire_timeout_ms=2000&…`.
     pub fn from_url(url: &str) -> Result<Self> {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -91,6 +107,9 @@ mod tests {
         assert_eq!(c.max_connections, 32);
         assert_eq!(c.operation_timeout, Duration::from_millis(900));
         assert_eq!(c.url, "postgres://u@h:5/db?sslmode=disable");
+        assert_eq!(c.statement_timeout(), Duration::from_millis(360));
+        assert_eq!(c.start_margin(), Duration::from_millis(450));
+        assert!(c.statement_timeout() < c.start_margin());
     }
 
     #[test]

@@ -3,6 +3,19 @@
 //! One schema per namespace (`stowage_ns_<id>`, registered in `stowage_registry.namespaces`),
 //! created and migrated by `initialize()`. Every budget operation is one call of a plpgsql
 //! function: one round trip, one transaction, serialized per budget by an advisory lock.
+//!
+//! - `durable` is read at connect from what the backend's sessions see: `fsync` and
+//!   `full_page_writes` on and `synchronous_commit` not `off`.
+//! - Every session runs with `statement_timeout` and `lock_timeout` at two fifths of
+//!   `operation_timeout_ms` (they override the same settings given in the URL), and no statement
+//!   is sent with less than half of the operation timeout left: the server gives a statement up
+//!   before the client does, so a call that answered `Unavailable` on its timeout never applies.
+//! - A connection is reused only after an ordinary answer from a live session; one that meets
+//!   an I/O error, a FATAL message or a connection exception is closed with every idle one. A call
+//!   whose idle connection turns out dead is sent once more on a new connection when sending it
+//!   twice is harmless (reads, keyed reports, `store_idempotent`, `purge`), never otherwise.
+//! - `purge` drops the namespace's schema and registry row; a handle that then meets a missing
+//!   schema, table or function initializes the namespace again and retries once.
 #![deny(missing_docs)]
 
 mod backend;

@@ -3,7 +3,9 @@
 //! sqlx's pool pings every connection when it is released, which costs a second round trip per
 //! operation on the server and keeps the connection busy meanwhile. This pool hands out idle
 //! connections, opens new ones up to the limit, takes back only connections whose last use
-//! ended cleanly, and drops the rest (they are reopened on demand).
+//! ended with an answer from a live session, and drops the rest (they are reopened on demand).
+//! When one connection turns out dead (the server restarted, say), every idle one is dropped too:
+//! they were opened to the same server and are most likely dead as well.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -29,6 +31,10 @@ pub(crate) struct ConnPool {
 pub(crate) struct Lease<'a> {
     pool: &'a ConnPool,
     conn: Option<PgConnection>,
+    /// Taken from the idle list (it served before), rather than opened for this lease.
+    reused: bool,
+    /// Must not be reused (for example: an answer was not read to its end).
+    discard: bool,
     _permit: SemaphorePermit<'a>,
 }
 
@@ -42,14 +48,20 @@ impl ConnPool {
         }
     }
 
-    /// An idle connection, or a new one; `Unavailable` when none frees up or connects in time.
-    pub(crate) async fn acquire(&self, op: &str) -> Result<Lease<'_>> {
+    /// An idle connection (unless `fresh`), or a new one; `Unavailable` when none frees up or
+    /// connects in time.
+    pub(crate) async fn acquire(&self, op: &str, fresh: bool) -> Result<Lease<'_>> {
         let get = async {
             let permit =
                 self.permits.acquire().await.map_err(|_| {
                     Error::unavailable(format!("{op}: the connection pool is closed"))
                 })?;
-            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let idle = if fresh {
+                None
+            } else {
+                self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+            };
+            let reused = idle.is_some();
             let conn = match idle {
                 Some(conn) => conn,
                 None => PgConnection::connect_with(&self.connect)
@@ -59,6 +71,8 @@ impl ConnPool {
             Ok(Lease {
                 pool: self,
                 conn: Some(conn),
+                reused,
+                discard: false,
                 _permit: permit,
             })
         };
@@ -73,7 +87,25 @@ impl ConnPool {
     }
 }
 
+impl ConnPool {
+    /// Closes every idle connection (after one of them turned out dead).
+    pub(crate) fn drop_idle(&self) {
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(idle);
+    }
+}
+
 impl Lease<'_> {
+    /// Whether the connection came from the idle list (it may have died while it waited there).
+    pub(crate) fn reused(&self) -> bool {
+        self.reused
+    }
+
+    /// Marks the connection as not reusable: [`Lease::release`] will close it.
+    pub(crate) fn discard(&mut self) {
+        self.discard = true;
+    }
+
     /// The connection.
     pub(crate) fn conn(&mut self) -> &mut PgConnection {
         self.conn
@@ -83,6 +115,9 @@ impl Lease<'_> {
 
     /// Returns the connection to the pool for reuse.
     pub(crate) fn release(mut self) {
+        if self.discard {
+            return;
+        }
         if let Some(conn) = self.conn.take() {
             self.pool
                 .idle

@@ -40,29 +40,39 @@ impl RecordSql {
 }
 
 /// Streams rows (ordered by name, newest first) through the core matcher and the per-record limit.
+///
+/// The outer error is the engine's (for the caller's retry and connection handling); the inner
+/// one a row that does not decode (the answer is then not read to its end).
 pub(crate) async fn collect_matching<'c, S>(
     mut rows: S,
     pattern: &Pattern,
     limit_per_record: Option<usize>,
-) -> Result<Vec<StoredValue>>
+) -> Result<Result<Vec<StoredValue>>, sqlx::Error>
 where
     S: futures_util::Stream<Item = Result<PgRow, sqlx::Error>> + Unpin + Send + 'c,
 {
     let op = "query";
     let mut out = Vec::new();
     let mut selector = RowSelector::new(pattern, limit_per_record);
-    while let Some(row) = rows.try_next().await.map_err(|e| error::map(op, e))? {
-        let name: String = row.try_get(0).map_err(|e| error::map(op, e))?;
-        if !selector.keep(&name) {
-            continue;
+    while let Some(row) = rows.try_next().await? {
+        let decoded = (|| {
+            let name: String = row.try_get(0).map_err(|e| error::map(op, e))?;
+            if !selector.keep(&name) {
+                return Ok(None);
+            }
+            let text: String = row.try_get(1).map_err(|e| error::map(op, e))?;
+            let stored_at: i64 = row.try_get(2).map_err(|e| error::map(op, e))?;
+            Ok(Some(StoredValue {
+                value: decode_value(op, &name, &text)?,
+                stored_at: from_i64(op, "timestamp", stored_at)?,
+                record_name: name,
+            }))
+        })();
+        match decoded {
+            Ok(Some(value)) => out.push(value),
+            Ok(None) => {}
+            Err(e) => return Ok(Err(e)),
         }
-        let text: String = row.try_get(1).map_err(|e| error::map(op, e))?;
-        let stored_at: i64 = row.try_get(2).map_err(|e| error::map(op, e))?;
-        out.push(StoredValue {
-            value: decode_value(op, &name, &text)?,
-            stored_at: from_i64(op, "timestamp", stored_at)?,
-            record_name: name,
-        });
     }
-    Ok(out)
+    Ok(Ok(out))
 }

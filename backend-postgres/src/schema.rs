@@ -6,7 +6,10 @@ use stowage_core::{Error, Result};
 use crate::error;
 
 /// Version N is `MIGRATIONS[N - 1]`; `__SCHEMA__` and `__LOCK__` are filled in per namespace.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_initial.sql"),
+    include_str!("../migrations/0002_dedup_expiry.sql"),
+];
 
 /// The advisory lock (bigint key space) that serializes every stowage initialization in a database.
 const INIT_LOCK: i64 = 0x5354_4F57_4147_4531; // "STOWAGE1"
@@ -100,4 +103,107 @@ pub(crate) async fn initialize(conn: &mut PgConnection, namespace: &str) -> Resu
     }
     tx.commit().await.map_err(e)?;
     Ok(schema)
+}
+
+/// Drops the namespace's schema (CASCADE) and its registry row, under the lock `initialize`
+/// takes, in one transaction. The schema is found through the registry (not a handle's cached
+/// name), so a namespace some handle re-created after an earlier purge goes too; purging a
+/// namespace that does not exist does nothing.
+pub(crate) async fn purge(conn: &mut PgConnection, namespace: &str) -> Result<(), sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(INIT_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let id: Option<i64> =
+        sqlx::query_scalar("DELETE FROM stowage_registry.namespaces WHERE name = $1 RETURNING id")
+            .bind(namespace)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some(id) = id {
+        tx.execute(format!("DROP SCHEMA IF EXISTS stowage_ns_{id} CASCADE").as_str())
+            .await?;
+    }
+    tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stowage_core::{dedup_expiry, DEFAULT_DEDUP_TTL_MS, MAX_AMOUNT};
+
+    fn server() -> Option<String> {
+        match stowage_conformance::servers::postgres::shared_url() {
+            Ok(url) => Some(url),
+            Err(reason) if !stowage_conformance::is_required("postgres") => {
+                eprintln!("skipped: postgres is unavailable: {reason}");
+                None
+            }
+            Err(reason) => panic!("postgres is required but unavailable: {reason}"),
+        }
+    }
+
+    /// Version 2 gives records written under version 1 the default TTL, capped at MAX_AMOUNT.
+    #[tokio::test]
+    async fn dedup_records_of_version_1_get_the_default_ttl_capped() {
+        let Some(url) = server() else { return };
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        let schema = stowage_conformance::unique_namespace("stowage_migration").to_lowercase();
+        let fill = |sql: &str| {
+            sql.replace("__SCHEMA__", &schema)
+                .replace("__LOCK__", "2147483646")
+        };
+        conn.execute(format!("CREATE SCHEMA {schema}").as_str())
+            .await
+            .unwrap();
+        conn.execute(fill(MIGRATIONS[0]).as_str()).await.unwrap();
+        let max = i64::try_from(MAX_AMOUNT).unwrap();
+        let ttl = i64::try_from(DEFAULT_DEDUP_TTL_MS).unwrap();
+        let written = [
+            0,
+            1_000,
+            max - ttl - 1,
+            max - ttl,
+            max - ttl + 1,
+            max - 1,
+            max,
+        ];
+        for (i, at) in written.iter().enumerate() {
+            sqlx::query(&fill(
+                "INSERT INTO __SCHEMA__.dedup (budget, dedup_key, fingerprint, written_at, status, \
+                 b_dims, b_usage, b_limits, b_crossed) VALUES ('b', $1, 'f', $2, 'ok', '{}', '{}', '{}', '{}')",
+            ))
+            .bind(format!("k{i}"))
+            .bind(at)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        conn.execute(fill(MIGRATIONS[1]).as_str()).await.unwrap();
+        for (i, at) in written.iter().enumerate() {
+            let expires: i64 = sqlx::query_scalar(&fill(
+                "SELECT expires_at FROM __SCHEMA__.dedup WHERE budget = 'b' AND dedup_key = $1",
+            ))
+            .bind(format!("k{i}"))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            let want = dedup_expiry(u64::try_from(*at).unwrap(), DEFAULT_DEDUP_TTL_MS);
+            assert_eq!(u64::try_from(expires).unwrap(), want, "written at {at}");
+        }
+        let indexed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND indexname = 'dedup_by_expiry'",
+        )
+        .bind(&schema)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            indexed, 1,
+            "garbage collection walks an index on expires_at"
+        );
+        conn.execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
+            .await
+            .unwrap();
+    }
 }

@@ -1,32 +1,128 @@
 //! The randomized differential test: seeded operation sequences on a backend and on `MemoryBackend` must agree step by step.
 //!
+//! Each sequence draws its dedup TTLs from [`TTLS`]; on a `shared` backend it opens a second
+//! handle on the same namespace with the second TTL (the model side: [`MemoryBackend::share`],
+//! same clock) and sends every operation through one of the two at random. Names include
+//! 256-byte ones, U+10FFFF, and names that share a prefix ending in the highest code points.
+//! At the end it compares the full state, re-sends the last report of every (budget, dedup key)
+//! through the handle that sent it and compares the answers (replayed, fresh or conflict),
+//! compares the counters again (all a report can change besides dedup records), and purges the
+//! sequence's namespace.
+//!
 //! Size and seed come from the environment: `STOWAGE_DIFF_SEQUENCES` (default 24),
 //! `STOWAGE_DIFF_OPS` (operations per sequence, default 60) and `STOWAGE_DIFF_SEED` (the first
 //! sequence's seed; sequence i uses seed + i). A failure prints the seed that reproduces it with
-//! `STOWAGE_DIFF_SEQUENCES=1`.
+//! `STOWAGE_DIFF_SEQUENCES=1`, and the index of the operation that differed.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock};
 
 use serde_json::{json, Value};
 use stowage_core::{
-    Backend, BudgetPolicy, BudgetUsage, DimensionLimit, ErrorKind, ManualClock, MemoryBackend,
-    QueryParams, Result, StoreResult, StoredValue, UsageReceipt, UsageReport, MAX_AMOUNT,
+    Backend, BudgetPolicy, BudgetUsage, Clock, DimensionLimit, ErrorKind, ManualClock,
+    MemoryBackend, QueryParams, Result, StoreResult, StoredValue, UsageReceipt, UsageReport,
+    MAX_AMOUNT,
 };
 
 use crate::context::START_MS;
 use crate::rng::Rng;
 use crate::Ctx;
 
-/// The dedup TTL of differential sequences, short so that clock moves expire keys.
-pub const TTL_MS: u64 = 1_000;
+/// The dedup TTLs a sequence draws its handles' TTLs from: 1 ms, 1 s, 24 h and `MAX_AMOUNT`.
+pub const TTLS: &[u64] = &[1, 1_000, 86_400_000, MAX_AMOUNT];
 
-const BUDGETS: &[&str] = &["b", "b:x", "b:", "B", "{b}"];
-const DIMENSIONS: &[&str] = &["t", "t:x", "x:t", "%", "T"];
-const KEYS: &[&str] = &["k1", "k2", "k:1"];
-const RECORDS: &[&str] = &["r", "r:1", "r1", "s", "r*", "é"];
-const PATTERNS: &[&str] = &[
-    "*", "r*", "r", "*1", "r:*", "r*1", "é*", "", "s", "*:*", "r\\*", "?",
-];
+/// The names sequences use. The first [`COMMON`] of each list are drawn most of the time, so that
+/// keys, budgets and dimensions repeat within a sequence; the others are edge cases.
+struct Vocabulary {
+    budgets: Vec<String>,
+    dimensions: Vec<String>,
+    keys: Vec<String>,
+    records: Vec<String>,
+    patterns: Vec<String>,
+    /// Invalid names: empty, 257 bytes, with NUL.
+    invalid: Vec<String>,
+}
+
+/// How many names at the head of a list are the common ones.
+const COMMON: usize = 3;
+
+const MAX_CHAR: char = '\u{10FFFF}';
+
+fn owned(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| (*n).to_owned()).collect()
+}
+
+fn max_chars(n: usize) -> String {
+    std::iter::repeat_n(MAX_CHAR, n).collect()
+}
+
+static VOCABULARY: LazyLock<Vocabulary> = LazyLock::new(|| {
+    let long = |first: &str, fill: &str| format!("{first}{}", fill.repeat(256 - first.len()));
+    let mut budgets = owned(&["b", "b:x", "B", "b:", "{b}"]);
+    budgets.extend([long("b", "x"), max_chars(64)]);
+    let mut dimensions = owned(&["t", "t:x", "T", "x:t", "%", "é\u{10FFFF}"]);
+    dimensions.push(long("t", "t"));
+    let mut keys = owned(&["k1", "k2", "k:1", "\u{10FFFF}"]);
+    keys.push(long("k", "k"));
+    // Records that share prefixes ending in the highest code points (U+10FFFF has no successor,
+    // U+D7FF is followed by U+E000), so that a backend narrowing a pattern by its literal prefix
+    // must get the upper bound right; and 256-byte names.
+    let mut records = owned(&[
+        "r",
+        "r:1",
+        "r1",
+        "s",
+        "r*",
+        "é",
+        "é\u{10FFFF}",
+        "z\u{10FFFF}",
+        "z\u{10FFFF}\u{10FFFF}",
+        "z\u{10FFFF}a",
+        "{",
+        "z\u{D7FF}",
+        "z\u{E000}",
+    ]);
+    records.extend([long("r", "x"), max_chars(64), max_chars(63)]);
+    let mut patterns = owned(&[
+        "*",
+        "r*",
+        "r",
+        "*1",
+        "r:*",
+        "r*1",
+        "é*",
+        "",
+        "s",
+        "*:*",
+        "r\\*",
+        "?",
+        "z*",
+        "z\u{10FFFF}*",
+        "z\u{10FFFF}\u{10FFFF}*",
+        "z\u{D7FF}*",
+        "é\u{10FFFF}*",
+        "\u{10FFFF}*",
+        "*\u{10FFFF}",
+        "*\u{10FFFF}*a",
+        "rx*",
+    ]);
+    patterns.extend([
+        long("r", "x"),
+        format!("{}*", long("r", "x")),
+        max_chars(64),
+        format!("{}*", max_chars(63)),
+        format!("{}*", max_chars(64)),
+    ]);
+    Vocabulary {
+        budgets,
+        dimensions,
+        keys,
+        records,
+        patterns,
+        invalid: vec![String::new(), "x".repeat(257), "a\0b".to_owned()],
+    }
+});
+
 const DELTAS: &[u64] = &[0, 1, 1, 2, 3, 5, 8, 13, 100, MAX_AMOUNT / 2, MAX_AMOUNT];
 const LIMITS: &[u64] = &[0, 1, 5, 10, 20, 50, 100, MAX_AMOUNT];
 const TIMESTAMPS: &[u64] = &[0, 1, 2, 3, 5, 8, 13, 9_007_199_254_740_993, MAX_AMOUNT];
@@ -68,7 +164,10 @@ pub enum Op {
     StoreIdempotent(String, Value, u64, String),
     Query(String, QueryParams),
     Cleanup(u64),
+    /// Moves the shared clock forward by this many milliseconds, stopping at `MAX_AMOUNT`.
     Advance(u64),
+    /// Moves the shared clock forward to this time, if it is not there yet (the end of time).
+    AdvanceTo(u64),
 }
 
 /// An operation's answer, with errors reduced to their kind.
@@ -93,12 +192,23 @@ fn answer<T>(result: Result<T>, wrap: impl FnOnce(T) -> Answer) -> Answer {
     }
 }
 
-fn random_name(rng: &mut Rng, names: &[&str]) -> String {
-    // Now and then an invalid name, to check that both sides reject it alike.
-    if rng.chance(2) {
-        String::new()
+/// Mostly one of the first [`COMMON`] names, sometimes any of `names`, now and then an invalid
+/// name (to check that both sides reject it alike).
+fn random_name(rng: &mut Rng, names: &[String]) -> String {
+    let names = if rng.chance(70) {
+        &names[..COMMON]
     } else {
-        (*rng.pick(names)).to_owned()
+        names
+    };
+    any_name(rng, names)
+}
+
+/// Any of `names`, or now and then an invalid name.
+fn any_name(rng: &mut Rng, names: &[String]) -> String {
+    if rng.chance(2) {
+        rng.pick(&VOCABULARY.invalid).clone()
+    } else {
+        rng.pick(names).clone()
     }
 }
 
@@ -120,8 +230,19 @@ fn random_value(rng: &mut Rng) -> Value {
     }
 }
 
-/// A random operation drawn from every part of the API.
-pub fn random_op(rng: &mut Rng) -> Op {
+/// The clock moves of a sequence whose handles have dedup TTLs `ttls`: small steps, and steps
+/// just below, at and just above each TTL short enough to leave the clock far from the end.
+pub fn advance_steps(ttls: &[u64]) -> Vec<u64> {
+    let mut steps = vec![1, 10];
+    for ttl in ttls.iter().filter(|ttl| **ttl < MAX_AMOUNT / 2) {
+        steps.extend([ttl - 1, *ttl, ttl + 1]);
+    }
+    steps
+}
+
+/// A random operation drawn from every part of the API; clock moves from `advance_steps`.
+pub fn random_op(rng: &mut Rng, advance_steps: &[u64]) -> Op {
+    let words = &*VOCABULARY;
     match rng.below(100) {
         0..=7 => {
             let mut policy = BudgetPolicy::new();
@@ -130,12 +251,12 @@ pub fn random_op(rng: &mut Rng) -> Op {
                     hard: random_limit(rng),
                     soft: random_limit(rng),
                 };
-                policy = policy.limit(random_name(rng, DIMENSIONS), limit);
+                policy = policy.limit(random_name(rng, &words.dimensions), limit);
             }
-            Op::SetPolicy(random_name(rng, BUDGETS), policy)
+            Op::SetPolicy(random_name(rng, &words.budgets), policy)
         }
-        8..=9 => Op::Policy(random_name(rng, BUDGETS)),
-        10..=12 => Op::DeletePolicy(random_name(rng, BUDGETS)),
+        8..=9 => Op::Policy(random_name(rng, &words.budgets)),
+        10..=12 => Op::DeletePolicy(random_name(rng, &words.budgets)),
         13..=49 => {
             let mut report = UsageReport::new();
             let dims = if rng.chance(3) { 0 } else { 1 + rng.below(3) };
@@ -145,25 +266,25 @@ pub fn random_op(rng: &mut Rng) -> Op {
                 } else {
                     *rng.pick(DELTAS)
                 };
-                report = report.add(random_name(rng, DIMENSIONS), delta);
+                report = report.add(random_name(rng, &words.dimensions), delta);
             }
             if rng.chance(60) {
-                report = report.dedup_key(random_name(rng, KEYS));
+                report = report.dedup_key(random_name(rng, &words.keys));
             }
-            Op::Report(random_name(rng, BUDGETS), report)
+            Op::Report(random_name(rng, &words.budgets), report)
         }
-        50..=55 => Op::Usage(random_name(rng, BUDGETS)),
-        56..=58 => Op::Reset(random_name(rng, BUDGETS)),
+        50..=55 => Op::Usage(random_name(rng, &words.budgets)),
+        56..=58 => Op::Reset(random_name(rng, &words.budgets)),
         59..=68 => Op::Store(
-            random_name(rng, RECORDS),
+            any_name(rng, &words.records),
             random_value(rng),
             *rng.pick(TIMESTAMPS),
         ),
         69..=78 => Op::StoreIdempotent(
-            random_name(rng, RECORDS),
+            any_name(rng, &words.records),
             random_value(rng),
             *rng.pick(TIMESTAMPS),
-            random_name(rng, KEYS),
+            random_name(rng, &words.keys),
         ),
         79..=88 => {
             let mut params = QueryParams::new();
@@ -176,10 +297,11 @@ pub fn random_op(rng: &mut Rng) -> Op {
             if rng.chance(30) {
                 params = params.end_time(*rng.pick(TIMESTAMPS));
             }
-            Op::Query((*rng.pick(PATTERNS)).to_owned(), params)
+            Op::Query(rng.pick(&words.patterns).clone(), params)
         }
         89..=91 => Op::Cleanup(*rng.pick(TIMESTAMPS)),
-        _ => Op::Advance(*rng.pick(&[1, 10, TTL_MS - 1, TTL_MS, TTL_MS + 1, 3 * TTL_MS])),
+        _ if rng.chance(3) => Op::AdvanceTo(*rng.pick(&[MAX_AMOUNT - 1, MAX_AMOUNT])),
+        _ => Op::Advance(*rng.pick(advance_steps)),
     }
 }
 
@@ -199,16 +321,29 @@ pub async fn apply(backend: &dyn Backend, clock: &ManualClock, op: &Op) -> Answe
         Op::Query(p, params) => answer(backend.query(p, *params).await, Answer::Rows),
         Op::Cleanup(t) => answer(backend.cleanup(*t).await, Answer::Count),
         Op::Advance(ms) => {
-            clock.advance(*ms);
+            clock.set(clock.now_ms().saturating_add(*ms).min(MAX_AMOUNT));
+            Answer::Unit
+        }
+        Op::AdvanceTo(at) => {
+            clock.set(clock.now_ms().max(*at));
             Answer::Unit
         }
     }
 }
 
+/// The usage of every budget.
+async fn counters_of_every_budget(backend: &dyn Backend) -> Vec<Answer> {
+    let mut state = Vec::new();
+    for budget in &VOCABULARY.budgets {
+        state.push(answer(backend.usage(budget).await, Answer::Usage));
+    }
+    state
+}
+
 /// Everything observable in a namespace: policies and usage of every budget, every row.
 async fn final_state(backend: &dyn Backend) -> Vec<Answer> {
     let mut state = Vec::new();
-    for budget in BUDGETS {
+    for budget in &VOCABULARY.budgets {
         state.push(answer(backend.policy(budget).await, Answer::Policy));
         state.push(answer(backend.usage(budget).await, Answer::Usage));
     }
@@ -219,53 +354,136 @@ async fn final_state(backend: &dyn Backend) -> Vec<Answer> {
     state
 }
 
-/// Runs one seeded sequence on a fresh namespace of the context's store and on a fresh model.
-pub async fn run_sequence(ctx: &Ctx, seed: u64, ops: usize) -> std::result::Result<(), String> {
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let options = ctx
-        .options_for(&format!("{}_d{seed}", ctx.namespace()))
-        .clock(clock.clone())
-        .dedup_ttl_ms(TTL_MS);
-    let model = MemoryBackend::with_options(options.clone()).map_err(|e| e.to_string())?;
-    let backend = ctx.open(options).await.map_err(|e| format!("open: {e}"))?;
-    let mut rng = Rng::new(seed);
-    let mut log = Vec::with_capacity(ops);
-    for step in 0..ops {
-        let op = random_op(&mut rng);
-        log.push(format!("{step}: {op:?}"));
-        let want = apply(&model, &clock, &op).await;
-        let got = match op {
-            Op::Advance(_) => Answer::Unit,
-            _ => apply(&*backend, &clock, &op).await,
-        };
-        if matches!(
-            got,
-            Answer::Failed(ErrorKind::Unavailable | ErrorKind::Internal)
-        ) {
-            return Err(fail(seed, step, &log, &want, &got));
-        }
-        if got != want {
-            return Err(fail(seed, step, &log, &want, &got));
-        }
-    }
-    let want = final_state(&model).await;
-    let got = final_state(&*backend).await;
-    if got != want {
-        return Err(format!(
-            "seed {seed}: final state differs\nmodel:   {want:?}\nbackend: {got:?}\nops:\n{}",
-            log.join("\n")
-        ));
-    }
-    Ok(())
+/// What a sequence ran, for its failure message: seed, handles and the operations so far.
+struct Trace {
+    seed: u64,
+    /// The dedup TTL of each handle.
+    ttls: Vec<u64>,
+    log: Vec<String>,
 }
 
-fn fail(seed: u64, step: usize, log: &[String], want: &Answer, got: &Answer) -> String {
-    let from = log.len().saturating_sub(25);
-    format!(
-        "seed {seed} (reproduce: STOWAGE_DIFF_SEED={seed} STOWAGE_DIFF_SEQUENCES=1), step {step}:\n\
-         model answered   {want:?}\nbackend answered {got:?}\nlast operations:\n{}",
-        log[from..].join("\n")
-    )
+impl Trace {
+    fn push(&mut self, step: &str, via: usize, op: &Op) {
+        self.log.push(format!("{step}: via handle {via}: {op:?}"));
+    }
+
+    fn differs(&self, step: &str, want: &Answer, got: &Answer) -> String {
+        let seed = self.seed;
+        let from = self.log.len().saturating_sub(25);
+        format!(
+            "seed {seed} (reproduce: STOWAGE_DIFF_SEED={seed} STOWAGE_DIFF_SEQUENCES=1), step {step}:\n\
+             model answered   {want:?}\nbackend answered {got:?}\n\
+             dedup TTLs of the handles: {:?}; last operations:\n{}",
+            self.ttls,
+            self.log[from..].join("\n")
+        )
+    }
+
+    fn state_differs(&self, when: &str, want: &[Answer], got: &[Answer]) -> String {
+        let seed = self.seed;
+        format!(
+            "seed {seed} (reproduce: STOWAGE_DIFF_SEED={seed} STOWAGE_DIFF_SEQUENCES=1): \
+             final state differs {when}\nmodel:   {want:?}\nbackend: {got:?}\n\
+             dedup TTLs of the handles: {:?}; ops:\n{}",
+            self.ttls,
+            self.log.join("\n")
+        )
+    }
+}
+
+/// Runs one seeded sequence on a fresh namespace of the context's store and on a fresh model.
+pub async fn run_sequence(ctx: &Ctx, seed: u64, ops: usize) -> std::result::Result<(), String> {
+    let mut rng = Rng::new(seed);
+    let ttls = [*rng.pick(TTLS), *rng.pick(TTLS)];
+    let steps = advance_steps(&ttls);
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let namespace = format!("{}_d{seed}", ctx.namespace());
+    let options = |ttl: u64| {
+        ctx.options_for(&namespace)
+            .clock(clock.clone())
+            .dedup_ttl_ms(ttl)
+    };
+    let first = MemoryBackend::with_options(options(ttls[0])).map_err(|e| e.to_string())?;
+    let backend = ctx
+        .open(options(ttls[0]))
+        .await
+        .map_err(|e| format!("seed {seed}: open: {e}"))?;
+    // Handle i of the model answers for handle i of the backend.
+    let mut model: Vec<Arc<dyn Backend>> = Vec::new();
+    let mut real = vec![backend.clone()];
+    if backend.capabilities().shared {
+        // A second process on the store, with the other TTL; the model shares its state alike.
+        let second = first.share(options(ttls[1])).map_err(|e| e.to_string())?;
+        real.push(
+            ctx.open(options(ttls[1]))
+                .await
+                .map_err(|e| format!("seed {seed}: open a second handle: {e}"))?,
+        );
+        model.push(Arc::new(second));
+    }
+    model.insert(0, Arc::new(first));
+    let mut trace = Trace {
+        seed,
+        ttls: ttls[..real.len()].to_vec(),
+        log: Vec::with_capacity(ops),
+    };
+    // The last report (not rejected as invalid) of every (budget, key), and the handle that sent it.
+    let mut last_keyed: BTreeMap<(String, String), (usize, Op)> = BTreeMap::new();
+    for step in 0..ops {
+        let via = rng.index(2) % real.len();
+        let op = random_op(&mut rng, &steps);
+        let label = step.to_string();
+        trace.push(&label, via, &op);
+        let want = apply(&*model[via], &clock, &op).await;
+        let got = match op {
+            Op::Advance(_) | Op::AdvanceTo(_) => Answer::Unit,
+            _ => apply(&*real[via], &clock, &op).await,
+        };
+        if got != want
+            || matches!(
+                got,
+                Answer::Failed(ErrorKind::Unavailable | ErrorKind::Internal)
+            )
+        {
+            return Err(trace.differs(&label, &want, &got));
+        }
+        if let Op::Report(
+            budget,
+            UsageReport {
+                dedup_key: Some(key),
+                ..
+            },
+        ) = &op
+        {
+            if want != Answer::Failed(ErrorKind::InvalidInput) {
+                last_keyed.insert((budget.clone(), key.clone()), (via, op.clone()));
+            }
+        }
+    }
+    let want = final_state(&*model[0]).await;
+    let got = final_state(&*real[0]).await;
+    if got != want {
+        return Err(trace.state_differs("after the operations", &want, &got));
+    }
+    // Dedup state: a retry of each key's last report answers alike (replayed, fresh or conflict).
+    for (i, (via, op)) in last_keyed.values().enumerate() {
+        let label = format!("retry {i} after the operations");
+        trace.push(&label, *via, op);
+        let want = apply(&*model[*via], &clock, op).await;
+        let got = apply(&*real[*via], &clock, op).await;
+        if got != want {
+            return Err(trace.differs(&label, &want, &got));
+        }
+    }
+    // Reports change only counters (and dedup records): the counters of every budget again.
+    let want = counters_of_every_budget(&*model[0]).await;
+    let got = counters_of_every_budget(&*real[0]).await;
+    if got != want {
+        return Err(trace.state_differs("after the retries", &want, &got));
+    }
+    ctx.purge_finished(&namespace, &*backend)
+        .await
+        .map_err(|e| format!("seed {seed}: purging the sequence's namespace failed: {e}"))
 }
 
 /// Seeded random sequences of every operation give the same answers and final state as the reference model.

@@ -9,8 +9,16 @@
 //!
 //! where `my_harness()` returns an [`Availability`]: the harness, or the reason the backend
 //! cannot run here (the tests then print the reason and pass, unless the name is listed in
-//! `STOWAGE_REQUIRE_BACKENDS`, in which case they fail). The macro makes one `#[test]` per case.
+//! `STOWAGE_REQUIRE_BACKENDS`, in which case they fail). The macro makes one `#[test]` per case:
+//! 93 cases in 8 groups (`records` 28, `budget` 23, `dedup` 15, `names` 8, `numbers` 7,
+//! `lifecycle` 6, `races` 5, `differential` 1), listed once in `__case_list!` below.
 //! [`all_cases`] lists the same cases for other runners (for example a command-line tool).
+//!
+//! Each case runs in namespaces of its own, and every namespace it opens through its [`Ctx`] is
+//! destroyed with [`Backend::purge`] when it ends, pass or fail, so that running the suite against
+//! a live deployment leaves nothing behind: a backend must implement `purge` to pass (a purge
+//! that fails fails the case). The differential test opens two handles on one namespace, with
+//! different dedup TTLs, when the backend is `shared`.
 #![deny(missing_docs)]
 
 pub mod cases;
@@ -35,7 +43,8 @@ pub trait Harness: Send + Sync + 'static {
     /// Opens and initializes a backend on this harness's store, with `options` (namespace, clock, TTL).
     ///
     /// Backends opened with the same namespace must see the same data when the backend is `shared`
-    /// or `durable`; a different namespace must see none of it.
+    /// or `durable`; a different namespace must see none of it. The suite purges every namespace
+    /// it opened through a handle opened here, so a namespace opened again must be the same one.
     fn open(&self, options: ConnectOptions) -> BoxFuture<'_, Result<Arc<dyn Backend>>>;
 }
 
@@ -76,18 +85,53 @@ pub fn is_required(backend: &str) -> bool {
 }
 
 /// Runs one case on a fresh namespace of `harness`; `Err` carries the failure (panic message or error).
+///
+/// Every namespace the case opened through its [`Ctx`] is purged afterwards, pass or fail
+/// (timed out or panicked included); a purge that fails fails the case. When the case failed
+/// itself, its own failure comes first in the message.
 pub async fn run_case(harness: Arc<dyn Harness>, case: &Case) -> std::result::Result<(), String> {
+    run_case_within(harness, case, CASE_TIMEOUT).await
+}
+
+/// [`run_case`] with another time limit for the case (and, separately, for purging its namespaces).
+pub async fn run_case_within(
+    harness: Arc<dyn Harness>,
+    case: &Case,
+    timeout: Duration,
+) -> std::result::Result<(), String> {
     let ctx = Ctx::new(harness)
         .await
         .map_err(|e| format!("opening the backend failed: {e}"))?;
-    let task = tokio::spawn((case.run)(ctx));
-    match tokio::time::timeout(CASE_TIMEOUT, task).await {
-        Err(_) => Err(format!("timed out after {CASE_TIMEOUT:?}")),
+    let namespaces = ctx.namespaces();
+    let mut task = tokio::spawn((case.run)(ctx));
+    let outcome = match tokio::time::timeout(timeout, &mut task).await {
+        Err(_) => {
+            // Stop the case (and drop its handles) before its namespaces are purged.
+            task.abort();
+            let _ = task.await;
+            Err(format!("timed out after {timeout:?}"))
+        }
         Ok(Ok(())) => Ok(()),
         Ok(Err(join)) => match join.try_into_panic() {
             Ok(payload) => Err(panic_message(payload.as_ref())),
             Err(join) => Err(format!("the case task was cancelled: {join}")),
         },
+    };
+    let purged = match tokio::time::timeout(timeout, namespaces.purge_all()).await {
+        Ok(purged) => purged,
+        Err(_) => Err(format!(
+            "purging the case's namespaces timed out after {timeout:?}"
+        )),
+    };
+    match (outcome, purged) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Ok(()), Err(left)) => Err(format!(
+            "the case passed but left namespaces behind:\n{left}"
+        )),
+        (Err(failure), Ok(())) => Err(failure),
+        (Err(failure), Err(left)) => Err(format!(
+            "{failure}\n\nafterwards, namespaces were left behind:\n{left}"
+        )),
     }
 }
 
@@ -245,6 +289,7 @@ macro_rules! __case_list {
                 invalid_inputs_change_nothing,
                 clock_beyond_max_amount_is_invalid_input,
                 zero_dedup_ttl_is_invalid_input,
+                purge_removes_only_this_namespace,
             ],
             races: [
                 concurrent_reports_with_one_key_apply_once,

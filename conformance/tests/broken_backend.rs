@@ -1,108 +1,127 @@
-//! The suite fails loudly on a backend that breaks one rule: replays that apply the usage again.
+//! The suite fails loudly on a backend that breaks one rule, and pinpoints it: each deliberately
+//! broken variant of the reference model (see `common`) fails the cases that guard that rule.
 
+mod common;
+
+use std::ops::Range;
 use std::sync::Arc;
 
-use stowage_conformance::{run_all, Harness};
-use stowage_core::{
-    Backend, BoxFuture, BudgetBackend, BudgetPolicy, BudgetUsage, Capabilities, ConnectOptions,
-    MemoryBackend, PersistenceBackend, QueryParams, Result, StoreResult, StoredValue, UsageReceipt,
-    UsageReport, Value,
-};
+use common::{Defect, ModelHarness};
+use stowage_conformance::differential::run_sequence;
+use stowage_conformance::{run_all, Ctx, Harness};
 
-/// The reference model, except that a report's dedup key is ignored (a retry counts twice).
-struct ForgetsDedupKeys(MemoryBackend);
-
-impl PersistenceBackend for ForgetsDedupKeys {
-    fn store<'a>(&'a self, r: &'a str, v: &'a Value, t: u64) -> BoxFuture<'a, Result<()>> {
-        self.0.store(r, v, t)
-    }
-    fn store_idempotent<'a>(
-        &'a self,
-        r: &'a str,
-        v: &'a Value,
-        t: u64,
-        k: &'a str,
-    ) -> BoxFuture<'a, Result<StoreResult>> {
-        self.0.store_idempotent(r, v, t, k)
-    }
-    fn query<'a>(&'a self, p: &'a str, q: QueryParams) -> BoxFuture<'a, Result<Vec<StoredValue>>> {
-        self.0.query(p, q)
-    }
-    fn initialize(&self) -> BoxFuture<'_, Result<()>> {
-        self.0.initialize()
-    }
-    fn cleanup(&self, t: u64) -> BoxFuture<'_, Result<u64>> {
-        self.0.cleanup(t)
-    }
-}
-
-impl BudgetBackend for ForgetsDedupKeys {
-    fn set_policy<'a>(&'a self, b: &'a str, p: &'a BudgetPolicy) -> BoxFuture<'a, Result<()>> {
-        self.0.set_policy(b, p)
-    }
-    fn policy<'a>(&'a self, b: &'a str) -> BoxFuture<'a, Result<Option<BudgetPolicy>>> {
-        self.0.policy(b)
-    }
-    fn delete_policy<'a>(&'a self, b: &'a str) -> BoxFuture<'a, Result<bool>> {
-        self.0.delete_policy(b)
-    }
-    fn report_usage<'a>(
-        &'a self,
-        b: &'a str,
-        r: &'a UsageReport,
-    ) -> BoxFuture<'a, Result<UsageReceipt>> {
-        Box::pin(async move {
-            let mut keyless = r.clone();
-            keyless.dedup_key = None;
-            self.0.report_usage(b, &keyless).await
-        })
-    }
-    fn usage<'a>(&'a self, b: &'a str) -> BoxFuture<'a, Result<BudgetUsage>> {
-        self.0.usage(b)
-    }
-    fn reset_usage<'a>(&'a self, b: &'a str) -> BoxFuture<'a, Result<()>> {
-        self.0.reset_usage(b)
-    }
-}
-
-impl Backend for ForgetsDedupKeys {
-    fn capabilities(&self) -> Capabilities {
-        self.0.capabilities()
-    }
-    fn purge(&self) -> BoxFuture<'_, Result<()>> {
-        self.0.purge()
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backend_that_forgets_dedup_keys_fails_the_dedup_cases() {
-    let harness: Arc<dyn Harness> = Arc::new(
-        |options: ConnectOptions| -> BoxFuture<'static, Result<Arc<dyn Backend>>> {
-            Box::pin(async move {
-                let backend: Arc<dyn Backend> =
-                    Arc::new(ForgetsDedupKeys(MemoryBackend::with_options(options)?));
-                Ok(backend)
-            })
-        },
-    );
-    let outcomes = run_all(harness, None, |_| {}).await;
+/// Runs the cases whose name contains `filter` (all when `None`) on a model with `defect`
+/// (`shared`: one model per namespace); the names of those that failed, and how many passed.
+async fn failed_cases(
+    shared: bool,
+    defect: Defect,
+    filter: Option<&str>,
+) -> (Vec<&'static str>, usize) {
+    let harness: Arc<dyn Harness> = ModelHarness::new(shared, defect);
+    let outcomes = run_all(harness, filter, |_| {}).await;
     let failed: Vec<&str> = outcomes
         .iter()
         .filter(|o| o.failure.is_some())
         .map(|o| o.name)
         .collect();
-    for must_fail in [
-        "dedup::retry_with_same_key_replays_without_applying",
-        "dedup::hard_breach_is_recorded_and_replayed",
-        "races::concurrent_reports_with_one_key_apply_once",
-        "differential::random_sequences_match_the_reference_model",
-    ] {
+    let passed = outcomes.len() - failed.len();
+    (failed, passed)
+}
+
+/// How many of the differential sequences with `seeds` (60 operations each) fail on a model
+/// with `defect`, and the first failure. Fixed seeds, whatever `STOWAGE_DIFF_*` say.
+async fn differential_catches(
+    shared: bool,
+    defect: Defect,
+    seeds: Range<u64>,
+) -> (usize, Option<String>) {
+    let harness: Arc<dyn Harness> = ModelHarness::new(shared, defect);
+    let ctx = Ctx::new(harness).await.expect("a model opens");
+    let mut caught = 0;
+    let mut first = None;
+    for seed in seeds {
+        if let Err(failure) = run_sequence(&ctx, seed, 60).await {
+            caught += 1;
+            first.get_or_insert(failure);
+        }
+    }
+    (caught, first)
+}
+
+#[track_caller]
+fn assert_failed(failed: &[&str], must_fail: &[&str]) {
+    for name in must_fail {
         assert!(
-            failed.contains(&must_fail),
-            "{must_fail} passed on a broken backend; failed: {failed:?}"
+            failed.contains(name),
+            "{name} passed on a broken backend; failed: {failed:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_forgets_dedup_keys_fails_the_dedup_cases() {
+    let (failed, passed) = failed_cases(false, Defect::ForgetsDedupKeys, None).await;
+    assert_failed(
+        &failed,
+        &[
+            "dedup::retry_with_same_key_replays_without_applying",
+            "dedup::hard_breach_is_recorded_and_replayed",
+            "dedup::conflict_changes_nothing",
+            "races::concurrent_reports_with_one_key_apply_once",
+            "lifecycle::purge_removes_only_this_namespace",
+            "differential::random_sequences_match_the_reference_model",
+        ],
+    );
     // Rules the wrapper keeps still pass: the suite pinpoints the broken one.
-    let passed = outcomes.iter().filter(|o| o.failure.is_none()).count();
     assert!(passed > 50, "only {passed} cases passed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_backend_that_judges_dedup_by_the_readers_ttl_is_caught() {
+    // Of the hand-written cases, exactly the one that mixes TTLs on one namespace catches it.
+    let (failed, _) = failed_cases(true, Defect::ReadersTtl, None).await;
+    let hand_written: Vec<&str> = failed
+        .iter()
+        .copied()
+        .filter(|name| !name.starts_with("differential::"))
+        .collect();
+    assert_eq!(
+        hand_written,
+        ["dedup::dedup_record_lives_by_the_writers_ttl"]
+    );
+    // The differential test catches it through its two handles with two TTLs.
+    let (caught, first) = differential_catches(true, Defect::ReadersTtl, 0..50).await;
+    assert!(caught > 0, "no sequence caught the defect");
+    eprintln!(
+        "{caught} of 50 sequences caught it; the first:\n{}",
+        first.unwrap_or_default()
+    );
+    // Not shared, a backend has one handle per namespace and the defect cannot show.
+    let (caught, first) = differential_catches(false, Defect::ReadersTtl, 0..50).await;
+    assert_eq!(caught, 0, "{first:?}");
+    let (failed, _) = failed_cases(false, Defect::ReadersTtl, None).await;
+    assert!(failed.is_empty(), "{failed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_differential_test_catches_edge_case_defects() {
+    for (defect, seeds) in [
+        (Defect::UncappedDedupExpiry, 0..200),
+        (Defect::PrefixBoundWithoutCarry, 0..50),
+        (Defect::Rejects256ByteNames, 0..50),
+    ] {
+        let (caught, first) = differential_catches(false, defect, seeds.clone()).await;
+        assert!(caught > 0, "{defect:?}: none of seeds {seeds:?} caught it");
+        eprintln!(
+            "{defect:?}: {caught} of {} sequences caught it; the first:\n{}",
+            seeds.end - seeds.start,
+            first.unwrap_or_default()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_whose_purge_reaches_other_namespaces_is_caught() {
+    let (failed, _) = failed_cases(true, Defect::PurgesEveryNamespace, Some("lifecycle::")).await;
+    assert_eq!(failed, ["lifecycle::purge_removes_only_this_namespace"]);
 }

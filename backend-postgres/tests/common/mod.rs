@@ -41,3 +41,34 @@ pub fn shared_url() -> Option<String> {
 pub fn availability() -> Availability {
     Ok(postgres_harness(postgres::shared_url()?))
 }
+
+/// A throwaway server of this test's own (never `STOWAGE_POSTGRES_URL`: the test stops, restarts
+/// or configures it), or why there is none: a failure when postgres is required.
+#[allow(dead_code)]
+pub fn own_server(settings: postgres::PostgresSettings) -> Option<postgres::PostgresServer> {
+    match postgres::PostgresServer::start(settings) {
+        Ok(server) => Some(server),
+        Err(reason) if !stowage_conformance::is_required("postgres") => {
+            eprintln!("skipped: cannot start a PostgreSQL server of this test's own: {reason}");
+            None
+        }
+        Err(reason) => panic!(
+            "postgres is required (STOWAGE_REQUIRE_BACKENDS) but this test cannot start a server of its own: {reason}"
+        ),
+    }
+}
+
+/// `url` with `param` (`key=value`) appended to its query string.
+#[allow(dead_code)]
+pub fn with_param(url: &str, param: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{param}")
+}
+
+/// `url` connecting as `user` (without password) instead of its own user.
+#[allow(dead_code)]
+pub fn as_user(url: &str, user: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{user}@{host}")
+}

@@ -82,11 +82,15 @@ pub async fn same_key_different_dimensions_conflicts(ctx: Ctx) {
     );
 }
 
-/// A conflict applies nothing and leaves the recorded outcome in place.
+/// A reused key with another payload is `Conflict`, applies nothing and leaves the recorded outcome in place.
 pub async fn conflict_changes_nothing(ctx: Ctx) {
     let b = &*ctx.backend;
     must_report(b, "p", &keyed(&[("a", 1)], "k")).await;
-    let _ = b.report_usage("p", &keyed(&[("a", 50)], "k")).await;
+    assert_kind(
+        b.report_usage("p", &keyed(&[("a", 50)], "k")).await,
+        ErrorKind::Conflict,
+        "another delta under a live key",
+    );
     assert_eq!(usage_of(b, "p").await, counters(&[("a", 1)]));
     assert_eq!(
         must_report(b, "p", &keyed(&[("a", 1)], "k")).await,

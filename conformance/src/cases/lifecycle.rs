@@ -1,13 +1,17 @@
-//! Initialization, capabilities, and that rejected input leaves every kind of state untouched.
+//! Initialization, capabilities, purge, and that rejected input leaves every kind of state untouched.
 
 use std::collections::BTreeMap;
 
 use serde_json::json;
 use stowage_core::{
-    Backend, BudgetPolicy, ErrorKind, QueryParams, StoredValue, UsageReport, MAX_AMOUNT,
+    Backend, BudgetPolicy, ErrorKind, QueryParams, StoreResult, StoredValue, UsageOutcome,
+    UsageReceipt, UsageReport, MAX_AMOUNT,
 };
 
-use super::{assert_kind, counters, keyed, must_report, policy, report, rows, usage_of};
+use super::{
+    assert_kind, breach, counters, fresh, keyed, must_report, policy, replayed, report, rows,
+    usage_of,
+};
 use crate::Ctx;
 
 /// `initialize` may run again, and concurrently, without touching data.
@@ -65,12 +69,21 @@ pub async fn capabilities_are_honest(ctx: Ctx) {
     );
 }
 
-/// Everything observable in a namespace, for before/after comparisons.
+/// Everything observable in a namespace, for before/after comparisons: policies, counters, rows,
+/// and how the live dedup key `k` and idempotency key `ik` answer a retry of their original call
+/// (a replay and a repeat change nothing while the keys are live).
 #[derive(Debug, PartialEq)]
 struct Snapshot {
     policies: BTreeMap<String, Option<BudgetPolicy>>,
     usage: BTreeMap<String, BTreeMap<String, u64>>,
     records: Vec<StoredValue>,
+    dedup_retry: UsageReceipt,
+    idempotent_retry: StoreResult,
+}
+
+/// The report recorded under the live dedup key `k` of budget `p` by [`invalid_inputs_change_nothing`].
+fn live_keyed_report() -> UsageReport {
+    keyed(&[("a", 6)], "k")
 }
 
 async fn snapshot(b: &dyn Backend, budgets: &[&str]) -> Snapshot {
@@ -84,19 +97,27 @@ async fn snapshot(b: &dyn Backend, budgets: &[&str]) -> Snapshot {
         policies,
         usage,
         records: b.query("*", QueryParams::default()).await.unwrap(),
+        dedup_retry: must_report(b, "p", &live_keyed_report()).await,
+        idempotent_retry: b.store_idempotent("r", &json!(2), 2, "ik").await.unwrap(),
     }
 }
 
-/// Each kind of invalid input named in the contract is `InvalidInput` and leaves all state as it was.
+/// Each kind of invalid input is `InvalidInput` and changes no state: invalid keyed calls neither overwrite nor remove a live key, nor record a fresh one.
 pub async fn invalid_inputs_change_nothing(ctx: Ctx) {
     let b = &*ctx.backend;
     b.set_policy("p", &policy(&[("a", Some(5), Some(10))]))
         .await
         .unwrap();
-    must_report(b, "p", &keyed(&[("a", 3)], "k")).await;
+    let soft_breach = UsageOutcome::SoftBreach(vec![breach("a", 6, 5, true)]);
+    assert_eq!(
+        must_report(b, "p", &live_keyed_report()).await,
+        fresh(soft_breach.clone())
+    );
     b.store("r", &json!(1), 1).await.unwrap();
     b.store_idempotent("r", &json!(2), 2, "ik").await.unwrap();
     let before = snapshot(b, &["p", "q"]).await;
+    assert_eq!(before.dedup_retry, replayed(soft_breach.clone()));
+    assert_eq!(before.idempotent_retry, StoreResult::AlreadyExists);
     let long = "x".repeat(257);
     let too_many: UsageReport = (0..65).fold(UsageReport::new(), |r, i| r.add(format!("d{i}"), 1));
     let too_many_limits = (0..65).fold(BudgetPolicy::new(), |p, i| {
@@ -104,22 +125,32 @@ pub async fn invalid_inputs_change_nothing(ctx: Ctx) {
     });
     let huge = serde_json::Value::String("x".repeat(1_048_576));
     let k = ErrorKind::InvalidInput;
-    assert_kind(b.report_usage("p", &report(&[])).await, k, "no dimensions");
-    assert_kind(b.report_usage("p", &too_many).await, k, "65 dimensions");
-    assert_kind(
-        b.report_usage("p", &report(&[("a", MAX_AMOUNT + 1)])).await,
-        k,
-        "delta > MAX",
-    );
+    // Invalid reports under the live key `k` and under the fresh key `new`.
+    for key in ["k", "new"] {
+        let invalid_reports = [
+            ("no dimensions", report(&[]).dedup_key(key)),
+            ("65 dimensions", too_many.clone().dedup_key(key)),
+            ("delta > MAX", keyed(&[("a", MAX_AMOUNT + 1)], key)),
+            (
+                "one delta > MAX",
+                keyed(&[("a", 6), ("b", MAX_AMOUNT + 1)], key),
+            ),
+            ("empty dimension", keyed(&[("a", 6), ("", 1)], key)),
+            ("long dimension", keyed(&[("a", 6), (&long, 1)], key)),
+            ("NUL in dimension", keyed(&[("a\0", 6)], key)),
+        ];
+        for (what, invalid) in invalid_reports {
+            assert_kind(
+                b.report_usage("p", &invalid).await,
+                k,
+                &format!("{what}, key {key:?}"),
+            );
+        }
+    }
     assert_kind(
         b.report_usage("p", &keyed(&[("a", 1)], &long)).await,
         k,
         "long key",
-    );
-    assert_kind(
-        b.report_usage("p", &keyed(&[("a", 3), ("", 1)], "k")).await,
-        k,
-        "bad name with live key",
     );
     assert_kind(
         b.report_usage(&long, &report(&[("a", 1)])).await,
@@ -141,6 +172,16 @@ pub async fn invalid_inputs_change_nothing(ctx: Ctx) {
     );
     assert_kind(b.store("r", &huge, 3).await, k, "value > 1 MiB");
     assert_kind(
+        b.store_idempotent("r", &huge, 2, "ik").await,
+        k,
+        "value > 1 MiB under the live idempotency key",
+    );
+    assert_kind(
+        b.store_idempotent("r", &huge, 4, "new").await,
+        k,
+        "value > 1 MiB under a fresh idempotency key",
+    );
+    assert_kind(
         b.store_idempotent("r", &json!(2), 2, &long).await,
         k,
         "long idempotency key",
@@ -160,7 +201,23 @@ pub async fn invalid_inputs_change_nothing(ctx: Ctx) {
     assert_kind(b.cleanup(MAX_AMOUNT + 1).await, k, "cleanup > MAX");
     assert_kind(b.reset_usage(&long).await, k, "reset long budget");
     assert_kind(b.delete_policy(&long).await, k, "delete long budget");
+    // The live key still replays its recorded outcome (in the snapshot) and still holds its payload.
     assert_eq!(snapshot(b, &["p", "q"]).await, before);
+    assert_kind(
+        b.report_usage("p", &keyed(&[("a", 1)], "k")).await,
+        ErrorKind::Conflict,
+        "the live key keeps its payload",
+    );
+    // The fresh keys were never recorded: they apply now.
+    assert_eq!(
+        must_report(b, "p", &keyed(&[("a", 1)], "new")).await,
+        fresh(UsageOutcome::SoftBreach(vec![breach("a", 7, 5, false)]))
+    );
+    assert_eq!(
+        b.store_idempotent("r", &json!(4), 4, "new").await.unwrap(),
+        StoreResult::Appended
+    );
+    assert_eq!(usage_of(b, "p").await, counters(&[("a", 7)]));
 }
 
 /// A clock reading above MAX_AMOUNT makes `report_usage` `InvalidInput` and changes nothing.
@@ -187,4 +244,108 @@ pub async fn zero_dedup_ttl_is_invalid_input(ctx: Ctx) {
         ErrorKind::InvalidInput,
         "dedup_ttl_ms = 0",
     );
+}
+
+/// Writes one of everything (policy, counters, a dedup record, rows with an idempotency key).
+async fn write_everything(b: &dyn Backend) {
+    b.set_policy("p", &policy(&[("a", Some(5), Some(10))]))
+        .await
+        .unwrap();
+    must_report(b, "p", &keyed(&[("a", 3)], "k")).await;
+    must_report(b, "q", &report(&[("b", 1)])).await;
+    b.store("r", &json!(1), 1).await.unwrap();
+    b.store_idempotent("r", &json!(2), 2, "ik").await.unwrap();
+}
+
+/// Whether `b` holds exactly what [`write_everything`] wrote: policy, counters, the dedup
+/// record (replays; another payload conflicts) and the rows (the idempotency key repeats).
+async fn assert_holds_everything(b: &dyn Backend, what: &str) {
+    assert_eq!(
+        b.policy("p").await.unwrap(),
+        Some(policy(&[("a", Some(5), Some(10))])),
+        "{what}: policy"
+    );
+    assert_eq!(usage_of(b, "p").await, counters(&[("a", 3)]), "{what}");
+    assert_eq!(usage_of(b, "q").await, counters(&[("b", 1)]), "{what}");
+    assert_eq!(
+        rows(b, "*").await,
+        vec![("r".to_owned(), json!(2), 2), ("r".to_owned(), json!(1), 1)],
+        "{what}: rows"
+    );
+    assert!(
+        must_report(b, "p", &keyed(&[("a", 3)], "k")).await.replayed,
+        "{what}: the dedup record replays"
+    );
+    assert_kind(
+        b.report_usage("p", &keyed(&[("a", 4)], "k")).await,
+        ErrorKind::Conflict,
+        &format!("{what}: the dedup record holds its payload"),
+    );
+    assert_eq!(
+        b.store_idempotent("r", &json!(2), 2, "ik").await.unwrap(),
+        StoreResult::AlreadyExists,
+        "{what}: the idempotency key"
+    );
+    assert_eq!(usage_of(b, "p").await, counters(&[("a", 3)]), "{what}");
+}
+
+/// Whether `b` is empty of all [`write_everything`] wrote: no policy, counters, dedup record or rows.
+async fn assert_purged(b: &dyn Backend, what: &str) {
+    assert_eq!(b.policy("p").await.unwrap(), None, "{what}: policy");
+    assert!(usage_of(b, "p").await.is_empty(), "{what}: usage p");
+    assert!(usage_of(b, "q").await.is_empty(), "{what}: usage q");
+    assert!(rows(b, "*").await.is_empty(), "{what}: rows");
+}
+
+/// `purge` empties this namespace (rows, idempotency and dedup keys, policies, counters), leaves another intact, and the handles work on.
+pub async fn purge_removes_only_this_namespace(ctx: Ctx) {
+    let handles = ctx.handles(2).await;
+    let b = &*ctx.backend;
+    let other = ctx.open_namespace("_other").await;
+    let other = &*other;
+    write_everything(b).await;
+    write_everything(other).await;
+    assert_holds_everything(b, "before the purge").await;
+    b.purge().await.unwrap();
+    for (i, handle) in handles.iter().enumerate() {
+        assert_purged(&**handle, &format!("after the purge, handle {i}")).await;
+    }
+    assert_holds_everything(other, "the other namespace").await;
+    // The keys are free again: the dedup key applies afresh (with a payload that would have
+    // conflicted), the idempotency key appends.
+    assert_eq!(
+        must_report(b, "p", &keyed(&[("a", 4)], "k")).await,
+        fresh(UsageOutcome::Ok)
+    );
+    assert_eq!(
+        b.store_idempotent("r", &json!(3), 3, "ik").await.unwrap(),
+        StoreResult::Appended
+    );
+    // The namespace works as before: policies apply, keys replay, rows come back.
+    b.set_policy("p", &policy(&[("a", None, Some(5))]))
+        .await
+        .unwrap();
+    assert_eq!(
+        must_report(b, "p", &keyed(&[("a", 2)], "k2")).await,
+        fresh(UsageOutcome::HardBreach(vec![breach("a", 4, 5, true)]))
+    );
+    assert_eq!(
+        must_report(b, "p", &keyed(&[("a", 2)], "k2")).await,
+        replayed(UsageOutcome::HardBreach(vec![breach("a", 4, 5, true)]))
+    );
+    // A handle opened before the purge works on too (where the backend is shared).
+    let last = handles.last().expect("at least this handle");
+    last.store("r", &json!(5), 5).await.unwrap();
+    for handle in &handles {
+        assert_eq!(usage_of(&**handle, "p").await, counters(&[("a", 4)]));
+        assert_eq!(
+            rows(&**handle, "*").await,
+            vec![("r".to_owned(), json!(5), 5), ("r".to_owned(), json!(3), 3)]
+        );
+    }
+    // Purging again is harmless.
+    b.purge().await.unwrap();
+    b.purge().await.unwrap();
+    assert_purged(b, "after purging twice").await;
+    assert_holds_everything(other, "the other namespace, at the end").await;
 }

@@ -136,7 +136,8 @@ pub async fn above_max_amount_is_invalid_everywhere(ctx: Ctx) {
         );
         assert_kind(b.cleanup(big).await, k, "cleanup bound");
         assert_kind(
-            ctx.open(ctx.options_for("x").dedup_ttl_ms(big)).await,
+            ctx.open(ctx.options_for(ctx.namespace()).dedup_ttl_ms(big))
+                .await,
             k,
             "dedup TTL",
         );

@@ -157,6 +157,19 @@ impl PostgresServer {
         .map(|_| ())
     }
 
+    /// Stops the server the way an orderly restart does (`-m fast`): sessions are told
+    /// `57P01 terminating connection due to administrator command`; the data stays.
+    pub fn stop_fast(&self) -> Result<(), String> {
+        run(
+            self.pg_ctl()
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-m", "fast", "-w", "stop"]),
+            "pg_ctl stop",
+        )
+        .map(|_| ())
+    }
+
     /// Starts the (stopped) server again on the same port and data.
     pub fn start_again(&self) -> Result<(), String> {
         run(

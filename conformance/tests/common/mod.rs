@@ -1,0 +1,323 @@
+//! Test-only harnesses around the reference model, shared by this crate's test files: one that
+//! records which namespaces were opened and purged, one that is `shared` (one model per namespace,
+//! every handle a [`MemoryBackend::share`] of it, as processes on one store), and deliberately
+//! broken variants that prove the suite catches each defect.
+#![allow(dead_code)] // each test binary uses a part of it
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use stowage_conformance::Harness;
+use stowage_core::{
+    dedup_expiry, dedup_fingerprint, dedup_is_live, validate, Backend, BoxFuture, BudgetBackend,
+    BudgetPolicy, BudgetUsage, Capabilities, ConnectOptions, Error, MemoryBackend, Pattern,
+    PersistenceBackend, QueryParams, ResolvedOptions, Result, StoreResult, StoredValue,
+    UsageOutcome, UsageReceipt, UsageReport, Value,
+};
+
+/// A deliberate defect of the wrapped model (or none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Defect {
+    /// The reference model as it is.
+    None,
+    /// A report's dedup key is ignored: a retry counts twice.
+    ForgetsDedupKeys,
+    /// A dedup record lives by the TTL of the handle that *reads* it, not of the one that wrote it
+    /// (the defect `dedup_expiry` was introduced against).
+    ReadersTtl,
+    /// `purge` answers `Unsupported` (as the engine backends did before they implemented it).
+    PurgeUnsupported,
+    /// `purge` empties every namespace of the store, not only the handle's (shared harness only).
+    PurgesEveryNamespace,
+    /// A dedup record lives while `now < written_at + ttl`, without the cap at `MAX_AMOUNT`
+    /// (`dedup_expiry`): at the end of time, a record of a long TTL still replays.
+    UncappedDedupExpiry,
+    /// A pattern query narrowed by its literal prefix finds nothing when the prefix ends in
+    /// U+10FFFF (no successor character, so an empty range instead of an unbounded one).
+    PrefixBoundWithoutCarry,
+    /// `report_usage` refuses 256-byte names (a column one byte too short).
+    Rejects256ByteNames,
+}
+
+impl Defect {
+    /// Whether the wrapper keeps dedup records itself (and judges their liveness its own way).
+    fn own_dedup(self) -> bool {
+        matches!(self, Defect::ReadersTtl | Defect::UncappedDedupExpiry)
+    }
+}
+
+/// Namespaces opened (successfully) and purged through a [`ModelHarness`], since the last `take`.
+#[derive(Debug, Default)]
+pub struct Log {
+    opened: Mutex<BTreeSet<String>>,
+    purged: Mutex<BTreeSet<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Log {
+    /// (opened, purged) since the last call, and starts afresh.
+    pub fn take(&self) -> (BTreeSet<String>, BTreeSet<String>) {
+        (
+            std::mem::take(&mut *lock(&self.opened)),
+            std::mem::take(&mut *lock(&self.purged)),
+        )
+    }
+}
+
+/// Opens wrapped reference models: a fresh model per `open` (like `MemoryHarness`), or, when
+/// `shared`, one model per namespace that every handle of that namespace shares.
+#[derive(Debug)]
+pub struct ModelHarness {
+    shared: bool,
+    defect: Defect,
+    stores: Arc<Mutex<BTreeMap<String, Arc<Store>>>>,
+    /// What was opened and purged.
+    pub log: Arc<Log>,
+}
+
+/// One namespace's model and, for the dedup defects, the wrapper's own dedup bookkeeping.
+#[derive(Debug)]
+struct Store {
+    model: MemoryBackend,
+    /// (budget, key) → the record, held across the report so that keyed reports stay atomic.
+    keys: tokio::sync::Mutex<BTreeMap<(String, String), KeyRecord>>,
+}
+
+/// A dedup record kept by the wrapper itself (for the dedup defects).
+#[derive(Debug, Clone)]
+struct KeyRecord {
+    fingerprint: String,
+    outcome: UsageOutcome,
+    written_at: u64,
+    /// The writing handle's TTL.
+    ttl: u64,
+}
+
+impl ModelHarness {
+    /// A harness with `defect`, shared (one model per namespace) or not (a fresh model per open).
+    pub fn new(shared: bool, defect: Defect) -> Arc<ModelHarness> {
+        Arc::new(ModelHarness {
+            shared,
+            defect,
+            stores: Arc::new(Mutex::new(BTreeMap::new())),
+            log: Arc::new(Log::default()),
+        })
+    }
+
+    fn store_for(&self, namespace: &str, options: &ConnectOptions) -> Result<Arc<Store>> {
+        let fresh = || -> Result<Arc<Store>> {
+            Ok(Arc::new(Store {
+                model: MemoryBackend::with_options(options.clone())?,
+                keys: tokio::sync::Mutex::new(BTreeMap::new()),
+            }))
+        };
+        if !self.shared {
+            return fresh();
+        }
+        let mut stores = lock(&self.stores);
+        if let Some(store) = stores.get(namespace) {
+            return Ok(store.clone());
+        }
+        let store = fresh()?;
+        stores.insert(namespace.to_owned(), store.clone());
+        Ok(store)
+    }
+}
+
+impl Harness for ModelHarness {
+    fn open(&self, options: ConnectOptions) -> BoxFuture<'_, Result<Arc<dyn Backend>>> {
+        Box::pin(async move {
+            let resolved = options.resolve()?;
+            let store = self.store_for(&resolved.namespace, &options)?;
+            let inner = store.model.share(options.clone())?;
+            lock(&self.log.opened).insert(resolved.namespace.clone());
+            let backend: Arc<dyn Backend> = Arc::new(Model {
+                inner,
+                store,
+                stores: self.stores.clone(),
+                resolved,
+                shared: self.shared,
+                defect: self.defect,
+                log: self.log.clone(),
+            });
+            Ok(backend)
+        })
+    }
+}
+
+/// A handle: the model, with this handle's options and the harness's defect.
+#[derive(Debug)]
+struct Model {
+    inner: MemoryBackend,
+    store: Arc<Store>,
+    stores: Arc<Mutex<BTreeMap<String, Arc<Store>>>>,
+    resolved: ResolvedOptions,
+    shared: bool,
+    defect: Defect,
+    log: Arc<Log>,
+}
+
+impl Model {
+    /// Whether a record written at `written_at` by a handle with TTL `writer_ttl` is live at
+    /// `now`, as this (broken) wrapper judges it.
+    fn judged_live(&self, written_at: u64, writer_ttl: u64, now: u64) -> bool {
+        match self.defect {
+            Defect::ReadersTtl => {
+                dedup_is_live(dedup_expiry(written_at, self.resolved.dedup_ttl_ms), now)
+            }
+            Defect::UncappedDedupExpiry => now < written_at.saturating_add(writer_ttl),
+            _ => dedup_is_live(dedup_expiry(written_at, writer_ttl), now),
+        }
+    }
+
+    /// A keyed report deduplicated by the wrapper, which judges liveness by
+    /// [`Model::judged_live`]; what applies goes to the model without its key.
+    async fn report_with_own_dedup(
+        &self,
+        budget: &str,
+        report: &UsageReport,
+        key: &str,
+    ) -> Result<UsageReceipt> {
+        let op = "report_usage";
+        validate::report(op, budget, report)?;
+        let now = self.resolved.now(op)?;
+        let fingerprint = dedup_fingerprint(report);
+        let slot = (budget.to_owned(), key.to_owned());
+        let mut keys = self.store.keys.lock().await;
+        if let Some(record) = keys.get(&slot) {
+            if self.judged_live(record.written_at, record.ttl, now) {
+                if record.fingerprint != fingerprint {
+                    return Err(Error::dedup_conflict(op, budget, key));
+                }
+                return Ok(UsageReceipt {
+                    outcome: record.outcome.clone(),
+                    replayed: true,
+                });
+            }
+        }
+        let mut keyless = report.clone();
+        keyless.dedup_key = None;
+        let receipt = self.inner.report_usage(budget, &keyless).await?;
+        keys.insert(
+            slot,
+            KeyRecord {
+                fingerprint,
+                outcome: receipt.outcome.clone(),
+                written_at: now,
+                ttl: self.resolved.dedup_ttl_ms,
+            },
+        );
+        Ok(receipt)
+    }
+}
+
+impl PersistenceBackend for Model {
+    fn store<'a>(&'a self, r: &'a str, v: &'a Value, t: u64) -> BoxFuture<'a, Result<()>> {
+        self.inner.store(r, v, t)
+    }
+    fn store_idempotent<'a>(
+        &'a self,
+        r: &'a str,
+        v: &'a Value,
+        t: u64,
+        k: &'a str,
+    ) -> BoxFuture<'a, Result<StoreResult>> {
+        self.inner.store_idempotent(r, v, t, k)
+    }
+    fn query<'a>(&'a self, p: &'a str, q: QueryParams) -> BoxFuture<'a, Result<Vec<StoredValue>>> {
+        Box::pin(async move {
+            let rows = self.inner.query(p, q).await?;
+            let pattern = Pattern::parse("query", p)?;
+            if self.defect == Defect::PrefixBoundWithoutCarry
+                && !pattern.is_exact()
+                && pattern.literal_prefix().ends_with('\u{10FFFF}')
+            {
+                return Ok(Vec::new());
+            }
+            Ok(rows)
+        })
+    }
+    fn initialize(&self) -> BoxFuture<'_, Result<()>> {
+        self.inner.initialize()
+    }
+    fn cleanup(&self, t: u64) -> BoxFuture<'_, Result<u64>> {
+        self.inner.cleanup(t)
+    }
+}
+
+impl BudgetBackend for Model {
+    fn set_policy<'a>(&'a self, b: &'a str, p: &'a BudgetPolicy) -> BoxFuture<'a, Result<()>> {
+        self.inner.set_policy(b, p)
+    }
+    fn policy<'a>(&'a self, b: &'a str) -> BoxFuture<'a, Result<Option<BudgetPolicy>>> {
+        self.inner.policy(b)
+    }
+    fn delete_policy<'a>(&'a self, b: &'a str) -> BoxFuture<'a, Result<bool>> {
+        self.inner.delete_policy(b)
+    }
+    fn report_usage<'a>(
+        &'a self,
+        b: &'a str,
+        r: &'a UsageReport,
+    ) -> BoxFuture<'a, Result<UsageReceipt>> {
+        Box::pin(async move {
+            let names = std::iter::once(b)
+                .chain(r.dimensions.keys().map(String::as_str))
+                .chain(r.dedup_key.as_deref());
+            if self.defect == Defect::Rejects256ByteNames
+                && names.into_iter().any(|n| n.len() == 256)
+            {
+                return Err(Error::invalid_input("report_usage: a name is too long"));
+            }
+            match (self.defect, &r.dedup_key) {
+                (Defect::ForgetsDedupKeys, Some(_)) => {
+                    let mut keyless = r.clone();
+                    keyless.dedup_key = None;
+                    self.inner.report_usage(b, &keyless).await
+                }
+                (defect, Some(key)) if defect.own_dedup() => {
+                    self.report_with_own_dedup(b, r, key).await
+                }
+                _ => self.inner.report_usage(b, r).await,
+            }
+        })
+    }
+    fn usage<'a>(&'a self, b: &'a str) -> BoxFuture<'a, Result<BudgetUsage>> {
+        self.inner.usage(b)
+    }
+    fn reset_usage<'a>(&'a self, b: &'a str) -> BoxFuture<'a, Result<()>> {
+        self.inner.reset_usage(b)
+    }
+}
+
+impl Backend for Model {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            shared: self.shared,
+            ..self.inner.capabilities()
+        }
+    }
+    fn purge(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            if self.defect == Defect::PurgeUnsupported {
+                return Err(Error::unsupported(format!(
+                    "purge: not implemented (namespace {:?})",
+                    self.resolved.namespace
+                )));
+            }
+            if self.defect == Defect::PurgesEveryNamespace {
+                let stores: Vec<Arc<Store>> = lock(&self.stores).values().cloned().collect();
+                for store in stores {
+                    store.model.purge().await?;
+                }
+            }
+            self.inner.purge().await?;
+            self.store.keys.lock().await.clear();
+            lock(&self.log.purged).insert(self.resolved.namespace.clone());
+            Ok(())
+        })
+    }
+}
