@@ -29,26 +29,39 @@
 
 use std::sync::Arc;
 
-pub use stowage_core::*;
+/// For backend implementers: the engine trait, validated inputs and shared helpers.
+pub use stowage_core::raw;
+pub use stowage_core::{
+    Backend, BoxFuture, Breach, BudgetBackend, BudgetPolicy, BudgetUsage, Capabilities, Checked,
+    Clock, ConnectOptions, DimensionLimit, Error, ErrorKind, ManualClock, MemoryBackend,
+    PersistenceBackend, QueryParams, Result, StoreResult, StoredValue, SystemClock, UsageOutcome,
+    UsageReceipt, UsageReport, Value, DEFAULT_DEDUP_TTL_MS, DEFAULT_NAMESPACE, MAX_AMOUNT,
+};
 
-/// The URL schemes this build can connect to, for error messages and discovery.
+/// The PostgreSQL backend crate (`PostgresBackend`, `PostgresConfig`, …).
+#[cfg(feature = "postgres")]
+pub use stowage_postgres as postgres;
+/// The SQLite backend crate (`SqliteBackend`, `SqliteConfig`, …).
+#[cfg(feature = "sqlite")]
+pub use stowage_sqlite as sqlite;
+/// The Valkey backend crate (`ValkeyBackend`, `ValkeyConfig`, …).
+#[cfg(feature = "valkey")]
+pub use stowage_valkey as valkey;
+
+/// The backends compiled into this build, each with its URL schemes, in the order they are tried.
+pub const DRIVERS: &[raw::Driver] = &[
+    MemoryBackend::DRIVER,
+    #[cfg(feature = "sqlite")]
+    stowage_sqlite::DRIVER,
+    #[cfg(feature = "postgres")]
+    stowage_postgres::DRIVER,
+    #[cfg(feature = "valkey")]
+    stowage_valkey::DRIVER,
+];
+
+/// The URL schemes this build can connect to (plain names such as `"sqlite"`, `"postgres"`).
 pub fn available_schemes() -> Vec<&'static str> {
-    let mut schemes = vec!["memory://"];
-    if cfg!(feature = "sqlite") {
-        schemes.extend(["sqlite://PATH", "sqlite::memory:"]);
-    }
-    if cfg!(feature = "postgres") {
-        schemes.extend(["postgres://…", "postgresql://…"]);
-    }
-    if cfg!(feature = "valkey") {
-        schemes.extend([
-            "valkey://…",
-            "redis://…",
-            "valkey+cluster://h:p,h:p",
-            "redis+cluster://h:p,h:p",
-        ]);
-    }
-    schemes
+    raw::schemes_of(DRIVERS)
 }
 
 /// Connects to the backend named by `url` with default options and initializes it.
@@ -57,82 +70,11 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Backend>> {
 }
 
 /// Connects to the backend named by `url` with `options` and initializes it (harmless to repeat).
+///
+/// The scheme (the part before the first `:`) picks the driver from [`DRIVERS`]: `memory`,
+/// `sqlite` (`sqlite://PATH`, `sqlite::memory:`), `postgres`/`postgresql`, `valkey`/`redis`,
+/// `valkey+cluster`/`redis+cluster`. An unknown scheme, or one whose feature is not compiled in,
+/// is `InvalidInput` naming the schemes that are available.
 pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Arc<dyn Backend>> {
-    let backend: Arc<dyn Backend> = if url == "memory://" || url == "memory:" {
-        Arc::new(MemoryBackend::with_options(options)?)
-    } else if is_sqlite(url) {
-        connect_sqlite(url, options).await?
-    } else if is_postgres(url) {
-        connect_postgres(url, options).await?
-    } else if is_valkey(url) {
-        connect_valkey(url, options).await?
-    } else {
-        return Err(unknown_scheme(url));
-    };
-    backend.initialize().await?;
-    Ok(backend)
-}
-
-fn is_sqlite(url: &str) -> bool {
-    url.starts_with("sqlite:")
-}
-
-fn is_postgres(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
-}
-
-fn is_valkey(url: &str) -> bool {
-    [
-        "valkey://",
-        "redis://",
-        "valkey+cluster://",
-        "redis+cluster://",
-    ]
-    .iter()
-    .any(|scheme| url.starts_with(scheme))
-}
-
-#[cfg(feature = "valkey")]
-async fn connect_valkey(url: &str, options: ConnectOptions) -> Result<Arc<dyn Backend>> {
-    Ok(Arc::new(
-        stowage_valkey::ValkeyBackend::open(url, options).await?,
-    ))
-}
-
-#[cfg(not(feature = "valkey"))]
-async fn connect_valkey(url: &str, _options: ConnectOptions) -> Result<Arc<dyn Backend>> {
-    Err(unknown_scheme(url))
-}
-
-#[cfg(feature = "postgres")]
-async fn connect_postgres(url: &str, options: ConnectOptions) -> Result<Arc<dyn Backend>> {
-    Ok(Arc::new(
-        stowage_postgres::PostgresBackend::open(url, options).await?,
-    ))
-}
-
-#[cfg(not(feature = "postgres"))]
-async fn connect_postgres(url: &str, _options: ConnectOptions) -> Result<Arc<dyn Backend>> {
-    Err(unknown_scheme(url))
-}
-
-#[cfg(feature = "sqlite")]
-async fn connect_sqlite(url: &str, options: ConnectOptions) -> Result<Arc<dyn Backend>> {
-    Ok(Arc::new(
-        stowage_sqlite::SqliteBackend::open(url, options).await?,
-    ))
-}
-
-#[cfg(not(feature = "sqlite"))]
-async fn connect_sqlite(url: &str, _options: ConnectOptions) -> Result<Arc<dyn Backend>> {
-    Err(unknown_scheme(url))
-}
-
-fn unknown_scheme(url: &str) -> Error {
-    let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);
-    Error::invalid_input(format!(
-        "connect: URL scheme {} is unknown or not compiled in; available: {}",
-        show(scheme),
-        available_schemes().join(", ")
-    ))
+    raw::connect_with_drivers(DRIVERS, url, options).await
 }

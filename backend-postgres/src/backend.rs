@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::Row;
+use stowage_core::raw::{dedup_fingerprint, validate, Pattern, ResolvedOptions};
 use stowage_core::{
-    dedup_fingerprint, validate, Backend, BoxFuture, BudgetBackend, BudgetPolicy, BudgetUsage,
-    Capabilities, ConnectOptions, Error, Pattern, PersistenceBackend, QueryParams, ResolvedOptions,
-    Result, StoreResult, StoredValue, UsageReceipt, UsageReport, Value, MAX_AMOUNT,
+    Backend, BoxFuture, BudgetBackend, BudgetPolicy, BudgetUsage, Capabilities, ConnectOptions,
+    Error, PersistenceBackend, QueryParams, Result, StoreResult, StoredValue, UsageReceipt,
+    UsageReport, Value, MAX_AMOUNT,
 };
 
 use crate::budget::{decode_policy, decode_report, decode_usage, BudgetSql};
@@ -19,7 +20,7 @@ use crate::error::{self, classify, connection_survives, Failure};
 use crate::pool::{ConnPool, Lease};
 use crate::records::{collect_matching, RecordSql};
 use crate::schema::{self, Schema};
-use stowage_core::validate::to_i64;
+use stowage_core::raw::validate::to_i64;
 
 /// How many times a transient failure (serialization, deadlock, unique race) is retried.
 const TRANSIENT_TRIES: usize = 8;
@@ -123,7 +124,7 @@ impl PostgresBackend {
         {
             return Err(Error::invalid_input(format!(
                 "{op}: {} is not a setting name",
-                stowage_core::show(name)
+                stowage_core::raw::show(name)
             )));
         }
         let sql = format!("SHOW {name}");
@@ -343,7 +344,7 @@ impl Inner {
             }
             let stored: String = row.try_get(1).map_err(|e| error::map(op, e))?;
             let stored_at: i64 = row.try_get(2).map_err(|e| error::map(op, e))?;
-            return stowage_core::idempotent_repeat(
+            return stowage_core::raw::idempotent_repeat(
                 op,
                 name,
                 key,
@@ -353,7 +354,7 @@ impl Inner {
         }
         Err(Error::unavailable(format!(
             "{op}: record {} kept changing under a concurrent cleanup; retry",
-            stowage_core::show(name)
+            stowage_core::raw::show(name)
         )))
     }
 
@@ -370,7 +371,7 @@ impl Inner {
         let upper = if pattern.is_exact() {
             None
         } else {
-            stowage_core::pattern::prefix_upper_bound(prefix)
+            stowage_core::raw::pattern::prefix_upper_bound(prefix)
         };
         let (upper, pattern) = (upper.as_deref(), &pattern);
         let limit = params.limit_per_record;

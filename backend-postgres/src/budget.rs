@@ -4,12 +4,13 @@ use std::collections::BTreeMap;
 
 use sqlx::postgres::PgRow;
 use sqlx::Row;
+use stowage_core::raw::show;
 use stowage_core::{
-    show, Breach, BudgetPolicy, DimensionLimit, Error, Result, UsageOutcome, UsageReceipt,
+    Breach, BudgetPolicy, DimensionLimit, Error, Result, UsageOutcome, UsageReceipt,
 };
 
 use crate::error;
-use stowage_core::validate::from_i64;
+use stowage_core::raw::validate::from_i64;
 
 /// The SQL of the budget operations for one schema.
 #[derive(Debug)]

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use stowage_core::{show, Error, Result};
+use stowage_core::{Error, Result};
+
+use stowage_core::raw::show;
 
 /// URL parameters stowage reads itself (the rest go to sqlx/libpq semantics).
 const OWN_PARAMETERS: &[&str] = &[

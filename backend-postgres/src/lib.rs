@@ -28,3 +28,16 @@ mod schema;
 
 pub use backend::PostgresBackend;
 pub use config::PostgresConfig;
+
+/// This backend's entry in the facade's driver table: its URL schemes and how to open it.
+pub const DRIVER: stowage_core::raw::Driver = stowage_core::raw::Driver {
+    name: "postgres",
+    schemes: &["postgres", "postgresql"],
+    open: |url, options| {
+        Box::pin(async move {
+            let backend: std::sync::Arc<dyn stowage_core::Backend> =
+                std::sync::Arc::new(PostgresBackend::open(&url, options).await?);
+            Ok(backend)
+        })
+    },
+};

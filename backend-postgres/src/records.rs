@@ -3,10 +3,11 @@
 use futures_util::TryStreamExt;
 use sqlx::postgres::PgRow;
 use sqlx::Row;
-use stowage_core::{decode_value, Pattern, Result, RowSelector, StoredValue};
+use stowage_core::raw::{decode_value, Pattern, RowSelector};
+use stowage_core::{Result, StoredValue};
 
 use crate::error;
-use stowage_core::validate::from_i64;
+use stowage_core::raw::validate::from_i64;
 
 /// The SQL of the record operations for one schema.
 #[derive(Debug)]

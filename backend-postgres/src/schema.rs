@@ -130,7 +130,8 @@ pub(crate) async fn purge(conn: &mut PgConnection, namespace: &str) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stowage_core::{dedup_expiry, DEFAULT_DEDUP_TTL_MS, MAX_AMOUNT};
+    use stowage_core::raw::dedup_expiry;
+    use stowage_core::{DEFAULT_DEDUP_TTL_MS, MAX_AMOUNT};
 
     fn server() -> Option<String> {
         match stowage_conformance::servers::postgres::shared_url() {

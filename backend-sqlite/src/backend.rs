@@ -4,10 +4,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use stowage_core::{
-    validate, Backend, BoxFuture, BudgetBackend, BudgetPolicy, BudgetUsage, Capabilities,
-    ConnectOptions, Error, Pattern, PersistenceBackend, QueryParams, ResolvedOptions, Result,
-    StoreResult, StoredValue, UsageReceipt, UsageReport, Value,
+    Backend, BoxFuture, BudgetBackend, BudgetPolicy, BudgetUsage, Capabilities, ConnectOptions,
+    Error, PersistenceBackend, QueryParams, Result, StoreResult, StoredValue, UsageReceipt,
+    UsageReport, Value,
 };
+
+use stowage_core::raw::{validate, Pattern, ResolvedOptions};
 
 use crate::config::{SqliteConfig, SqliteLocation};
 use crate::worker::Worker;

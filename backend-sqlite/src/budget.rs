@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 
 use rusqlite::{params, Connection, OptionalExtension};
-use stowage_core::{
+use stowage_core::raw::{
     decide, decode_outcome, dedup_expiry, dedup_fingerprint, dedup_is_live, encode_outcome, show,
-    BudgetPolicy, BudgetUsage, Error, Result, UsageReceipt, UsageReport,
 };
+use stowage_core::{BudgetPolicy, BudgetUsage, Error, Result, UsageReceipt, UsageReport};
 
 use crate::error;
-use stowage_core::validate::{from_i64, to_i64};
+use stowage_core::raw::validate::{from_i64, to_i64};
 
 /// How many expired dedup records one keyed report removes on the side, so the table stays bounded.
 const DEDUP_GC_BATCH: i64 = 8;

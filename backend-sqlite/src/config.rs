@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use stowage_core::{show, Error, Result};
+use stowage_core::{Error, Result};
+
+use stowage_core::raw::show;
 
 /// Where the database lives.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,8 @@
 use std::path::Path;
 
 use rusqlite::ErrorCode;
-use stowage_core::{show, Error, ErrorKind};
+use stowage_core::raw::show;
+use stowage_core::{Error, ErrorKind};
 
 /// The kind of an engine error, by the table above.
 fn kind_of(error: &rusqlite::Error) -> ErrorKind {

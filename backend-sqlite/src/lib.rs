@@ -23,3 +23,16 @@ mod worker;
 
 pub use backend::{SqliteBackend, SqliteStats, TestHook};
 pub use config::{SqliteConfig, SqliteLocation, Synchronous};
+
+/// This backend's entry in the facade's driver table: its URL schemes and how to open it.
+pub const DRIVER: stowage_core::raw::Driver = stowage_core::raw::Driver {
+    name: "sqlite",
+    schemes: &["sqlite"],
+    open: |url, options| {
+        Box::pin(async move {
+            let backend: std::sync::Arc<dyn stowage_core::Backend> =
+                std::sync::Arc::new(SqliteBackend::open(&url, options).await?);
+            Ok(backend)
+        })
+    },
+};

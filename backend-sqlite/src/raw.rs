@@ -4,7 +4,8 @@
 //! [`crate::SqliteBackend`], which keeps SQLite off the async executor and group-commits.
 
 use rusqlite::{Connection, TransactionBehavior};
-use stowage_core::{validate, Result, UsageReceipt, UsageReport};
+use stowage_core::raw::validate;
+use stowage_core::{Result, UsageReceipt, UsageReport};
 
 use crate::config::SqliteConfig;
 use crate::{budget, error, schema, worker};

@@ -1,13 +1,13 @@
 //! Record statements: append, idempotent append, pattern query, cleanup.
 
 use rusqlite::{params, Connection, OptionalExtension};
-use stowage_core::{
-    decode_value, idempotent_repeat, pattern::prefix_upper_bound, Error, Pattern, QueryParams,
-    Result, RowSelector, StoreResult, StoredValue, MAX_AMOUNT,
+use stowage_core::raw::{
+    decode_value, idempotent_repeat, pattern::prefix_upper_bound, Pattern, RowSelector,
 };
+use stowage_core::{Error, QueryParams, Result, StoreResult, StoredValue, MAX_AMOUNT};
 
 use crate::error;
-use stowage_core::validate::{from_i64, to_i64};
+use stowage_core::raw::validate::{from_i64, to_i64};
 
 /// Appends one row.
 pub(crate) fn store(

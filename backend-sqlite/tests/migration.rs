@@ -5,9 +5,10 @@ mod common;
 use std::sync::Arc;
 
 use rusqlite::params;
+use stowage_core::raw::{dedup_fingerprint, encode_outcome};
 use stowage_core::{
-    dedup_fingerprint, encode_outcome, BudgetBackend, ConnectOptions, ManualClock,
-    PersistenceBackend, UsageOutcome, UsageReport, DEFAULT_DEDUP_TTL_MS, MAX_AMOUNT,
+    BudgetBackend, ConnectOptions, ManualClock, PersistenceBackend, UsageOutcome, UsageReport,
+    DEFAULT_DEDUP_TTL_MS, MAX_AMOUNT,
 };
 use stowage_sqlite::SqliteBackend;
 

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
 use redis::{Script, ScriptInvocation, Value as RedisValue};
+use stowage_core::raw::{show, validate, Pattern, ResolvedOptions};
 use stowage_core::{
-    show, validate, Backend, BoxFuture, Breach, BudgetBackend, BudgetPolicy, BudgetUsage,
-    Capabilities, ConnectOptions, DimensionLimit, Error, Pattern, PersistenceBackend, QueryParams,
-    ResolvedOptions, Result, StoreResult, StoredValue, UsageOutcome, UsageReceipt, UsageReport,
-    Value, MAX_AMOUNT,
+    Backend, BoxFuture, Breach, BudgetBackend, BudgetPolicy, BudgetUsage, Capabilities,
+    ConnectOptions, DimensionLimit, Error, PersistenceBackend, QueryParams, Result, StoreResult,
+    StoredValue, UsageOutcome, UsageReceipt, UsageReport, Value, MAX_AMOUNT,
 };
 
 use crate::config::ValkeyConfig;
@@ -398,7 +398,7 @@ impl Inner {
     /// Record names of the namespace starting with `prefix`, in byte order, read in bounded batches.
     async fn names_with_prefix(&self, op: &str, prefix: &str) -> Result<Vec<String>> {
         let index = name_index(self.ns());
-        let max = stowage_core::pattern::prefix_upper_bound(prefix)
+        let max = stowage_core::raw::pattern::prefix_upper_bound(prefix)
             .map_or_else(|| "+".to_owned(), |upper| format!("({upper}"));
         let mut min = if prefix.is_empty() {
             "-".to_owned()

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use stowage_core::{show, Error, Result};
+use stowage_core::{Error, Result};
+
+use stowage_core::raw::show;
 
 /// Standalone server or cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,8 @@ use redis::{
     AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, FromRedisValue, IntoConnectionInfo,
     ScriptInvocation, Value as RedisValue,
 };
-use stowage_core::{show, Error, ErrorKind, Result};
+use stowage_core::raw::show;
+use stowage_core::{Error, ErrorKind, Result};
 
 use crate::config::{ValkeyConfig, ValkeyTopology};
 use crate::error;

@@ -17,3 +17,16 @@ mod records;
 pub use backend::ValkeyBackend;
 pub use config::{ValkeyConfig, ValkeyTopology};
 pub use keys::hash_slot;
+
+/// This backend's entry in the facade's driver table: its URL schemes and how to open it.
+pub const DRIVER: stowage_core::raw::Driver = stowage_core::raw::Driver {
+    name: "valkey",
+    schemes: &["valkey", "redis", "valkey+cluster", "redis+cluster"],
+    open: |url, options| {
+        Box::pin(async move {
+            let backend: std::sync::Arc<dyn stowage_core::Backend> =
+                std::sync::Arc::new(ValkeyBackend::open(&url, options).await?);
+            Ok(backend)
+        })
+    },
+};

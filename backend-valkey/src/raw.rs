@@ -3,7 +3,9 @@
 //! Applications should use [`crate::ValkeyBackend`]; this lets a benchmark issue the very same
 //! EVALSHA through the driver with nothing around it.
 
-use stowage_core::{dedup_expiry, dedup_fingerprint, UsageReport};
+use stowage_core::UsageReport;
+
+use stowage_core::raw::{dedup_expiry, dedup_fingerprint};
 
 use crate::keys;
 

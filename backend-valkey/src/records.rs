@@ -3,7 +3,9 @@
 //! All scores are 0, so members order by bytes: by time, then by store order, exactly, with no
 //! double ever involved. Time windows are lexicographic ranges over the first 16 hex digits.
 
-use stowage_core::{show, Error, Result, StoredValue};
+use stowage_core::{Error, Result, StoredValue};
+
+use stowage_core::raw::show;
 
 /// 16 lowercase hex digits of `ms`.
 pub(crate) fn time_hex(ms: u64) -> String {

@@ -12,10 +12,10 @@ use stowage_conformance::process_race::{self, RaceSize};
 use stowage_conformance::servers::resp;
 use stowage_conformance::servers::valkey::{self, ValkeySettings};
 use stowage_conformance::START_MS;
+use stowage_core::raw::dedup_fingerprint;
 use stowage_core::{
-    dedup_fingerprint, Backend, BudgetBackend, BudgetPolicy, Clock, ConnectOptions, DimensionLimit,
-    ErrorKind, ManualClock, PersistenceBackend, QueryParams, UsageReport, DEFAULT_DEDUP_TTL_MS,
-    MAX_AMOUNT,
+    Backend, BudgetBackend, BudgetPolicy, Clock, ConnectOptions, DimensionLimit, ErrorKind,
+    ManualClock, PersistenceBackend, QueryParams, UsageReport, DEFAULT_DEDUP_TTL_MS, MAX_AMOUNT,
 };
 use stowage_valkey::{raw, ValkeyBackend};
 

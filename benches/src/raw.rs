@@ -52,7 +52,7 @@ impl RawPostgres {
             .map(|d| i64::try_from(*d).expect("small"))
             .collect();
         let key = report.dedup_key.as_deref();
-        let fingerprint = key.map(|_| stowage::dedup_fingerprint(report));
+        let fingerprint = key.map(|_| stowage::raw::dedup_fingerprint(report));
         let now = i64::try_from(now_ms()).expect("ms fit");
         let ttl = i64::try_from(DEFAULT_DEDUP_TTL_MS).expect("fits");
         let mut conn = self.connections[slot % self.connections.len()].lock().await;

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use serde_json::json;
+use stowage::raw::show;
 use stowage::{
-    show, Backend, BudgetPolicy, ConnectOptions, DimensionLimit, Error, QueryParams, Result,
+    Backend, BudgetPolicy, ConnectOptions, DimensionLimit, Error, QueryParams, Result,
     UsageOutcome, UsageReport,
 };
 

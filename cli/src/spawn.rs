@@ -58,7 +58,7 @@ impl Spawned {
                 other => {
                     return Err(Error::invalid_input(format!(
                         "--spawn {} is unknown; choose from {}",
-                        stowage::show(other),
+                        stowage::raw::show(other),
                         KINDS.join(", ")
                     )))
                 }

@@ -15,10 +15,12 @@ use tracing::field::Empty;
 use tracing::{Instrument, Level, Span};
 
 use crate::{
-    validate, Backend, BoxFuture, BudgetBackend, BudgetPolicy, BudgetUsage, Capabilities, Error,
-    ErrorKind, Pattern, PersistenceBackend, QueryParams, Result, StoreResult, StoredValue,
-    UsageOutcome, UsageReceipt, UsageReport, Value,
+    Backend, BoxFuture, BudgetBackend, BudgetPolicy, BudgetUsage, Capabilities, Error, ErrorKind,
+    PersistenceBackend, QueryParams, Result, StoreResult, StoredValue, UsageOutcome, UsageReceipt,
+    UsageReport, Value,
 };
+
+use crate::raw::{validate, Pattern};
 
 /// A record row to append, validated: the record name is a valid name, `stored_at` is at most
 /// `MAX_AMOUNT`, and `text` is the value serialized by `serde_json::to_string`, at most 1 MiB.

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{show, BoxFuture, Error, Result, MAX_AMOUNT};
+use crate::{BoxFuture, Error, Result, MAX_AMOUNT};
+
+use crate::raw::show;
 
 /// The limits of one budget, per dimension.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -9,33 +9,29 @@
 use std::future::Future;
 use std::pin::Pin;
 
-pub mod access;
+mod access;
 mod budget;
 mod capabilities;
 mod clock;
+mod driver;
 mod error;
 mod memory;
 mod options;
-pub mod pattern;
+mod query;
+pub mod raw;
 mod records;
-pub mod validate;
 
-pub use access::{Access, Checked, NewRow};
+pub use access::Checked;
 pub use budget::{
-    decide, decode_outcome, dedup_expiry, dedup_fingerprint, dedup_is_live, encode_outcome, Breach,
-    BudgetBackend, BudgetPolicy, BudgetUsage, Decision, DimensionLimit, UsageOutcome, UsageReceipt,
+    Breach, BudgetBackend, BudgetPolicy, BudgetUsage, DimensionLimit, UsageOutcome, UsageReceipt,
     UsageReport,
 };
 pub use capabilities::Capabilities;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{show, Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use memory::MemoryBackend;
-pub use options::{ConnectOptions, ResolvedOptions, DEFAULT_DEDUP_TTL_MS, DEFAULT_NAMESPACE};
-pub use pattern::Pattern;
-pub use records::{
-    decode_value, idempotent_repeat, PersistenceBackend, QueryParams, RowSelector, StoreResult,
-    StoredValue,
-};
+pub use options::{ConnectOptions, DEFAULT_DEDUP_TTL_MS, DEFAULT_NAMESPACE};
+pub use records::{PersistenceBackend, QueryParams, StoreResult, StoredValue};
 /// Record values are JSON values.
 pub use serde_json::Value;
 

@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::{
-    budget, Access, BudgetPolicy, BudgetUsage, Capabilities, Checked, ConnectOptions, Error,
-    NewRow, Pattern, QueryParams, ResolvedOptions, Result, StoreResult, StoredValue, UsageReceipt,
-    UsageReport,
+    budget, BudgetPolicy, BudgetUsage, Capabilities, Checked, ConnectOptions, Error, QueryParams,
+    Result, StoreResult, StoredValue, UsageReceipt, UsageReport,
 };
+
+use crate::raw::{Access, NewRow, Pattern, ResolvedOptions};
 
 /// The in-memory reference model: every rule of the contract in plain Rust, behind one mutex.
 #[derive(Debug)]
@@ -46,6 +47,19 @@ struct DedupRecord {
 }
 
 impl MemoryBackend {
+    /// The driver-table entry of `memory://` (every connect opens a new, empty model).
+    pub const DRIVER: crate::raw::Driver = crate::raw::Driver {
+        name: "memory",
+        schemes: &["memory"],
+        open: |_url, options| {
+            Box::pin(async move {
+                let backend: std::sync::Arc<dyn crate::Backend> =
+                    std::sync::Arc::new(MemoryBackend::with_options(options)?);
+                Ok(backend)
+            })
+        },
+    };
+
     /// A fresh, empty model with default options, behind the checked layer.
     #[allow(clippy::new_ret_no_self)]
     pub fn new() -> Checked<MemoryBackend> {
@@ -92,7 +106,7 @@ impl MemoryBackend {
                 .find(|row| row.idempotency_key.as_deref() == Some(key))
         });
         if let Some(row) = existing {
-            return crate::idempotent_repeat(
+            return crate::raw::idempotent_repeat(
                 op,
                 record_name,
                 key,
@@ -122,7 +136,7 @@ impl MemoryBackend {
                 selected.truncate(limit);
             }
             for row in selected {
-                let value = crate::decode_value(op, name, &row.text)?;
+                let value = crate::raw::decode_value(op, name, &row.text)?;
                 out.push(StoredValue {
                     record_name: name.clone(),
                     value,

@@ -3,7 +3,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::{show, Clock, Error, Result, SystemClock};
+use crate::{Clock, Error, Result, SystemClock};
+
+use crate::raw::show;
 
 /// How long a dedup record stays live by default: 24 hours.
 pub const DEFAULT_DEDUP_TTL_MS: u64 = 86_400_000;
@@ -62,7 +64,7 @@ impl ConnectOptions {
             .namespace
             .clone()
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
-        crate::validate::name("connect", "namespace", &namespace)?;
+        crate::raw::validate::name("connect", "namespace", &namespace)?;
         let dedup_ttl_ms = self.dedup_ttl_ms.unwrap_or(DEFAULT_DEDUP_TTL_MS);
         if dedup_ttl_ms == 0 || dedup_ttl_ms > crate::MAX_AMOUNT {
             return Err(Error::invalid_input(format!(

@@ -1,6 +1,8 @@
 //! The one record-name pattern matcher: `*` matches any sequence, every other character is literal.
 
-use crate::{show, Error, Result};
+use crate::{Error, Result};
+
+use crate::raw::show;
 
 /// A parsed record pattern. Backends may narrow candidates by [`Pattern::literal_prefix`], then must ask [`Pattern::matches`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,12 +22,12 @@ impl Pattern {
                 "{op}: record pattern is empty; use \"*\" to match every record"
             )));
         }
-        if pattern.len() > 4 * crate::validate::MAX_NAME_BYTES {
+        if pattern.len() > 4 * crate::raw::validate::MAX_NAME_BYTES {
             return Err(Error::invalid_input(format!(
                 "{op}: record pattern {} is {} bytes; at most {}",
                 show(pattern),
                 pattern.len(),
-                4 * crate::validate::MAX_NAME_BYTES
+                4 * crate::raw::validate::MAX_NAME_BYTES
             )));
         }
         if pattern.contains('\0') {

@@ -97,7 +97,7 @@ pub trait PersistenceBackend: Send + Sync {
 /// matches, at most `limit_per_record` of each. Backends that read rows in query order share it.
 #[derive(Debug)]
 pub struct RowSelector<'p> {
-    pattern: &'p crate::Pattern,
+    pattern: &'p crate::raw::Pattern,
     limit_per_record: Option<usize>,
     /// The record of the last row seen: its name, whether it matches, rows kept so far.
     current: Option<(String, bool, usize)>,
@@ -105,7 +105,7 @@ pub struct RowSelector<'p> {
 
 impl<'p> RowSelector<'p> {
     /// A selector for one query.
-    pub fn new(pattern: &'p crate::Pattern, limit_per_record: Option<usize>) -> Self {
+    pub fn new(pattern: &'p crate::raw::Pattern, limit_per_record: Option<usize>) -> Self {
         RowSelector {
             pattern,
             limit_per_record,
@@ -132,7 +132,7 @@ pub fn decode_value(op: &str, record: &str, text: &str) -> Result<Value> {
     serde_json::from_str(text).map_err(|e| {
         crate::Error::corruption(format!(
             "{op}: stored value of record {} cannot be decoded",
-            crate::show(record)
+            crate::raw::show(record)
         ))
         .with_source(e)
     })

@@ -1,6 +1,8 @@
 //! Input validation shared by every backend; each check names the operation and the value.
 
-use crate::{show, BudgetPolicy, Error, QueryParams, Result, UsageReport, Value, MAX_AMOUNT};
+use crate::{BudgetPolicy, Error, QueryParams, Result, UsageReport, Value, MAX_AMOUNT};
+
+use crate::raw::show;
 
 /// The longest valid name, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;

@@ -1,8 +1,8 @@
 //! Seeded property tests of the shared encodings (the fuzz targets under `fuzz/` explore the same
 //! properties without bounds): the pattern matcher against a naive matcher, and prefix narrowing.
 
-use stowage_core::pattern::prefix_upper_bound;
-use stowage_core::Pattern;
+use stowage_core::raw::pattern::prefix_upper_bound;
+use stowage_core::raw::Pattern;
 
 /// SplitMix64: a seed gives the same cases everywhere.
 struct Rng(u64);

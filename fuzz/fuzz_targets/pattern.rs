@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stowage_core::Pattern;
+use stowage_core::raw::Pattern;
 
 fn naive(pattern: &[char], name: &[char]) -> bool {
     match pattern.split_first() {

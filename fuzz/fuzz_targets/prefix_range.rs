@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stowage_core::pattern::prefix_upper_bound;
+use stowage_core::raw::pattern::prefix_upper_bound;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

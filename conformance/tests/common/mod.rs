@@ -8,11 +8,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use stowage_conformance::Harness;
+use stowage_core::raw::{
+    dedup_expiry, dedup_fingerprint, dedup_is_live, validate, Pattern, ResolvedOptions,
+};
 use stowage_core::{
-    dedup_expiry, dedup_fingerprint, dedup_is_live, validate, Backend, BoxFuture, BudgetBackend,
-    BudgetPolicy, BudgetUsage, Capabilities, ConnectOptions, Error, MemoryBackend, Pattern,
-    PersistenceBackend, QueryParams, ResolvedOptions, Result, StoreResult, StoredValue,
-    UsageOutcome, UsageReceipt, UsageReport, Value,
+    Backend, BoxFuture, BudgetBackend, BudgetPolicy, BudgetUsage, Capabilities, Checked,
+    ConnectOptions, Error, MemoryBackend, PersistenceBackend, QueryParams, Result, StoreResult,
+    StoredValue, UsageOutcome, UsageReceipt, UsageReport, Value,
 };
 
 /// A deliberate defect of the wrapped model (or none).
@@ -81,7 +83,7 @@ pub struct ModelHarness {
 /// One namespace's model and, for the dedup defects, the wrapper's own dedup bookkeeping.
 #[derive(Debug)]
 struct Store {
-    model: MemoryBackend,
+    model: Checked<MemoryBackend>,
     /// (budget, key) → the record, held across the report so that keyed reports stay atomic.
     keys: tokio::sync::Mutex<BTreeMap<(String, String), KeyRecord>>,
 }
@@ -151,7 +153,7 @@ impl Harness for ModelHarness {
 /// A handle: the model, with this handle's options and the harness's defect.
 #[derive(Debug)]
 struct Model {
-    inner: MemoryBackend,
+    inner: Checked<MemoryBackend>,
     store: Arc<Store>,
     stores: Arc<Mutex<BTreeMap<String, Arc<Store>>>>,
     resolved: ResolvedOptions,

@@ -1,0 +1,34 @@
+//! What backend implementers need and users do not: the engine trait, validated inputs, the shared
+//! decision functions, codecs, the pattern matcher, the row selector and input validation.
+//!
+//! Everything here is public so that a backend crate outside this workspace can be written on the
+//! same layer; applications use the types at the crate root instead.
+
+#[path = "pattern.rs"]
+pub mod pattern;
+#[path = "validate.rs"]
+pub mod validate;
+
+pub use crate::access::{Access, NewRow};
+pub use crate::budget::{
+    decide, decode_outcome, dedup_expiry, dedup_fingerprint, dedup_is_live, encode_outcome,
+    Decision,
+};
+pub use crate::driver::{connect_with_drivers, scheme_of, schemes_of, Driver, UrlParams};
+pub use crate::error::show;
+pub use crate::options::ResolvedOptions;
+pub use crate::query::{NameRange, QueryPlan, RowCollector};
+pub use crate::records::{decode_value, idempotent_repeat, RowSelector};
+pub use pattern::Pattern;
+
+/// Runs `work` within `limit`; past it, `Unavailable` naming `op` and the limit (the one
+/// "timeout becomes `Unavailable`" rule of every networked engine).
+pub async fn within<T>(
+    op: &str,
+    limit: std::time::Duration,
+    work: impl std::future::Future<Output = crate::Result<T>>,
+) -> crate::Result<T> {
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| crate::Error::unavailable(format!("{op}: no answer within {limit:?}")))?
+}
