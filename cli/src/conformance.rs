@@ -25,12 +25,14 @@ pub async fn run(args: ConformanceArgs) -> Result<ExitCode> {
     if let Some(n) = args.sequences {
         std::env::set_var("STOWAGE_DIFF_SEQUENCES", n.to_string());
     }
-    // Check the URL once, so a typo is one clear error rather than a failure per case.
-    stowage::connect_with(
+    // Check the URL once, so a typo is one clear error rather than a failure per case; the probe
+    // namespace is purged at once, as every case's namespaces are when the case ends.
+    let probe = stowage::connect_with(
         &args.url,
         ConnectOptions::new().namespace(stowage_conformance::unique_namespace("probe")),
     )
     .await?;
+    probe.purge().await?;
     let url = args.url.clone();
     let harness: Arc<dyn Harness> = Arc::new(
         move |options: ConnectOptions| -> BoxFuture<'static, Result<Arc<dyn Backend>>> {

@@ -133,6 +133,24 @@ fn conformance_passes_against_a_live_sqlite_file() {
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("PASS  dedup::retry_with_same_key_replays_without_applying"));
     assert!(!stdout.contains("FAIL"));
+    // The suite purges every namespace it created: nothing is left behind in the live store.
+    let db = rusqlite::Connection::open(dir.path().join("live.db")).unwrap();
+    let tables: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'stowage%' AND name <> 'stowage_migrations'")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(tables.len() >= 4, "stowage tables: {tables:?}");
+    for table in tables {
+        let rows: i64 = db
+            .query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(rows, 0, "{table} keeps {rows} rows after the suite");
+    }
 }
 
 #[test]
