@@ -20,6 +20,7 @@ mod options;
 mod query;
 pub mod raw;
 mod records;
+mod reply;
 
 pub use access::Checked;
 pub use budget::{
