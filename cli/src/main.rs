@@ -17,6 +17,12 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "stowage", version, about, propagate_version = true)]
 struct Cli {
+    /// Print stowage's tracing spans and events to stderr at this level or above (error, warn,
+    /// info, debug, trace), or an env-filter directive such as `stowage=debug`; `STOWAGE_LOG` too.
+    /// Every operation is one `debug` span named `stowage` with the backend, operation, name,
+    /// outcome, `replayed`, error kind and duration.
+    #[arg(long, global = true, env = "STOWAGE_LOG", value_name = "LEVEL")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -35,8 +41,27 @@ enum Command {
     Records(admin::RecordsCommand),
 }
 
+/// Installs a stderr subscriber for `filter`; a directive that does not parse is bad input.
+fn install_log(filter: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| format!("--log {filter:?} is not a level or filter directive: {e}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init()
+        .map_err(|e| format!("cannot install the log subscriber: {e}"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(filter) = cli.log.as_deref() {
+        if let Err(why) = install_log(filter) {
+            eprintln!("error: {why}");
+            return ExitCode::from(2);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
