@@ -9,6 +9,9 @@ use std::time::Duration;
 use crate::raw::show;
 use crate::{Backend, BoxFuture, ConnectOptions, Error, Result};
 
+/// How a driver opens a backend: URL and options in, an opened (not yet initialized) backend out.
+pub type OpenFn = fn(String, ConnectOptions) -> BoxFuture<'static, Result<Arc<dyn Backend>>>;
+
 /// One backend's entry in the facade's driver table.
 #[derive(Clone, Copy)]
 pub struct Driver {
@@ -19,7 +22,7 @@ pub struct Driver {
     pub schemes: &'static [&'static str],
     /// Opens a backend on `url` with `options`: parses the URL and connects, nothing more.
     /// The caller runs `initialize` once afterwards.
-    pub open: fn(String, ConnectOptions) -> BoxFuture<'static, Result<Arc<dyn Backend>>>,
+    pub open: OpenFn,
 }
 
 impl fmt::Debug for Driver {

@@ -14,7 +14,7 @@ pub use crate::budget::{
     decide, decode_outcome, dedup_expiry, dedup_fingerprint, dedup_is_live, encode_outcome,
     Decision,
 };
-pub use crate::driver::{connect_with_drivers, scheme_of, schemes_of, Driver, UrlParams};
+pub use crate::driver::{connect_with_drivers, scheme_of, schemes_of, Driver, OpenFn, UrlParams};
 pub use crate::error::show;
 pub use crate::options::ResolvedOptions;
 pub use crate::query::{NameRange, QueryPlan, RowCollector};
