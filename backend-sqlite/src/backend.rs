@@ -144,31 +144,19 @@ impl Access for SqliteBackend {
 
     async fn store(&self, row: NewRow<'_>) -> Result<()> {
         let ns = self.namespace.clone();
-        let NewRow {
-            record,
-            text,
-            stored_at,
-        } = row;
-        let name = record.to_owned();
+        let row = records::Row::from(row);
         self.worker
-            .write("store", move |c| {
-                records::store(c, &ns, &name, &text, stored_at)
-            })
+            .write("store", move |c| records::store(c, &ns, &row))
             .await
     }
 
     async fn store_idempotent(&self, row: NewRow<'_>, key: &str) -> Result<StoreResult> {
         let ns = self.namespace.clone();
-        let NewRow {
-            record,
-            text,
-            stored_at,
-        } = row;
-        let name = record.to_owned();
+        let row = records::Row::from(row);
         let key = key.to_owned();
         self.worker
             .write("store_idempotent", move |c| {
-                records::store_idempotent(c, &ns, &name, &text, stored_at, &key)
+                records::store_idempotent(c, &ns, &row, &key)
             })
             .await
     }

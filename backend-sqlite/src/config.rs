@@ -134,6 +134,7 @@ mod tests {
             "sqlite://a.db?group_commit=maybe",
             "sqlite://a.db?operation_timeout_ms=0",
             "sqlite://a.db?operation_timeout_ms=x",
+            "sqlite://a.db?busy_timeout_ms=1&busy_timeout_ms=2",
             "postgres://x",
         ] {
             assert_eq!(

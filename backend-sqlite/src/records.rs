@@ -1,26 +1,38 @@
 //! Record statements: append, idempotent append, pattern query, cleanup.
 
 use rusqlite::{params, Connection, OptionalExtension};
-use stowage_core::raw::{idempotent_repeat, NameRange, Pattern, QueryPlan};
+use stowage_core::raw::{idempotent_repeat, NameRange, NewRow, Pattern, QueryPlan};
 use stowage_core::{Error, QueryParams, Result, StoreResult, StoredValue};
 
 use crate::error;
 use stowage_core::raw::validate::{from_i64, to_i64};
 
+/// A row to append, owned so that it can travel to the writer thread.
+#[derive(Debug)]
+pub(crate) struct Row {
+    name: String,
+    text: String,
+    stored_at: u64,
+}
+
+impl From<NewRow<'_>> for Row {
+    fn from(row: NewRow<'_>) -> Self {
+        Row {
+            name: row.record.to_owned(),
+            text: row.text,
+            stored_at: row.stored_at,
+        }
+    }
+}
+
 /// Appends one row.
-pub(crate) fn store(
-    conn: &Connection,
-    ns: &str,
-    name: &str,
-    text: &str,
-    timestamp: u64,
-) -> Result<()> {
+pub(crate) fn store(conn: &Connection, ns: &str, row: &Row) -> Result<()> {
     let op = "store";
-    let at = to_i64(op, "timestamp", timestamp)?;
+    let at = to_i64(op, "timestamp", row.stored_at)?;
     conn.prepare_cached(
         "INSERT INTO stowage_records (ns, name, stored_at, value) VALUES (?1, ?2, ?3, ?4)",
     )
-    .and_then(|mut s| s.execute(params![ns, name, at, text]))
+    .and_then(|mut s| s.execute(params![ns, row.name, at, row.text]))
     .map_err(|e| error::map(op, e))?;
     Ok(())
 }
@@ -29,13 +41,16 @@ pub(crate) fn store(
 pub(crate) fn store_idempotent(
     conn: &Connection,
     ns: &str,
-    name: &str,
-    text: &str,
-    timestamp: u64,
+    row: &Row,
     key: &str,
 ) -> Result<StoreResult> {
     let op = "store_idempotent";
-    let at = to_i64(op, "timestamp", timestamp)?;
+    let Row {
+        name,
+        text,
+        stored_at,
+    } = row;
+    let at = to_i64(op, "timestamp", *stored_at)?;
     let existing: Option<(String, i64)> = conn
         .prepare_cached(
             "SELECT value, stored_at FROM stowage_records
