@@ -1,11 +1,11 @@
-//! `sqlite://` URLs → configuration.
+//! `sqlite://` URLs → configuration (query parameters read by the shared [`UrlParams`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use stowage_core::{Error, Result};
 
-use stowage_core::raw::show;
+use stowage_core::raw::{show, UrlParams};
 
 /// Where the database lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +58,7 @@ impl SqliteConfig {
     /// Parses `sqlite::memory:` or
     /// `sqlite://PATH[?busy_timeout_ms=N&operation_timeout_ms=N&synchronous=full|normal&group_commit=on|off]`.
     pub fn from_url(url: &str) -> Result<Self> {
-        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let (base, mut params) = UrlParams::parse(url)?;
         let location = if base == "sqlite::memory:" || base == "sqlite://:memory:" {
             SqliteLocation::Memory
         } else if let Some(path) = base.strip_prefix("sqlite://") {
@@ -75,71 +75,25 @@ impl SqliteConfig {
                 show(url)
             )));
         };
-        let mut config = SqliteConfig {
+        let busy_timeout = params.take_u64("busy_timeout_ms", 0, u64::MAX)?;
+        let operation_timeout = params.take_u64("operation_timeout_ms", 1, u64::MAX)?;
+        let synchronous =
+            params.take_choice("synchronous", &["full", "FULL", "normal", "NORMAL"])?;
+        let group_commit = params.take_choice("group_commit", &["on", "true", "off", "false"])?;
+        params.finish()?;
+        Ok(SqliteConfig {
             location,
-            busy_timeout: Duration::from_secs(10),
-            operation_timeout: Duration::from_secs(30),
-            synchronous: Synchronous::Full,
-            max_batch: 64,
-        };
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            match key {
-                "busy_timeout_ms" => {
-                    let ms: u64 = value.parse().map_err(|_| {
-                        Error::invalid_input(format!(
-                            "connect: busy_timeout_ms {} is not a whole number of milliseconds",
-                            show(value)
-                        ))
-                    })?;
-                    config.busy_timeout = Duration::from_millis(ms);
-                }
-                "operation_timeout_ms" => {
-                    let ms: u64 = value
-                        .parse()
-                        .ok()
-                        .filter(|ms| *ms > 0)
-                        .ok_or_else(|| {
-                            Error::invalid_input(format!(
-                                "connect: operation_timeout_ms {} is not a whole number of milliseconds of at least 1",
-                                show(value)
-                            ))
-                        })?;
-                    config.operation_timeout = Duration::from_millis(ms);
-                }
-                "group_commit" => {
-                    config.max_batch = match value {
-                        "on" | "true" => 64,
-                        "off" | "false" => 1,
-                        other => {
-                            return Err(Error::invalid_input(format!(
-                                "connect: group_commit {} is not one of on, off",
-                                show(other)
-                            )))
-                        }
-                    }
-                }
-                "synchronous" => {
-                    config.synchronous = match value {
-                        "full" | "FULL" => Synchronous::Full,
-                        "normal" | "NORMAL" => Synchronous::Normal,
-                        other => {
-                            return Err(Error::invalid_input(format!(
-                                "connect: synchronous {} is not one of full, normal",
-                                show(other)
-                            )))
-                        }
-                    }
-                }
-                other => {
-                    return Err(Error::invalid_input(format!(
-                    "connect: unknown SQLite URL parameter {}; known: busy_timeout_ms, operation_timeout_ms, synchronous, group_commit",
-                    show(other)
-                )))
-                }
-            }
-        }
-        Ok(config)
+            busy_timeout: Duration::from_millis(busy_timeout.unwrap_or(10_000)),
+            operation_timeout: Duration::from_millis(operation_timeout.unwrap_or(30_000)),
+            synchronous: match synchronous {
+                Some("normal" | "NORMAL") => Synchronous::Normal,
+                _ => Synchronous::Full,
+            },
+            max_batch: match group_commit {
+                Some("off" | "false") => 1,
+                _ => 64,
+            },
+        })
     }
 }
 
@@ -180,6 +134,7 @@ mod tests {
             "sqlite://a.db?group_commit=maybe",
             "sqlite://a.db?operation_timeout_ms=0",
             "sqlite://a.db?operation_timeout_ms=x",
+            "sqlite://a.db?busy_timeout_ms=1&busy_timeout_ms=2",
             "postgres://x",
         ] {
             assert_eq!(

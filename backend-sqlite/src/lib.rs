@@ -10,6 +10,11 @@
 //! Every call is bounded by `operation_timeout_ms` (default 30000): past it the caller gets
 //! `Unavailable`, and a write answered so is never applied (the worker module documents the
 //! exact guarantees).
+//!
+//! [`SqliteBackend::open`] only starts the threads and opens their connections; `initialize()`
+//! applies the migrations. It returns the engine behind the checked layer
+//! (`stowage_core::Checked<SqliteBackend>`), which validates every call; `stats()`, `config()`
+//! and the other engine methods are reached through it.
 #![deny(missing_docs)]
 
 mod backend;

@@ -4,7 +4,6 @@
 //! [`crate::SqliteBackend`], which keeps SQLite off the async executor and group-commits.
 
 use rusqlite::{Connection, TransactionBehavior};
-use stowage_core::raw::validate;
 use stowage_core::{Result, UsageReceipt, UsageReport};
 
 use crate::config::SqliteConfig;
@@ -18,7 +17,8 @@ pub fn open(url: &str) -> Result<Connection> {
     Ok(conn)
 }
 
-/// `report_usage` as one `BEGIN IMMEDIATE` transaction with cached prepared statements.
+/// `report_usage` as one `BEGIN IMMEDIATE` transaction with cached prepared statements. `budget`
+/// and `report` must be valid (as the checked layer ensures for the backend); nothing checks them here.
 pub fn report_usage(
     conn: &mut Connection,
     namespace: &str,
@@ -28,7 +28,6 @@ pub fn report_usage(
     dedup_ttl_ms: u64,
 ) -> Result<UsageReceipt> {
     let op = "report_usage";
-    validate::report(op, budget, report)?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| error::map(op, e))?;

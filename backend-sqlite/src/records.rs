@@ -1,28 +1,38 @@
 //! Record statements: append, idempotent append, pattern query, cleanup.
 
 use rusqlite::{params, Connection, OptionalExtension};
-use stowage_core::raw::{
-    decode_value, idempotent_repeat, pattern::prefix_upper_bound, Pattern, RowSelector,
-};
-use stowage_core::{Error, QueryParams, Result, StoreResult, StoredValue, MAX_AMOUNT};
+use stowage_core::raw::{idempotent_repeat, NameRange, NewRow, Pattern, QueryPlan};
+use stowage_core::{Error, QueryParams, Result, StoreResult, StoredValue};
 
 use crate::error;
 use stowage_core::raw::validate::{from_i64, to_i64};
 
+/// A row to append, owned so that it can travel to the writer thread.
+#[derive(Debug)]
+pub(crate) struct Row {
+    name: String,
+    text: String,
+    stored_at: u64,
+}
+
+impl From<NewRow<'_>> for Row {
+    fn from(row: NewRow<'_>) -> Self {
+        Row {
+            name: row.record.to_owned(),
+            text: row.text,
+            stored_at: row.stored_at,
+        }
+    }
+}
+
 /// Appends one row.
-pub(crate) fn store(
-    conn: &Connection,
-    ns: &str,
-    name: &str,
-    text: &str,
-    timestamp: u64,
-) -> Result<()> {
+pub(crate) fn store(conn: &Connection, ns: &str, row: &Row) -> Result<()> {
     let op = "store";
-    let at = to_i64(op, "timestamp", timestamp)?;
+    let at = to_i64(op, "timestamp", row.stored_at)?;
     conn.prepare_cached(
         "INSERT INTO stowage_records (ns, name, stored_at, value) VALUES (?1, ?2, ?3, ?4)",
     )
-    .and_then(|mut s| s.execute(params![ns, name, at, text]))
+    .and_then(|mut s| s.execute(params![ns, row.name, at, row.text]))
     .map_err(|e| error::map(op, e))?;
     Ok(())
 }
@@ -31,13 +41,16 @@ pub(crate) fn store(
 pub(crate) fn store_idempotent(
     conn: &Connection,
     ns: &str,
-    name: &str,
-    text: &str,
-    timestamp: u64,
+    row: &Row,
     key: &str,
 ) -> Result<StoreResult> {
     let op = "store_idempotent";
-    let at = to_i64(op, "timestamp", timestamp)?;
+    let Row {
+        name,
+        text,
+        stored_at,
+    } = row;
+    let at = to_i64(op, "timestamp", *stored_at)?;
     let existing: Option<(String, i64)> = conn
         .prepare_cached(
             "SELECT value, stored_at FROM stowage_records
@@ -60,7 +73,8 @@ pub(crate) fn store_idempotent(
     Ok(StoreResult::Appended)
 }
 
-/// Rows of records matching `pattern`, narrowed in SQL by the literal prefix, decided by the core matcher.
+/// Rows of records matching `pattern`, narrowed in SQL by the plan's name range and time bounds,
+/// decided by the core matcher and collector.
 pub(crate) fn query(
     conn: &mut Connection,
     ns: &str,
@@ -68,28 +82,23 @@ pub(crate) fn query(
     params: QueryParams,
 ) -> Result<Vec<StoredValue>> {
     let op = "query";
-    if params.limit_per_record == Some(0) {
+    let Some(plan) = QueryPlan::new(pattern, params) else {
         return Ok(Vec::new());
-    }
-    let start = to_i64(op, "start_time", params.start_time.unwrap_or(0))?;
-    let end = to_i64(op, "end_time", params.end_time.unwrap_or(MAX_AMOUNT))?;
-    let prefix = pattern.literal_prefix();
-    let upper = if pattern.is_exact() {
-        None
-    } else {
-        prefix_upper_bound(prefix)
     };
+    let start = to_i64(op, "start_time", plan.start)?;
+    let end = to_i64(op, "end_time", plan.end)?;
     let base = "SELECT name, value, stored_at FROM stowage_records WHERE ns = ?1 AND ";
     let order = " AND stored_at >= ?2 AND stored_at <= ?3 ORDER BY name, stored_at DESC, id DESC";
-    let (sql, bound): (String, Vec<&str>) = if pattern.is_exact() {
-        (format!("{base}name = ?4{order}"), vec![prefix])
-    } else if let Some(upper) = upper.as_deref() {
-        (
+    let (sql, bound): (String, Vec<&str>) = match &plan.names {
+        NameRange::Exact(name) => (format!("{base}name = ?4{order}"), vec![name]),
+        NameRange::From {
+            start,
+            end: Some(upper),
+        } => (
             format!("{base}name >= ?4 AND name < ?5{order}"),
-            vec![prefix, upper],
-        )
-    } else {
-        (format!("{base}name >= ?4{order}"), vec![prefix])
+            vec![start, upper.as_str()],
+        ),
+        NameRange::From { start, end: None } => (format!("{base}name >= ?4{order}"), vec![start]),
     };
     let mut statement = conn.prepare_cached(&sql).map_err(|e| error::map(op, e))?;
     let mut args: Vec<&dyn rusqlite::ToSql> = vec![&ns, &start, &end];
@@ -99,22 +108,18 @@ pub(crate) fn query(
     let mut rows = statement
         .query(args.as_slice())
         .map_err(|e| error::map(op, e))?;
-    let mut out = Vec::new();
-    let mut selector = RowSelector::new(pattern, params.limit_per_record);
+    let mut collector = plan.collector();
     while let Some(row) = rows.next().map_err(|e| error::map(op, e))? {
         let name: String = row.get(0).map_err(|e| error::map(op, e))?;
-        if !selector.keep(&name) {
+        if !collector.wants(&name) {
             continue;
         }
         let text: String = row.get(1).map_err(|e| error::map(op, e))?;
         let stored_at: i64 = row.get(2).map_err(|e| error::map(op, e))?;
-        out.push(StoredValue {
-            value: decode_value(op, &name, &text)?,
-            stored_at: from_i64(op, "timestamp", stored_at)?,
-            record_name: name,
-        });
+        let stored_at = from_i64(op, "timestamp", stored_at)?;
+        collector.push(op, name, &text, stored_at)?;
     }
-    Ok(out)
+    Ok(collector.finish())
 }
 
 /// Deletes rows with `stored_at < older_than`; returns how many.

@@ -4,12 +4,12 @@ mod common;
 
 use serde_json::json;
 use stowage_core::{
-    Backend, BudgetBackend, BudgetPolicy, ConnectOptions, DimensionLimit, PersistenceBackend,
-    QueryParams, StoreResult, UsageReport,
+    Backend, BudgetBackend, BudgetPolicy, Checked, ConnectOptions, DimensionLimit,
+    PersistenceBackend, QueryParams, StoreResult, UsageReport,
 };
 use stowage_sqlite::SqliteBackend;
 
-async fn open(url: &str, namespace: &str) -> SqliteBackend {
+async fn open(url: &str, namespace: &str) -> Checked<SqliteBackend> {
     let backend = SqliteBackend::open(url, ConnectOptions::new().namespace(namespace))
         .await
         .unwrap();
@@ -18,7 +18,7 @@ async fn open(url: &str, namespace: &str) -> SqliteBackend {
 }
 
 /// Fills every table for the backend's namespace.
-async fn fill(backend: &SqliteBackend) {
+async fn fill(backend: &Checked<SqliteBackend>) {
     backend.store("r", &json!(1), 10).await.unwrap();
     assert_eq!(
         backend

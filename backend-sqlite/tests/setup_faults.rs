@@ -11,14 +11,15 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use stowage_core::{
-    BudgetBackend, BudgetPolicy, ConnectOptions, ErrorKind, PersistenceBackend, Result, UsageReport,
+    BudgetBackend, BudgetPolicy, Checked, ConnectOptions, ErrorKind, PersistenceBackend, Result,
+    UsageReport,
 };
 use stowage_sqlite::SqliteBackend;
 
 const CHILD_ENV: &str = "STOWAGE_SQLITE_SETUP_FAULTS_DIR";
 const NOBODY: u32 = 65_534;
 
-async fn open(path: &Path) -> Result<SqliteBackend> {
+async fn open(path: &Path) -> Result<Checked<SqliteBackend>> {
     let backend = SqliteBackend::open(
         &format!("sqlite://{}", path.display()),
         ConnectOptions::new(),

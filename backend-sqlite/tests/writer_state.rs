@@ -5,12 +5,12 @@ mod common;
 
 use serde_json::json;
 use stowage_core::{
-    BudgetBackend, BudgetPolicy, ConnectOptions, DimensionLimit, ErrorKind, PersistenceBackend,
-    QueryParams, UsageReport,
+    BudgetBackend, BudgetPolicy, Checked, ConnectOptions, DimensionLimit, ErrorKind,
+    PersistenceBackend, QueryParams, UsageReport,
 };
 use stowage_sqlite::{SqliteBackend, TestHook};
 
-async fn open(url: &str) -> SqliteBackend {
+async fn open(url: &str) -> Checked<SqliteBackend> {
     let backend = SqliteBackend::open(url, ConnectOptions::new())
         .await
         .unwrap();
@@ -37,7 +37,7 @@ fn committed_records(path: &str) -> i64 {
 }
 
 /// Every kind of write after the writer's connection was left inside a transaction.
-async fn writes_are_committed(backend: &SqliteBackend, path: &str) {
+async fn writes_are_committed(backend: &Checked<SqliteBackend>, path: &str) {
     let policy = BudgetPolicy::new().limit("t", DimensionLimit::hard(9));
     backend.set_policy("kept", &policy).await.unwrap();
     assert_eq!(committed_policies(path), vec!["kept".to_owned()]);
