@@ -64,16 +64,7 @@ impl Connection {
             // wait out the connect timeout): refused credentials answer `Misconfigured` at once,
             // an unreachable server `Unavailable`. On a cluster only the first seed is probed,
             // and only refused credentials count (another seed may answer).
-            let probe = async {
-                let client = redis::Client::open(node.clone())?;
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(config.connect_timeout)
-                    .set_response_timeout(config.operation_timeout);
-                client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await
-                    .map(drop)
-            };
+            let probe = direct(&node, config.connect_timeout, config.operation_timeout);
             if let Err(e) = probe.await {
                 let e = error::map(op, e);
                 if !matches!(config.topology, ValkeyTopology::Cluster(_))
@@ -152,12 +143,7 @@ impl Connection {
     pub(crate) async fn node(&self, op: &str, info: &ConnectionInfo) -> Result<Node> {
         let addr = info.addr.to_string();
         let connect = async {
-            let client = redis::Client::open(info.clone()).map_err(|e| error::map(op, e))?;
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(self.connect_timeout)
-                .set_response_timeout(self.timeout);
-            client
-                .get_multiplexed_async_connection_with_config(&config)
+            direct(info, self.connect_timeout, self.timeout)
                 .await
                 .map_err(|e| error::map(op, e))
         };
@@ -295,6 +281,22 @@ impl Connection {
         })
         .await
     }
+}
+
+/// A plain multiplexed connection to the node `info` names, without the driver's reconnection
+/// backoff.
+async fn direct(
+    info: &ConnectionInfo,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+) -> redis::RedisResult<MultiplexedConnection> {
+    let client = redis::Client::open(info.clone())?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(connect_timeout)
+        .set_response_timeout(response_timeout);
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
 }
 
 /// A direct connection to one node (a cluster primary, or the standalone server).

@@ -7,7 +7,7 @@ use stowage_core::{Error, QueryParams, Result, StoreResult, StoredValue};
 
 use crate::connection::Connection;
 use crate::keys::{name_index, record_keys};
-use crate::rows::{lex_before, lex_max, lex_min, split_member, time_hex};
+use crate::rows::{lex_before, lex_max, lex_min, split_member};
 use crate::scripts::Scripts;
 
 /// Names read from the name index per call, and rows deleted per cleanup call.
@@ -32,16 +32,14 @@ async fn append(
             .run(op, redis::cmd("ZADD").arg(&index).arg(0).arg(row.record))
             .await?;
     }
-    let keys = record_keys(namespace, row.record);
-    let listed_here = (!conn.is_cluster()).then_some((index.as_str(), row.record));
+    let listed_here = (!conn.is_cluster()).then_some(index.as_str());
     scripts
         .store(
             conn,
             op,
-            &keys,
+            &record_keys(namespace, row.record),
             listed_here,
-            time_hex(row.stored_at),
-            &row.text,
+            row,
             key,
         )
         .await

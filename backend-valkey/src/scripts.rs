@@ -5,11 +5,12 @@
 //! `initialize` only saves that first round trip.
 
 use redis::{Script, ScriptInvocation};
-use stowage_core::raw::{dedup_expiry, dedup_fingerprint};
+use stowage_core::raw::{dedup_expiry, dedup_fingerprint, NewRow};
 use stowage_core::{Result, UsageReport};
 
 use crate::connection::Connection;
 use crate::keys;
+use crate::rows::time_hex;
 
 /// The Lua source of `report_usage`.
 pub const REPORT_USAGE_LUA: &str = include_str!("../scripts/report_usage.lua");
@@ -88,29 +89,27 @@ impl Scripts {
         Ok(())
     }
 
-    /// Appends one row of `record` (`key` is `""` for a plain store); `index` is the name index
-    /// the script lists the record in (standalone), or `None` when the caller listed it (cluster).
+    /// Appends `row` (`key` is `""` for a plain store); `index` is the name index the script
+    /// lists the record in (standalone), or `None` when the caller listed it (cluster).
     /// Answers `appended`, `exists` or `conflict`.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn store(
         &self,
         conn: &Connection,
         op: &str,
         record_keys: &keys::RecordKeys,
-        index: Option<(&str, &str)>,
-        time_hex: String,
-        text: &str,
+        index: Option<&str>,
+        row: &NewRow<'_>,
         key: &str,
     ) -> Result<String> {
         let mut call = self.store.prepare_invoke();
         call.key(&record_keys.rows)
             .key(&record_keys.seq)
             .key(&record_keys.idempotency)
-            .arg(time_hex)
-            .arg(text)
+            .arg(time_hex(row.stored_at))
+            .arg(&row.text)
             .arg(key);
-        if let Some((index, record)) = index {
-            call.key(index).arg(record);
+        if let Some(index) = index {
+            call.key(index).arg(row.record);
         }
         conn.script(op, &call).await
     }
