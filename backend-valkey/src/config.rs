@@ -2,9 +2,11 @@
 
 use std::time::Duration;
 
+use stowage_core::raw::{show, UrlParams};
 use stowage_core::{Error, Result};
 
-use stowage_core::raw::show;
+/// Both timeouts when the URL does not set them.
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(5_000);
 
 /// Standalone server or cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,19 +32,14 @@ impl ValkeyConfig {
     /// Parses `valkey://host:port[/db][?operation_timeout_ms=N&connect_timeout_ms=N]` (also `redis://`),
     /// or `valkey+cluster://host:port,host:port,…` (also `redis+cluster://`).
     pub fn from_url(url: &str) -> Result<Self> {
-        let (base, query) = url.split_once('?').unwrap_or((url, ""));
-        let mut config = ValkeyConfig {
-            topology: ValkeyTopology::Standalone(String::new()),
-            operation_timeout: Duration::from_millis(5_000),
-            connect_timeout: Duration::from_millis(5_000),
-        };
+        let (base, mut params) = UrlParams::parse(url)?;
         let cluster = base
             .strip_prefix("valkey+cluster://")
             .or_else(|| base.strip_prefix("redis+cluster://"));
         let standalone = base
             .strip_prefix("valkey://")
             .or_else(|| base.strip_prefix("redis://"));
-        config.topology = match (cluster, standalone) {
+        let topology = match (cluster, standalone) {
             (Some(seeds), _) => {
                 let nodes: Vec<String> = seeds
                     .split(',')
@@ -68,25 +65,16 @@ impl ValkeyConfig {
             )))
             }
         };
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let ms: u64 = value.parse().map_err(|_| {
-                Error::invalid_input(format!(
-                    "connect: URL parameter {key}={} is not a whole number of milliseconds",
-                    show(value)
-                ))
-            })?;
-            match key {
-                "operation_timeout_ms" => config.operation_timeout = Duration::from_millis(ms),
-                "connect_timeout_ms" => config.connect_timeout = Duration::from_millis(ms),
-                other => {
-                    return Err(Error::invalid_input(format!(
-                        "connect: unknown Valkey URL parameter {}; known: operation_timeout_ms, connect_timeout_ms",
-                        show(other)
-                    )))
-                }
-            }
-        }
+        let config = ValkeyConfig {
+            topology,
+            operation_timeout: params
+                .take_ms("operation_timeout_ms")?
+                .unwrap_or(DEFAULT_TIMEOUT),
+            connect_timeout: params
+                .take_ms("connect_timeout_ms")?
+                .unwrap_or(DEFAULT_TIMEOUT),
+        };
+        params.finish()?;
         Ok(config)
     }
 }

@@ -9,11 +9,15 @@ use redis::{
     AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, FromRedisValue, IntoConnectionInfo,
     ScriptInvocation, Value as RedisValue,
 };
-use stowage_core::raw::show;
+use stowage_core::raw::{show, within};
 use stowage_core::{Error, ErrorKind, Result};
 
 use crate::config::{ValkeyConfig, ValkeyTopology};
 use crate::error;
+use crate::keys::slot_of;
+
+/// Keys asked for per `SCAN` call of [`Connection::delete_matching`].
+const SCAN_COUNT: usize = 1_000;
 
 #[derive(Clone)]
 enum Link {
@@ -60,16 +64,7 @@ impl Connection {
             // wait out the connect timeout): refused credentials answer `Misconfigured` at once,
             // an unreachable server `Unavailable`. On a cluster only the first seed is probed,
             // and only refused credentials count (another seed may answer).
-            let probe = async {
-                let client = redis::Client::open(node.clone())?;
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(config.connect_timeout)
-                    .set_response_timeout(config.operation_timeout);
-                client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await
-                    .map(drop)
-            };
+            let probe = direct(&node, config.connect_timeout, config.operation_timeout);
             if let Err(e) = probe.await {
                 let e = error::map(op, e);
                 if !matches!(config.topology, ValkeyTopology::Cluster(_))
@@ -113,14 +108,7 @@ impl Connection {
             };
             Ok(link)
         };
-        let link = tokio::time::timeout(config.connect_timeout, connect)
-            .await
-            .map_err(|_| {
-                Error::unavailable(format!(
-                    "{op}: no Valkey connection within {:?}",
-                    config.connect_timeout
-                ))
-            })??;
+        let link = within(op, config.connect_timeout, connect).await?;
         Ok(Connection {
             link,
             timeout: config.operation_timeout,
@@ -155,28 +143,101 @@ impl Connection {
     pub(crate) async fn node(&self, op: &str, info: &ConnectionInfo) -> Result<Node> {
         let addr = info.addr.to_string();
         let connect = async {
-            let client = redis::Client::open(info.clone()).map_err(|e| error::map(op, e))?;
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(self.connect_timeout)
-                .set_response_timeout(self.timeout);
-            client
-                .get_multiplexed_async_connection_with_config(&config)
+            direct(info, self.connect_timeout, self.timeout)
                 .await
                 .map_err(|e| error::map(op, e))
         };
-        let conn = tokio::time::timeout(self.connect_timeout, connect)
-            .await
-            .map_err(|_| {
-                Error::unavailable(format!(
-                    "{op}: no connection to Valkey node {addr} within {:?}",
-                    self.connect_timeout
-                ))
-            })??;
+        let conn = within(op, self.connect_timeout, connect).await?;
         Ok(Node {
             conn,
             timeout: self.timeout,
             addr,
         })
+    }
+
+    /// Durable means every write reaches the AOF before it is acknowledged: `appendonly yes` and
+    /// `appendfsync always` on the server, or on every primary of a cluster (found through the
+    /// cluster's topology, not only the seeds, and each asked directly). A node that cannot be
+    /// asked (CONFIG refused or disabled, unreachable), or a topology that cannot be read within
+    /// `patience`, makes the answer "not durable".
+    pub(crate) async fn is_durable(&self, patience: Duration) -> bool {
+        let op = "connect";
+        let ask = async {
+            let primaries = self.primaries(op).await.ok()?;
+            if primaries.is_empty() {
+                return None;
+            }
+            for info in &primaries {
+                let node = self.node(op, info).await.ok()?;
+                let mut values = Vec::new();
+                for name in ["appendonly", "appendfsync"] {
+                    let reply: RedisValue = node
+                        .run(op, redis::cmd("CONFIG").arg("GET").arg(name))
+                        .await
+                        .ok()?;
+                    let mut all = Vec::new();
+                    strings(&reply, &mut all);
+                    values.push(all.get(1).cloned()?);
+                }
+                if values != ["yes", "always"] {
+                    return Some(false);
+                }
+            }
+            Some(true)
+        };
+        tokio::time::timeout(patience, ask).await.ok().flatten() == Some(true)
+    }
+
+    /// Deletes every key matching the `SCAN MATCH` glob `pattern`: on the server, or on every
+    /// primary of a cluster, `UNLINK`ing what it finds one command per hash slot. Not atomic:
+    /// keys written while it runs may stay.
+    pub(crate) async fn delete_matching(&self, op: &str, pattern: &str) -> Result<()> {
+        let scan = |cursor: &str| {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT);
+            cmd
+        };
+        if !self.is_cluster() {
+            let mut cursor = "0".to_owned();
+            loop {
+                let (next, keys): (String, Vec<Vec<u8>>) = self.run(op, &scan(&cursor)).await?;
+                self.unlink(op, keys).await?;
+                if next == "0" {
+                    return Ok(());
+                }
+                cursor = next;
+            }
+        }
+        for info in self.primaries(op).await? {
+            let node = self.node(op, &info).await?;
+            let mut cursor = "0".to_owned();
+            loop {
+                let (next, keys): (String, Vec<Vec<u8>>) = node.run(op, &scan(&cursor)).await?;
+                self.unlink(op, keys).await?;
+                if next == "0" {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(())
+    }
+
+    /// `UNLINK`s `keys`, one command per hash slot (a cluster refuses keys of several slots).
+    async fn unlink(&self, op: &str, keys: Vec<Vec<u8>>) -> Result<()> {
+        let mut by_slot: std::collections::BTreeMap<u16, Vec<Vec<u8>>> =
+            std::collections::BTreeMap::new();
+        for key in keys {
+            by_slot.entry(slot_of(&key)).or_default().push(key);
+        }
+        for keys in by_slot.into_values() {
+            let _: i64 = self.run(op, redis::cmd("UNLINK").arg(keys)).await?;
+        }
+        Ok(())
     }
 
     /// Whether this is a cluster connection.
@@ -215,16 +276,27 @@ impl Connection {
         op: &str,
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T> {
-        tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| {
-                Error::unavailable(format!(
-                    "{op}: no answer from Valkey within {:?}",
-                    self.timeout
-                ))
-            })?
-            .map_err(|e| error::map(op, e))
+        within(op, self.timeout, async {
+            call.await.map_err(|e| error::map(op, e))
+        })
+        .await
     }
+}
+
+/// A plain multiplexed connection to the node `info` names, without the driver's reconnection
+/// backoff.
+async fn direct(
+    info: &ConnectionInfo,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+) -> redis::RedisResult<MultiplexedConnection> {
+    let client = redis::Client::open(info.clone())?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(connect_timeout)
+        .set_response_timeout(response_timeout);
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
 }
 
 /// A direct connection to one node (a cluster primary, or the standalone server).
@@ -237,15 +309,33 @@ pub(crate) struct Node {
 impl Node {
     /// Runs one command on this node.
     pub(crate) async fn run<T: FromRedisValue>(&self, op: &str, cmd: &Cmd) -> Result<T> {
-        tokio::time::timeout(self.timeout, cmd.query_async(&mut self.conn.clone()))
-            .await
-            .map_err(|_| {
-                Error::unavailable(format!(
-                    "{op}: no answer from Valkey node {} within {:?}",
-                    self.addr, self.timeout
-                ))
-            })?
-            .map_err(|e| error::map(op, e))
+        let call = async {
+            cmd.query_async(&mut self.conn.clone())
+                .await
+                .map_err(|e| error::map(op, e))
+        };
+        within(
+            &format!("{op} (Valkey node {})", self.addr),
+            self.timeout,
+            call,
+        )
+        .await
+    }
+}
+
+/// Every string in a reply, depth first (replies of several cluster nodes arrive nested).
+fn strings(value: &RedisValue, out: &mut Vec<String>) {
+    match value {
+        RedisValue::BulkString(b) => out.push(String::from_utf8_lossy(b).into_owned()),
+        RedisValue::SimpleString(s) => out.push(s.clone()),
+        RedisValue::Array(items) | RedisValue::Set(items) => {
+            items.iter().for_each(|v| strings(v, out))
+        }
+        RedisValue::Map(pairs) => pairs.iter().for_each(|(k, v)| {
+            strings(k, out);
+            strings(v, out);
+        }),
+        _ => {}
     }
 }
 

@@ -80,6 +80,22 @@ pub(crate) fn name_index(namespace: &str) -> String {
     key("n", &[namespace], 1)
 }
 
+/// Every key a budget call touches (counters, policy, and the dedup record when `dedup_key` is given).
+pub fn budget_call_keys(namespace: &str, budget: &str, dedup_key: Option<&str>) -> Vec<String> {
+    let k = budget_keys(namespace, budget);
+    let mut all = vec![k.counters, k.policy];
+    if let Some(key) = dedup_key {
+        all.push(self::dedup_key(namespace, budget, key));
+    }
+    all
+}
+
+/// Every key a record call touches (rows, store-order counter, idempotency keys).
+pub fn record_call_keys(namespace: &str, record: &str) -> Vec<String> {
+    let k = record_keys(namespace, record);
+    vec![k.rows, k.seq, k.idempotency]
+}
+
 /// A `SCAN MATCH` glob matching every key of `namespace` and no other: every kind of key is
 /// `stw:{<16 hex>}:<one letter>:` followed by the length-prefixed namespace first, so the glob is
 /// that prefix with the namespace's glob characters (`*?[]\`) escaped, then `*`. The length

@@ -7,18 +7,22 @@
 #![deny(missing_docs)]
 
 mod backend;
+mod budget;
 mod config;
 mod connection;
 mod error;
 mod keys;
 pub mod raw;
 mod records;
+mod rows;
+mod scripts;
 
 pub use backend::ValkeyBackend;
 pub use config::{ValkeyConfig, ValkeyTopology};
 pub use keys::hash_slot;
 
-/// This backend's entry in the facade's driver table: its URL schemes and how to open it.
+/// This backend's entry in the facade's driver table: its URL schemes and how to open it (open
+/// connects only; the caller initializes).
 pub const DRIVER: stowage_core::raw::Driver = stowage_core::raw::Driver {
     name: "valkey",
     schemes: &["valkey", "redis", "valkey+cluster", "redis+cluster"],

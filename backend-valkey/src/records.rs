@@ -1,80 +1,200 @@
-//! Rows as sorted-set members: `stored_at`(16 hex) `seq`(16 hex) `keylen`(8 hex) `key` `value`.
-//!
-//! All scores are 0, so members order by bytes: by time, then by store order, exactly, with no
-//! double ever involved. Time windows are lexicographic ranges over the first 16 hex digits.
+//! Record operations: rows in one sorted set per record, record names in the namespace's name
+//! index (a sorted set, scores 0) so pattern queries and cleanup read only what they need.
 
-use stowage_core::{Error, Result, StoredValue};
+use futures_util::{StreamExt, TryStreamExt};
+use stowage_core::raw::{NameRange, NewRow, Pattern, QueryPlan};
+use stowage_core::{Error, QueryParams, Result, StoreResult, StoredValue};
 
-use stowage_core::raw::show;
+use crate::connection::Connection;
+use crate::keys::{name_index, record_keys};
+use crate::rows::{lex_before, lex_max, lex_min, split_member};
+use crate::scripts::Scripts;
 
-/// 16 lowercase hex digits of `ms`.
-pub(crate) fn time_hex(ms: u64) -> String {
-    format!("{ms:016x}")
-}
+/// Names read from the name index per call, and rows deleted per cleanup call.
+const BATCH: usize = 1_000;
+/// Records read or cleaned at once (the connection pipelines them).
+const PARALLEL_RECORDS: usize = 32;
 
-/// The `ZRANGEBYLEX` minimum that keeps rows at or after `start`.
-pub(crate) fn lex_min(start: Option<u64>) -> String {
-    start.map_or_else(|| "-".to_owned(), |s| format!("[{}", time_hex(s)))
-}
-
-/// The `ZRANGEBYLEX` maximum that keeps rows at or before `end` (`end <= MAX_AMOUNT`, so `end + 1` fits).
-pub(crate) fn lex_max(end: Option<u64>) -> String {
-    end.map_or_else(|| "+".to_owned(), |e| format!("({}", time_hex(e + 1)))
-}
-
-/// Decodes one member of record `name`.
-pub(crate) fn decode_member(op: &str, name: &str, member: &[u8]) -> Result<StoredValue> {
-    let corrupt = || {
-        Error::corruption(format!(
-            "{op}: a stored row of record {} cannot be decoded",
-            show(name)
-        ))
-    };
-    if member.len() < 40 {
-        return Err(corrupt());
+/// Appends a row; the record name enters the namespace's name index first (in the same script
+/// on a standalone server, one call before on a cluster), so no row is ever unlisted. `key` is
+/// `""` for a plain store. Answers `appended`, `exists` or `conflict`.
+async fn append(
+    conn: &Connection,
+    scripts: &Scripts,
+    namespace: &str,
+    op: &str,
+    row: &NewRow<'_>,
+    key: &str,
+) -> Result<String> {
+    let index = name_index(namespace);
+    if conn.is_cluster() {
+        let _: i64 = conn
+            .run(op, redis::cmd("ZADD").arg(&index).arg(0).arg(row.record))
+            .await?;
     }
-    let hex = |range: std::ops::Range<usize>| {
-        std::str::from_utf8(&member[range])
-            .ok()
-            .and_then(|h| u64::from_str_radix(h, 16).ok())
-    };
-    let stored_at = hex(0..16).ok_or_else(corrupt)?;
-    let key_len = hex(32..40)
-        .and_then(|l| usize::try_from(l).ok())
-        .ok_or_else(corrupt)?;
-    let value_at = 40usize
-        .checked_add(key_len)
-        .filter(|at| *at <= member.len())
-        .ok_or_else(corrupt)?;
-    let value =
-        serde_json::from_slice(&member[value_at..]).map_err(|e| corrupt().with_source(e))?;
-    Ok(StoredValue {
-        record_name: name.to_owned(),
-        value,
-        stored_at,
-    })
+    let listed_here = (!conn.is_cluster()).then_some(index.as_str());
+    scripts
+        .store(
+            conn,
+            op,
+            &record_keys(namespace, row.record),
+            listed_here,
+            row,
+            key,
+        )
+        .await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Appends a row: one EVALSHA (plus one `ZADD` on a cluster).
+pub(crate) async fn store(
+    conn: &Connection,
+    scripts: &Scripts,
+    namespace: &str,
+    row: NewRow<'_>,
+) -> Result<()> {
+    append(conn, scripts, namespace, "store", &row, "").await?;
+    Ok(())
+}
 
-    #[test]
-    fn members_decode_and_order_by_time_then_store_order() {
-        let member = |at: u64, seq: u64, key: &str, value: &str| {
-            format!("{}{seq:016x}{:08x}{key}{value}", time_hex(at), key.len())
-        };
-        let a = member(5, 2, "", "1");
-        let b = member(5, 10, "k", "{\"v\":2}");
-        let c = member(9_007_199_254_740_993, 1, "", "3");
-        assert!(a < b && b < c);
-        let row = decode_member("query", "r", b.as_bytes()).unwrap();
-        assert_eq!((row.stored_at, row.value), (5, serde_json::json!({"v": 2})));
-        assert_eq!(
-            decode_member("query", "r", c.as_bytes()).unwrap().stored_at,
-            9_007_199_254_740_993
-        );
-        assert!(decode_member("query", "r", b"short").is_err());
-        assert!(lex_max(Some(4)).as_str() < format!("[{a}").as_str());
+/// Appends once per (record, key): one EVALSHA (plus one `ZADD` on a cluster).
+pub(crate) async fn store_idempotent(
+    conn: &Connection,
+    scripts: &Scripts,
+    namespace: &str,
+    row: NewRow<'_>,
+    key: &str,
+) -> Result<StoreResult> {
+    let op = "store_idempotent";
+    match append(conn, scripts, namespace, op, &row, key)
+        .await?
+        .as_str()
+    {
+        "appended" => Ok(StoreResult::Appended),
+        "exists" => Ok(StoreResult::AlreadyExists),
+        _ => Err(Error::idempotency_conflict(op, row.record, key)),
     }
+}
+
+/// Record names of the namespace in `[start, end)` (bytes; no end: every name from `start`),
+/// in byte order, read in bounded batches.
+async fn names_in(
+    conn: &Connection,
+    namespace: &str,
+    op: &str,
+    start: &str,
+    end: Option<&str>,
+) -> Result<Vec<String>> {
+    let index = name_index(namespace);
+    let max = end.map_or_else(|| "+".to_owned(), |upper| format!("({upper}"));
+    let mut min = if start.is_empty() {
+        "-".to_owned()
+    } else {
+        format!("[{start}")
+    };
+    let mut names = Vec::new();
+    loop {
+        let batch: Vec<String> = conn
+            .run(
+                op,
+                redis::cmd("ZRANGEBYLEX")
+                    .arg(&index)
+                    .arg(&min)
+                    .arg(&max)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(BATCH),
+            )
+            .await?;
+        let done = batch.len() < BATCH;
+        if let Some(last) = batch.last() {
+            min = format!("({last}");
+        }
+        names.extend(batch);
+        if done {
+            return Ok(names);
+        }
+    }
+}
+
+/// Rows of the records `pattern` matches: the names from the index (none read for an exact
+/// name), then one `ZREVRANGEBYLEX` per record, pipelined.
+pub(crate) async fn query(
+    conn: &Connection,
+    namespace: &str,
+    pattern: &Pattern,
+    params: QueryParams,
+) -> Result<Vec<StoredValue>> {
+    let op = "query";
+    let Some(plan) = QueryPlan::new(pattern, params) else {
+        return Ok(Vec::new());
+    };
+    let names: Vec<String> = match &plan.names {
+        NameRange::Exact(name) => vec![(*name).to_owned()],
+        NameRange::From { start, end } => names_in(conn, namespace, op, start, end.as_deref())
+            .await?
+            .into_iter()
+            .filter(|n| pattern.matches(n))
+            .collect(),
+    };
+    let (min, max) = (lex_min(plan.start), lex_max(plan.end));
+    let limit = plan.limit_per_record;
+    let per_record = futures_util::stream::iter(names)
+        .map(|name| {
+            let (min, max) = (&min, &max);
+            async move {
+                let rows_key = record_keys(namespace, &name).rows;
+                let mut cmd = redis::cmd("ZREVRANGEBYLEX");
+                cmd.arg(&rows_key).arg(max).arg(min);
+                // LIMIT takes a signed 64-bit count; a larger limit keeps every row anyway.
+                if let Some(limit) = limit.and_then(|l| i64::try_from(l).ok()) {
+                    cmd.arg("LIMIT").arg(0).arg(limit);
+                }
+                let members: Vec<Vec<u8>> = conn.run(op, &cmd).await?;
+                Ok::<_, Error>((name, members))
+            }
+        })
+        .buffered(PARALLEL_RECORDS)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let mut rows = plan.collector();
+    for (name, members) in per_record {
+        for member in &members {
+            if rows.wants(&name) {
+                let (stored_at, text) = split_member(op, &name, member)?;
+                rows.push(op, name.clone(), text, stored_at)?;
+            }
+        }
+    }
+    Ok(rows.finish())
+}
+
+/// Deletes rows older than `older_than` from every record, in batches of one EVALSHA each.
+pub(crate) async fn cleanup(
+    conn: &Connection,
+    scripts: &Scripts,
+    namespace: &str,
+    older_than: u64,
+) -> Result<u64> {
+    let op = "cleanup";
+    let bound = lex_before(older_than);
+    let names = names_in(conn, namespace, op, "", None).await?;
+    let counts = futures_util::stream::iter(names)
+        .map(|name| {
+            let bound = &bound;
+            async move {
+                let keys = record_keys(namespace, &name);
+                let mut total = 0u64;
+                loop {
+                    let deleted = scripts.cleanup(conn, &keys, bound, BATCH).await?;
+                    total += deleted;
+                    if deleted < u64::try_from(BATCH).expect("small batch") {
+                        return Ok::<u64, Error>(total);
+                    }
+                }
+            }
+        })
+        .buffered(PARALLEL_RECORDS)
+        .try_collect::<Vec<u64>>()
+        .await?;
+    Ok(counts.into_iter().sum())
 }

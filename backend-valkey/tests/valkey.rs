@@ -13,6 +13,7 @@ use stowage_conformance::servers::resp;
 use stowage_conformance::servers::valkey::{self, ValkeySettings};
 use stowage_conformance::START_MS;
 use stowage_core::raw::dedup_fingerprint;
+use stowage_core::Checked;
 use stowage_core::{
     Backend, BudgetBackend, BudgetPolicy, Clock, ConnectOptions, DimensionLimit, ErrorKind,
     ManualClock, PersistenceBackend, QueryParams, UsageReport, DEFAULT_DEDUP_TTL_MS, MAX_AMOUNT,
@@ -27,6 +28,16 @@ fn cluster() -> Option<String> {
     common::url_or_skip("valkey-cluster", valkey::shared_cluster_url())
 }
 
+/// Opens and initializes a backend (loads the scripts), as `stowage::connect` does.
+async fn open_initialized(
+    url: &str,
+    options: ConnectOptions,
+) -> stowage_core::Result<Checked<ValkeyBackend>> {
+    let backend = ValkeyBackend::open(url, options).await?;
+    backend.initialize().await?;
+    Ok(backend)
+}
+
 fn options() -> ConnectOptions {
     ConnectOptions::new().namespace(stowage_conformance::unique_namespace("vk"))
 }
@@ -36,14 +47,14 @@ async fn capabilities_follow_topology() {
     let (Some(single), Some(many)) = (standalone(), cluster()) else {
         return;
     };
-    let a = ValkeyBackend::open(&single, options()).await.unwrap();
-    let b = ValkeyBackend::open(&many, options()).await.unwrap();
+    let a = open_initialized(&single, options()).await.unwrap();
+    let b = open_initialized(&many, options()).await.unwrap();
     assert!(!a.capabilities().distributed && a.capabilities().shared);
     assert!(b.capabilities().distributed && b.capabilities().shared);
 }
 
 async fn durable(url: &str) -> bool {
-    ValkeyBackend::open(url, options())
+    open_initialized(url, options())
         .await
         .unwrap()
         .capabilities()
@@ -109,7 +120,7 @@ async fn a_server_out_of_memory_answers_unavailable() {
     let Some(server) = common::own_server(ValkeySettings::default()) else {
         return;
     };
-    let backend = ValkeyBackend::open(&server.url(), options()).await.unwrap();
+    let backend = open_initialized(&server.url(), options()).await.unwrap();
     let report = UsageReport::new().add("t", 1).dedup_key("k");
     config_set(server.port(), "maxmemory", "1");
     let full = backend.report_usage("b", &report).await.unwrap_err();
@@ -131,7 +142,7 @@ async fn a_server_busy_with_a_long_script_answers_unavailable() {
     let Some(server) = common::own_server(ValkeySettings::default()) else {
         return;
     };
-    let backend = ValkeyBackend::open(&server.url(), options()).await.unwrap();
+    let backend = open_initialized(&server.url(), options()).await.unwrap();
     config_set(server.port(), "busy-reply-threshold", "10");
     let port = server.port();
     let long = std::thread::spawn(move || resp::command(port, &["EVAL", "while true do end", "0"]));
@@ -159,7 +170,7 @@ async fn permission_and_authentication_failures_are_misconfigured() {
     };
     let port = server.port();
     let at = |user: &str| format!("valkey://{user}@127.0.0.1:{port}");
-    let misconfigured = |result: stowage_core::Result<ValkeyBackend>, what: &str| {
+    let misconfigured = |result: stowage_core::Result<Checked<ValkeyBackend>>, what: &str| {
         let e = result.expect_err(what);
         assert_eq!(e.kind(), ErrorKind::Misconfigured, "{what}: {e}");
         assert!(!e.is_retryable(), "{what}");
@@ -179,7 +190,7 @@ async fn permission_and_authentication_failures_are_misconfigured() {
         ],
     )
     .unwrap();
-    let limited = ValkeyBackend::open(&at("nohgetall:pw"), options())
+    let limited = open_initialized(&at("nohgetall:pw"), options())
         .await
         .unwrap();
     let e = limited.usage("b").await.unwrap_err();
@@ -193,9 +204,7 @@ async fn permission_and_authentication_failures_are_misconfigured() {
         ],
     )
     .unwrap();
-    let limited = ValkeyBackend::open(&at("nohset:pw"), options())
-        .await
-        .unwrap();
+    let limited = open_initialized(&at("nohset:pw"), options()).await.unwrap();
     let e = limited
         .report_usage("b", &UsageReport::new().add("t", 1))
         .await
@@ -217,20 +226,17 @@ async fn permission_and_authentication_failures_are_misconfigured() {
     )
     .unwrap();
     misconfigured(
-        ValkeyBackend::open(&at("noscripts:pw"), options()).await,
+        open_initialized(&at("noscripts:pw"), options()).await,
         "NOPERM (SCRIPT LOAD)",
     );
     // WRONGPASS.
     misconfigured(
-        ValkeyBackend::open(&at("nohset:wrong"), options()).await,
+        open_initialized(&at("nohset:wrong"), options()).await,
         "WRONGPASS",
     );
     // NOAUTH: the server wants a password, none is given.
     config_set(port, "requirepass", "secret");
-    misconfigured(
-        ValkeyBackend::open(&server.url(), options()).await,
-        "NOAUTH",
-    );
+    misconfigured(open_initialized(&server.url(), options()).await, "NOAUTH");
 }
 
 /// Every key stowage may write for `budget`/`key` and records `rec`, `rec2` of namespace `ns`.
@@ -242,7 +248,7 @@ fn keys_of(ns: &str) -> Vec<String> {
     keys
 }
 
-async fn fill(backend: &ValkeyBackend) {
+async fn fill(backend: &Checked<ValkeyBackend>) {
     backend
         .set_policy(
             "budget",
@@ -264,7 +270,7 @@ async fn fill(backend: &ValkeyBackend) {
         .unwrap();
 }
 
-async fn assert_filled(backend: &ValkeyBackend, what: &str) {
+async fn assert_filled(backend: &Checked<ValkeyBackend>, what: &str) {
     assert!(backend.policy("budget").await.unwrap().is_some(), "{what}");
     assert_eq!(
         backend.usage("budget").await.unwrap().counters["t"],
@@ -294,14 +300,14 @@ async fn purge_removes_the_namespace_and_nothing_else() {
             let ns = ns.to_owned();
             let url = url.clone();
             async move {
-                ValkeyBackend::open(&url, ConnectOptions::new().namespace(ns))
+                open_initialized(&url, ConnectOptions::new().namespace(ns))
                     .await
                     .unwrap()
             }
         };
         // On the cluster, the purging handle knows one seed: it must find every primary itself.
         let first_seed = url.split(',').next().unwrap_or_default().to_owned();
-        let a = ValkeyBackend::open(&first_seed, ConnectOptions::new().namespace(&target))
+        let a = open_initialized(&first_seed, ConnectOptions::new().namespace(&target))
             .await
             .unwrap();
         let b = open(&neighbour).await;
@@ -371,7 +377,7 @@ async fn dedup_records_live_by_their_own_expiry() {
         let open = |ttl: u64| {
             let (url, ns, clock) = (url.clone(), ns.clone(), clock.clone());
             async move {
-                ValkeyBackend::open(
+                open_initialized(
                     &url,
                     ConnectOptions::new()
                         .namespace(ns)
@@ -477,7 +483,11 @@ async fn dedup_records_live_by_their_own_expiry() {
     }
 }
 /// Retries `report` until it succeeds or `limit` passes; every failure must be `Unavailable`.
-async fn report_until_ok(backend: &ValkeyBackend, report: &UsageReport, limit: Duration) -> u32 {
+async fn report_until_ok(
+    backend: &Checked<ValkeyBackend>,
+    report: &UsageReport,
+    limit: Duration,
+) -> u32 {
     let start = Instant::now();
     let mut failures = 0;
     loop {
@@ -504,7 +514,7 @@ async fn the_same_backend_works_again_after_a_server_restart() {
         "{}?operation_timeout_ms=500&connect_timeout_ms=500",
         server.url()
     );
-    let backend = ValkeyBackend::open(&url, options()).await.unwrap();
+    let backend = open_initialized(&url, options()).await.unwrap();
     let first = UsageReport::new().add("t", 5).dedup_key("before");
     backend.report_usage("b", &first).await.unwrap();
     server.kill().unwrap();
@@ -556,7 +566,7 @@ async fn records_stay_listed_after_the_server_loses_its_data() {
     let Some(server) = common::own_server(ValkeySettings::default()) else {
         return;
     };
-    let backend = ValkeyBackend::open(&server.url(), options()).await.unwrap();
+    let backend = open_initialized(&server.url(), options()).await.unwrap();
     backend
         .store("sensor::a", &serde_json::json!(1), 1)
         .await

@@ -102,6 +102,9 @@ impl RawValkey {
         )
         .await
         .expect("set up the namespace");
+        stowage::PersistenceBackend::initialize(&backend)
+            .await
+            .expect("load the scripts");
         crate::prepare_budget(&backend).await;
         RawValkey {
             conn,

@@ -14,6 +14,7 @@ pub fn valkey_harness(url: String) -> Arc<dyn Harness> {
             let url = url.clone();
             Box::pin(async move {
                 let backend: Arc<dyn Backend> = Arc::new(ValkeyBackend::open(&url, options).await?);
+                backend.initialize().await?;
                 Ok(backend)
             })
         },

@@ -1,0 +1,175 @@
+//! The Lua scripts (`scripts/*.lua`): their sources, their loading, and how each is invoked.
+//!
+//! Every call runs by EVALSHA; a server that lost its script cache (restart, `SCRIPT FLUSH`)
+//! answers NOSCRIPT and the driver reloads the script and repeats the call, so loading at
+//! `initialize` only saves that first round trip.
+
+use redis::{Script, ScriptInvocation};
+use stowage_core::raw::{dedup_expiry, dedup_fingerprint, NewRow};
+use stowage_core::{Result, UsageReport};
+
+use crate::connection::Connection;
+use crate::keys;
+use crate::rows::time_hex;
+
+/// The Lua source of `report_usage`.
+pub const REPORT_USAGE_LUA: &str = include_str!("../scripts/report_usage.lua");
+/// The Lua source of `set_policy`.
+const SET_POLICY_LUA: &str = include_str!("../scripts/set_policy.lua");
+/// The Lua source of `store` and `store_idempotent`.
+const STORE_LUA: &str = include_str!("../scripts/store.lua");
+/// The Lua source of one `cleanup` batch of one record.
+const CLEANUP_LUA: &str = include_str!("../scripts/cleanup.lua");
+
+/// Server-side expiry of dedup records beyond their TTL: they only garbage-collect, with this margin.
+const DEDUP_GC_MARGIN_MS: u64 = 3_600_000;
+/// The longest server-side expiry set (about 31,700 years): `PEXPIRE` refuses times that would
+/// pass `i64::MAX` once added to the server's clock, and a refusal after the writes would be too late.
+const MAX_DEDUP_GC_MS: u64 = 1_000_000_000_000_000;
+
+/// The four scripts, hashed once.
+#[derive(Debug)]
+pub(crate) struct Scripts {
+    report: Script,
+    set_policy: Script,
+    store: Script,
+    cleanup: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        Scripts {
+            report: Script::new(REPORT_USAGE_LUA),
+            set_policy: Script::new(SET_POLICY_LUA),
+            store: Script::new(STORE_LUA),
+            cleanup: Script::new(CLEANUP_LUA),
+        }
+    }
+
+    /// `SCRIPT LOAD`s every script on the server, or on every primary of a cluster (the driver
+    /// sends `SCRIPT LOAD` to all of them).
+    pub(crate) async fn load(conn: &Connection) -> Result<()> {
+        for source in [REPORT_USAGE_LUA, SET_POLICY_LUA, STORE_LUA, CLEANUP_LUA] {
+            let _: redis::Value = conn
+                .run("initialize", redis::cmd("SCRIPT").arg("LOAD").arg(source))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// One `report_usage` call: `(status, breaches or detail)`.
+    pub(crate) async fn report(
+        &self,
+        conn: &Connection,
+        (call_keys, args): (Vec<String>, Vec<String>),
+    ) -> Result<(String, String)> {
+        let mut call: ScriptInvocation<'_> = self.report.prepare_invoke();
+        for key in call_keys {
+            call.key(key);
+        }
+        for arg in args {
+            call.arg(arg);
+        }
+        conn.script("report_usage", &call).await
+    }
+
+    /// Replaces the policy hash `policy_key` with `limits` (dimension, soft, hard; `""` for none).
+    pub(crate) async fn set_policy<'a>(
+        &self,
+        conn: &Connection,
+        policy_key: &str,
+        limits: impl Iterator<Item = (&'a str, String, String)>,
+    ) -> Result<()> {
+        let mut call = self.set_policy.prepare_invoke();
+        call.key(policy_key);
+        for (dimension, soft, hard) in limits {
+            call.arg(dimension).arg(soft).arg(hard);
+        }
+        let _: i64 = conn.script("set_policy", &call).await?;
+        Ok(())
+    }
+
+    /// Appends `row` (`key` is `""` for a plain store); `index` is the name index the script
+    /// lists the record in (standalone), or `None` when the caller listed it (cluster).
+    /// Answers `appended`, `exists` or `conflict`.
+    pub(crate) async fn store(
+        &self,
+        conn: &Connection,
+        op: &str,
+        record_keys: &keys::RecordKeys,
+        index: Option<&str>,
+        row: &NewRow<'_>,
+        key: &str,
+    ) -> Result<String> {
+        let mut call = self.store.prepare_invoke();
+        call.key(&record_keys.rows)
+            .key(&record_keys.seq)
+            .key(&record_keys.idempotency)
+            .arg(time_hex(row.stored_at))
+            .arg(&row.text)
+            .arg(key);
+        if let Some(index) = index {
+            call.key(index).arg(row.record);
+        }
+        conn.script(op, &call).await
+    }
+
+    /// Deletes at most `batch` rows of one record below `bound` (a `ZRANGEBYLEX` maximum);
+    /// answers how many it deleted.
+    pub(crate) async fn cleanup(
+        &self,
+        conn: &Connection,
+        record_keys: &keys::RecordKeys,
+        bound: &str,
+        batch: usize,
+    ) -> Result<u64> {
+        let mut call = self.cleanup.prepare_invoke();
+        call.key(&record_keys.rows)
+            .key(&record_keys.idempotency)
+            .arg(bound)
+            .arg(batch);
+        conn.script("cleanup", &call).await
+    }
+}
+
+/// The keys and arguments of one `report_usage` call, in the order the script reads them: a
+/// record written by this call expires at `dedup_expiry(now, dedup_ttl_ms)`, passed as a decimal.
+pub fn report_usage_call(
+    namespace: &str,
+    budget: &str,
+    report: &UsageReport,
+    now: u64,
+    dedup_ttl_ms: u64,
+) -> (Vec<String>, Vec<String>) {
+    let call_keys = keys::budget_call_keys(namespace, budget, report.dedup_key.as_deref());
+    let gc_ms = dedup_ttl_ms
+        .saturating_mul(2)
+        .saturating_add(DEDUP_GC_MARGIN_MS)
+        .min(MAX_DEDUP_GC_MS);
+    let mut args = vec![
+        now.to_string(),
+        dedup_expiry(now, dedup_ttl_ms).to_string(),
+        report
+            .dedup_key
+            .as_ref()
+            .map(|_| dedup_fingerprint(report))
+            .unwrap_or_default(),
+        gc_ms.to_string(),
+        report.dimensions.len().to_string(),
+    ];
+    args.extend(report.dimensions.keys().cloned());
+    args.extend(report.dimensions.values().map(u64::to_string));
+    (call_keys, args)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn records_without_an_expiry_live_the_default_ttl() {
+        let line = format!(
+            "local LEGACY_TTL = '{}'",
+            stowage_core::DEFAULT_DEDUP_TTL_MS
+        );
+        assert!(super::REPORT_USAGE_LUA.contains(&line));
+    }
+}
