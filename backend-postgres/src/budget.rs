@@ -48,60 +48,54 @@ pub(crate) fn decode_report(budget: &str, row: &PgRow) -> Result<ReportReply> {
     let op = "report_usage";
     let e = |err| error::map(op, err);
     let status: String = row.try_get(0).map_err(e)?;
-    let dims: Vec<String> = row
-        .try_get::<Option<_>, _>(1)
-        .map_err(e)?
-        .unwrap_or_default();
-    let usage: Vec<i64> = row
-        .try_get::<Option<_>, _>(2)
-        .map_err(e)?
-        .unwrap_or_default();
-    let limits: Vec<i64> = row
-        .try_get::<Option<_>, _>(3)
-        .map_err(e)?
-        .unwrap_or_default();
-    let crossed: Vec<bool> = row
-        .try_get::<Option<_>, _>(4)
-        .map_err(e)?
-        .unwrap_or_default();
+    let dims: Vec<String> = array(op, row, 1)?;
+    let usage: Vec<i64> = array(op, row, 2)?;
+    let limits: Vec<i64> = array(op, row, 3)?;
+    let crossed: Vec<bool> = array(op, row, 4)?;
     let first = |values: &[i64]| values.first().copied().unwrap_or_default().to_string();
     let detail = (
         dims.first().cloned().unwrap_or_default(),
         first(&usage),
         first(&limits),
     );
-    if status == "overflow" {
-        return Ok(ReportReply {
-            status,
-            breaches: Vec::new(),
-            detail,
-        });
-    }
-    if usage.len() != dims.len() || limits.len() != dims.len() || crossed.len() != dims.len() {
-        return Err(Error::corruption(format!(
-            "{op}: breach arrays of budget {} have different lengths",
-            show(budget)
-        )));
-    }
-    let breaches = dims
-        .into_iter()
-        .zip(usage)
-        .zip(limits)
-        .zip(crossed)
-        .map(|(((dimension, usage), limit), crossed)| {
-            Ok(Breach {
-                dimension,
-                usage: from_i64(op, "usage", usage)?,
-                limit: from_i64(op, "limit", limit)?,
-                crossed,
+    let breaches = if status == "overflow" {
+        Vec::new()
+    } else {
+        if usage.len() != dims.len() || limits.len() != dims.len() || crossed.len() != dims.len() {
+            return Err(Error::corruption(format!(
+                "{op}: breach arrays of budget {} have different lengths",
+                show(budget)
+            )));
+        }
+        dims.into_iter()
+            .zip(usage)
+            .zip(limits)
+            .zip(crossed)
+            .map(|(((dimension, usage), limit), crossed)| {
+                Ok(Breach {
+                    dimension,
+                    usage: from_i64(op, "usage", usage)?,
+                    limit: from_i64(op, "limit", limit)?,
+                    crossed,
+                })
             })
-        })
-        .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?
+    };
     Ok(ReportReply {
         status,
         breaches,
         detail,
     })
+}
+
+/// Array column `i` of `row`; NULL reads as empty.
+fn array<T>(op: &str, row: &PgRow, i: usize) -> Result<Vec<T>>
+where
+    Vec<T>: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    row.try_get::<Option<Vec<T>>, _>(i)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| error::map(op, e))
 }
 
 /// Decodes the rows of the policy query: none means no policy; a NULL dimension means no limits.

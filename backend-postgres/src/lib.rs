@@ -31,7 +31,8 @@ mod schema;
 pub use backend::PostgresBackend;
 pub use config::PostgresConfig;
 
-/// This backend's entry in the facade's driver table: its URL schemes and how to open it.
+/// This backend's entry in the facade's driver table: its URL schemes and how to open it
+/// (connect only; `stowage::connect` then runs `initialize`).
 pub const DRIVER: stowage_core::raw::Driver = stowage_core::raw::Driver {
     name: "postgres",
     schemes: &["postgres", "postgresql"],
