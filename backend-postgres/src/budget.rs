@@ -4,10 +4,8 @@ use std::collections::BTreeMap;
 
 use sqlx::postgres::PgRow;
 use sqlx::Row;
-use stowage_core::raw::show;
-use stowage_core::{
-    Breach, BudgetPolicy, DimensionLimit, Error, Result, UsageOutcome, UsageReceipt,
-};
+use stowage_core::raw::{show, ReportReply};
+use stowage_core::{Breach, BudgetPolicy, DimensionLimit, Error, Result};
 
 use crate::error;
 use stowage_core::raw::validate::from_i64;
@@ -42,68 +40,62 @@ impl BudgetSql {
     }
 }
 
-/// Decodes the row `report_usage` returned into a receipt, or the `Conflict`/`Overflow` it signals.
-pub(crate) fn decode_report(budget: &str, key: Option<&str>, row: &PgRow) -> Result<UsageReceipt> {
+/// Decodes the row `report_usage` returned into the shared reply (the status decides the rest).
+///
+/// For `overflow` the arrays hold the dimension, its counter and the delta; otherwise they are
+/// the breaches, one entry per dimension in each array.
+pub(crate) fn decode_report(budget: &str, row: &PgRow) -> Result<ReportReply> {
     let op = "report_usage";
     let e = |err| error::map(op, err);
     let status: String = row.try_get(0).map_err(e)?;
-    let dims: Option<Vec<String>> = row.try_get(1).map_err(e)?;
-    let usage: Option<Vec<i64>> = row.try_get(2).map_err(e)?;
-    let limits: Option<Vec<i64>> = row.try_get(3).map_err(e)?;
-    let crossed: Option<Vec<bool>> = row.try_get(4).map_err(e)?;
-    let (replayed, status) = match status.strip_prefix("replay-") {
-        Some(rest) => (true, rest),
-        None => (false, status.as_str()),
-    };
-    match status {
-        "conflict" => return Err(Error::dedup_conflict(op, budget, key.unwrap_or_default())),
-        "overflow" => {
-            let dims = dims.unwrap_or_default();
-            let (current, delta) = (usage.unwrap_or_default(), limits.unwrap_or_default());
-            return Err(Error::counter_overflow(
-                op,
-                budget,
-                dims.first().map(String::as_str).unwrap_or_default(),
-                current.first().copied().unwrap_or_default(),
-                delta.first().copied().unwrap_or_default(),
-            ));
-        }
-        _ => {}
-    }
-    let dims = dims.unwrap_or_default();
-    let usage = usage.unwrap_or_default();
-    let limits = limits.unwrap_or_default();
-    let crossed = crossed.unwrap_or_default();
-    if usage.len() != dims.len() || limits.len() != dims.len() || crossed.len() != dims.len() {
-        return Err(Error::corruption(format!(
-            "{op}: breach arrays of budget {} have different lengths",
-            show(budget)
-        )));
-    }
-    let mut breaches = Vec::with_capacity(dims.len());
-    for (((dimension, usage), limit), crossed) in
-        dims.into_iter().zip(usage).zip(limits).zip(crossed)
-    {
-        breaches.push(Breach {
-            dimension,
-            usage: from_i64(op, "usage", usage)?,
-            limit: from_i64(op, "limit", limit)?,
-            crossed,
-        });
-    }
-    let outcome = match status {
-        "ok" if breaches.is_empty() => UsageOutcome::Ok,
-        "soft" => UsageOutcome::SoftBreach(breaches),
-        "hard" => UsageOutcome::HardBreach(breaches),
-        other => {
+    let dims: Vec<String> = array(op, row, 1)?;
+    let usage: Vec<i64> = array(op, row, 2)?;
+    let limits: Vec<i64> = array(op, row, 3)?;
+    let crossed: Vec<bool> = array(op, row, 4)?;
+    let first = |values: &[i64]| values.first().copied().unwrap_or_default().to_string();
+    let detail = (
+        dims.first().cloned().unwrap_or_default(),
+        first(&usage),
+        first(&limits),
+    );
+    let breaches = if status == "overflow" {
+        Vec::new()
+    } else {
+        if usage.len() != dims.len() || limits.len() != dims.len() || crossed.len() != dims.len() {
             return Err(Error::corruption(format!(
-                "{op}: unknown status {} for budget {}",
-                show(other),
+                "{op}: breach arrays of budget {} have different lengths",
                 show(budget)
-            )))
+            )));
         }
+        dims.into_iter()
+            .zip(usage)
+            .zip(limits)
+            .zip(crossed)
+            .map(|(((dimension, usage), limit), crossed)| {
+                Ok(Breach {
+                    dimension,
+                    usage: from_i64(op, "usage", usage)?,
+                    limit: from_i64(op, "limit", limit)?,
+                    crossed,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?
     };
-    Ok(UsageReceipt { outcome, replayed })
+    Ok(ReportReply {
+        status,
+        breaches,
+        detail,
+    })
+}
+
+/// Array column `i` of `row`; NULL reads as empty.
+fn array<T>(op: &str, row: &PgRow, i: usize) -> Result<Vec<T>>
+where
+    Vec<T>: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    row.try_get::<Option<Vec<T>>, _>(i)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| error::map(op, e))
 }
 
 /// Decodes the rows of the policy query: none means no policy; a NULL dimension means no limits.

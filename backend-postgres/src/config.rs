@@ -2,16 +2,8 @@
 
 use std::time::Duration;
 
+use stowage_core::raw::{show, UrlParams};
 use stowage_core::{Error, Result};
-
-use stowage_core::raw::show;
-
-/// URL parameters stowage reads itself (the rest go to sqlx/libpq semantics).
-const OWN_PARAMETERS: &[&str] = &[
-    "max_connections",
-    "acquire_timeout_ms",
-    "operation_timeout_ms",
-];
 
 /// Settings of one PostgreSQL backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +36,14 @@ impl PostgresConfig {
     }
 
     /// Parses `postgres://user@host:port/db?max_connections=32&acquire_timeout_ms=2000&…`.
+    ///
+    /// stowage's own parameters are `max_connections` (1..=2^32-1), `acquire_timeout_ms` and
+    /// `operation_timeout_ms` (at least 1 ms each); they are checked here. Every other parameter
+    /// follows PostgreSQL's rule: it belongs to the connection (libpq's parameters such as
+    /// `sslmode`, `application_name`, `options[...]`) and is passed on to sqlx unchanged, which
+    /// reads the ones it knows. sqlx 0.8 does not reject the others: it ignores them with a
+    /// `tracing` warning (libpq would refuse them), so a misspelt connection parameter has no
+    /// effect rather than failing the connect.
     pub fn from_url(url: &str) -> Result<Self> {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(Error::invalid_input(format!(
@@ -51,48 +51,34 @@ impl PostgresConfig {
                 show(url)
             )));
         }
-        let (base, query) = url.split_once('?').unwrap_or((url, ""));
-        let mut config = PostgresConfig {
-            url: base.to_owned(),
-            max_connections: 16,
-            acquire_timeout: Duration::from_millis(5_000),
-            operation_timeout: Duration::from_millis(30_000),
+        let (base, mut params) = UrlParams::parse(url)?;
+        let max_connections = params
+            .take_u64("max_connections", 1, u64::from(u32::MAX))?
+            // In range: take_u64 checked it.
+            .map_or(16, |n| u32::try_from(n).unwrap_or(u32::MAX));
+        let acquire_timeout = params
+            .take_ms("acquire_timeout_ms")?
+            .unwrap_or(Duration::from_millis(5_000));
+        let operation_timeout = params
+            .take_ms("operation_timeout_ms")?
+            .unwrap_or(Duration::from_millis(30_000));
+        let passed: Vec<String> = params
+            .take_rest()
+            .into_iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        params.finish()?;
+        let url = if passed.is_empty() {
+            base
+        } else {
+            format!("{base}?{}", passed.join("&"))
         };
-        let mut passed = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if !OWN_PARAMETERS.contains(&key) {
-                passed.push(pair);
-                continue;
-            }
-            let number: u64 = value.parse().map_err(|_| {
-                Error::invalid_input(format!(
-                    "connect: URL parameter {key}={} is not a whole number",
-                    show(value)
-                ))
-            })?;
-            let small = || {
-                u32::try_from(number).map_err(|_| {
-                    Error::invalid_input(format!(
-                        "connect: URL parameter {key}={number} is too large"
-                    ))
-                })
-            };
-            match key {
-                "max_connections" => config.max_connections = small()?,
-                "acquire_timeout_ms" => config.acquire_timeout = Duration::from_millis(number),
-                _ => config.operation_timeout = Duration::from_millis(number),
-            }
-        }
-        if config.max_connections == 0 {
-            return Err(Error::invalid_input(
-                "connect: URL parameter max_connections=0; the pool needs at least one connection",
-            ));
-        }
-        if !passed.is_empty() {
-            config.url = format!("{base}?{}", passed.join("&"));
-        }
-        Ok(config)
+        Ok(PostgresConfig {
+            url,
+            max_connections,
+            acquire_timeout,
+            operation_timeout,
+        })
     }
 }
 
@@ -120,6 +106,8 @@ mod tests {
             "postgres://h/db?max_connections=x",
             "postgres://h/db?max_connections=0",
             "postgres://h/db?max_connections=99999999999",
+            "postgres://h/db?operation_timeout_ms=0",
+            "postgres://h/db?max_connections=1&max_connections=2",
             "mysql://h/db",
         ] {
             assert_eq!(
@@ -128,5 +116,16 @@ mod tests {
                 "{url}"
             );
         }
+    }
+
+    /// Parameters stowage does not know are PostgreSQL's: passed on, and sqlx ignores the ones it
+    /// does not know either (it warns) rather than refusing them.
+    #[test]
+    fn unknown_parameters_go_to_sqlx_which_ignores_what_it_does_not_know() {
+        let c = PostgresConfig::from_url("postgres://h/db?sslmode=disable&no_such_parameter=1")
+            .unwrap();
+        assert_eq!(c.url, "postgres://h/db?no_such_parameter=1&sslmode=disable");
+        let options = <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&c.url);
+        assert!(options.is_ok());
     }
 }

@@ -17,6 +17,30 @@ pub(crate) enum Failure {
     Final(Error),
 }
 
+/// How one attempt of an operation failed (what `PostgresBackend`'s one run loop acts on).
+#[derive(Debug)]
+pub(crate) enum Fail {
+    /// The engine failed: classified by the run loop (retries, connection survival).
+    Sql(sqlx::Error),
+    /// Nothing was applied and another try may succeed (a row vanished between insert and
+    /// read): retried like a transient failure; this error when the tries run out.
+    Again(Error),
+    /// Give up with this error (the connection is reused unless the attempt discarded it).
+    Final(Error),
+}
+
+impl From<sqlx::Error> for Fail {
+    fn from(error: sqlx::Error) -> Self {
+        Fail::Sql(error)
+    }
+}
+
+impl From<Error> for Fail {
+    fn from(error: Error) -> Self {
+        Fail::Final(error)
+    }
+}
+
 /// What an SQLSTATE means to stowage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CodeClass {

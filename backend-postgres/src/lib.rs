@@ -4,6 +4,8 @@
 //! created and migrated by `initialize()`. Every budget operation is one call of a plpgsql
 //! function: one round trip, one transaction, serialized per budget by an advisory lock.
 //!
+//! - `PostgresBackend::open` only connects; `initialize` registers the namespace and creates or
+//!   migrates its schema (a handle that skipped it initializes the namespace at its first call).
 //! - `durable` is read at connect from what the backend's sessions see: `fsync` and
 //!   `full_page_writes` on and `synchronous_commit` not `off`.
 //! - Every session runs with `statement_timeout` and `lock_timeout` at two fifths of
@@ -29,7 +31,8 @@ mod schema;
 pub use backend::PostgresBackend;
 pub use config::PostgresConfig;
 
-/// This backend's entry in the facade's driver table: its URL schemes and how to open it.
+/// This backend's entry in the facade's driver table: its URL schemes and how to open it
+/// (connect only; `stowage::connect` then runs `initialize`).
 pub const DRIVER: stowage_core::raw::Driver = stowage_core::raw::Driver {
     name: "postgres",
     schemes: &["postgres", "postgresql"],

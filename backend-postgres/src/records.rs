@@ -3,11 +3,11 @@
 use futures_util::TryStreamExt;
 use sqlx::postgres::PgRow;
 use sqlx::Row;
-use stowage_core::raw::{decode_value, Pattern, RowSelector};
-use stowage_core::{Result, StoredValue};
-
-use crate::error;
 use stowage_core::raw::validate::from_i64;
+use stowage_core::raw::{NameRange, QueryPlan};
+use stowage_core::StoredValue;
+
+use crate::error::{self, Fail};
 
 /// The SQL of the record operations for one schema.
 #[derive(Debug)]
@@ -40,40 +40,45 @@ impl RecordSql {
     }
 }
 
-/// Streams rows (ordered by name, newest first) through the core matcher and the per-record limit.
+/// The statement `plan` reads with, and the name bound as `$4` when it has an upper end.
+pub(crate) fn statement<'s>(
+    sql: &'s RecordSql,
+    plan: &'s QueryPlan<'_>,
+) -> (&'s str, Option<&'s str>) {
+    match &plan.names {
+        NameRange::Exact(_) => (&sql.query_exact, None),
+        NameRange::From { end: Some(end), .. } => (&sql.query_range, Some(end)),
+        NameRange::From { end: None, .. } => (&sql.query_from, None),
+    }
+}
+
+/// The name bound as `$1`: the exact name or the range's start.
+pub(crate) fn first_name<'p>(plan: &QueryPlan<'p>) -> &'p str {
+    match plan.names {
+        NameRange::Exact(name) | NameRange::From { start: name, .. } => name,
+    }
+}
+
+/// Reads rows (ordered by name, newest first) into `plan`'s answer.
 ///
-/// The outer error is the engine's (for the caller's retry and connection handling); the inner
-/// one a row that does not decode (the answer is then not read to its end).
-pub(crate) async fn collect_matching<'c, S>(
-    mut rows: S,
-    pattern: &Pattern,
-    limit_per_record: Option<usize>,
-) -> Result<Result<Vec<StoredValue>>, sqlx::Error>
+/// A stream error is the engine's (`Fail::Sql`, for the run loop's retry and connection
+/// handling); a row that does not decode is `Fail::Final`, and the answer was then not read to
+/// its end, so the caller must not reuse the connection.
+pub(crate) async fn collect<S>(mut rows: S, plan: &QueryPlan<'_>) -> Result<Vec<StoredValue>, Fail>
 where
-    S: futures_util::Stream<Item = Result<PgRow, sqlx::Error>> + Unpin + Send + 'c,
+    S: futures_util::Stream<Item = Result<PgRow, sqlx::Error>> + Unpin + Send,
 {
     let op = "query";
-    let mut out = Vec::new();
-    let mut selector = RowSelector::new(pattern, limit_per_record);
+    let decode = |e| Fail::Final(error::map(op, e));
+    let mut answer = plan.collector();
     while let Some(row) = rows.try_next().await? {
-        let decoded = (|| {
-            let name: String = row.try_get(0).map_err(|e| error::map(op, e))?;
-            if !selector.keep(&name) {
-                return Ok(None);
-            }
-            let text: String = row.try_get(1).map_err(|e| error::map(op, e))?;
-            let stored_at: i64 = row.try_get(2).map_err(|e| error::map(op, e))?;
-            Ok(Some(StoredValue {
-                value: decode_value(op, &name, &text)?,
-                stored_at: from_i64(op, "timestamp", stored_at)?,
-                record_name: name,
-            }))
-        })();
-        match decoded {
-            Ok(Some(value)) => out.push(value),
-            Ok(None) => {}
-            Err(e) => return Ok(Err(e)),
+        let name: String = row.try_get(0).map_err(decode)?;
+        if !answer.wants(&name) {
+            continue;
         }
+        let text: String = row.try_get(1).map_err(decode)?;
+        let stored_at: i64 = row.try_get(2).map_err(decode)?;
+        answer.push(op, name, &text, from_i64(op, "timestamp", stored_at)?)?;
     }
-    Ok(Ok(out))
+    Ok(answer.finish())
 }

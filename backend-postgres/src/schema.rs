@@ -1,9 +1,9 @@
 //! The namespace registry and the versioned, embedded per-namespace migrations.
 
 use sqlx::{Connection, Executor, PgConnection, Row};
-use stowage_core::{Error, Result};
+use stowage_core::Error;
 
-use crate::error;
+use crate::error::Fail;
 
 /// Version N is `MIGRATIONS[N - 1]`; `__SCHEMA__` and `__LOCK__` are filled in per namespace.
 const MIGRATIONS: &[&str] = &[
@@ -28,24 +28,21 @@ pub(crate) struct Schema {
 ///
 /// Multi-statement SQL goes through `Executor::execute(&str)`: `raw_sql(..).execute(..)` trips the
 /// compiler's `Send` inference when the future is boxed (sqlx issue 3150).
-pub(crate) async fn initialize(conn: &mut PgConnection, namespace: &str) -> Result<Schema> {
+pub(crate) async fn initialize(conn: &mut PgConnection, namespace: &str) -> Result<Schema, Fail> {
     let op = "initialize";
-    let e = |err| error::map(op, err);
     let encoding: String = sqlx::query_scalar("SHOW server_encoding")
         .fetch_one(&mut *conn)
-        .await
-        .map_err(e)?;
+        .await?;
     if encoding != "UTF8" {
-        return Err(Error::unsupported(format!(
+        return Err(Fail::Final(Error::unsupported(format!(
             "{op}: the database encoding is {encoding}; stowage needs UTF8 (names are any UTF-8)"
-        )));
+        ))));
     }
-    let mut tx = conn.begin().await.map_err(e)?;
+    let mut tx = conn.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(INIT_LOCK)
         .execute(&mut *tx)
-        .await
-        .map_err(e)?;
+        .await?;
     tx.execute(
         "CREATE SCHEMA IF NOT EXISTS stowage_registry;
          CREATE TABLE IF NOT EXISTS stowage_registry.namespaces (
@@ -54,22 +51,19 @@ pub(crate) async fn initialize(conn: &mut PgConnection, namespace: &str) -> Resu
              version integer NOT NULL DEFAULT 0
          );",
     )
-    .await
-    .map_err(e)?;
+    .await?;
     sqlx::query(
         "INSERT INTO stowage_registry.namespaces (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
     )
     .bind(namespace)
     .execute(&mut *tx)
-    .await
-    .map_err(e)?;
+    .await?;
     let row = sqlx::query("SELECT id, version FROM stowage_registry.namespaces WHERE name = $1")
         .bind(namespace)
         .fetch_one(&mut *tx)
-        .await
-        .map_err(e)?;
-    let id: i64 = row.try_get("id").map_err(e)?;
-    let version: i32 = row.try_get("version").map_err(e)?;
+        .await?;
+    let id: i64 = row.try_get("id")?;
+    let version: i32 = row.try_get("version")?;
     let schema = Schema {
         name: format!("stowage_ns_{id}"),
         lock_class: i32::try_from(id % i64::from(i32::MAX)).expect("below i32::MAX"),
@@ -77,31 +71,29 @@ pub(crate) async fn initialize(conn: &mut PgConnection, namespace: &str) -> Resu
     let applied = usize::try_from(version)
         .map_err(|_| Error::corruption(format!("{op}: schema version {version} is negative")))?;
     if applied > MIGRATIONS.len() {
-        return Err(Error::unsupported(format!(
+        return Err(Fail::Final(Error::unsupported(format!(
             "{op}: namespace schema {} has version {applied}; this build knows up to {}",
             schema.name,
             MIGRATIONS.len()
-        )));
+        ))));
     }
     if applied < MIGRATIONS.len() {
         tx.execute(format!("CREATE SCHEMA IF NOT EXISTS {}", schema.name).as_str())
-            .await
-            .map_err(e)?;
+            .await?;
         for sql in &MIGRATIONS[applied..] {
             let sql = sql
                 .replace("__SCHEMA__", &schema.name)
                 .replace("__LOCK__", &schema.lock_class.to_string());
-            tx.execute(sql.as_str()).await.map_err(e)?;
+            tx.execute(sql.as_str()).await?;
         }
         let latest = i32::try_from(MIGRATIONS.len()).expect("few migrations");
         sqlx::query("UPDATE stowage_registry.namespaces SET version = $2 WHERE id = $1")
             .bind(id)
             .bind(latest)
             .execute(&mut *tx)
-            .await
-            .map_err(e)?;
+            .await?;
     }
-    tx.commit().await.map_err(e)?;
+    tx.commit().await?;
     Ok(schema)
 }
 

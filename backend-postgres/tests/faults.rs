@@ -10,13 +10,23 @@ use sqlx::{Connection, PgConnection};
 use stowage_conformance::servers::postgres::{PostgresServer, PostgresSettings};
 use stowage_conformance::unique_namespace;
 use stowage_core::{
-    Backend, BudgetBackend, BudgetPolicy, ConnectOptions, DimensionLimit, ErrorKind,
+    Backend, BudgetBackend, BudgetPolicy, Checked, ConnectOptions, DimensionLimit, ErrorKind,
     PersistenceBackend, QueryParams, UsageOutcome, UsageReport,
 };
 use stowage_postgres::PostgresBackend;
 
-async fn open(url: &str, namespace: &str) -> PostgresBackend {
-    PostgresBackend::open(url, ConnectOptions::new().namespace(namespace))
+/// Opens and initializes a backend (as `stowage::connect` does).
+async fn open_initialized(
+    url: &str,
+    options: ConnectOptions,
+) -> stowage_core::Result<Checked<PostgresBackend>> {
+    let backend = PostgresBackend::open(url, options).await?;
+    backend.initialize().await?;
+    Ok(backend)
+}
+
+async fn open(url: &str, namespace: &str) -> Checked<PostgresBackend> {
+    open_initialized(url, ConnectOptions::new().namespace(namespace))
         .await
         .unwrap_or_else(|e| panic!("open {url}: {e}"))
 }
@@ -70,7 +80,7 @@ async fn wait_until_no_statement_runs(probe: &mut PgConnection, schema: &str) {
 
 /// Leaves `n` idle connections in the backend's pool: `n` calls wait together on the budget's
 /// lock (so each needs its own connection), then all finish.
-async fn fill_pool(backend: &PostgresBackend, url: &str, budget: &str, n: i64) {
+async fn fill_pool(backend: &Checked<PostgresBackend>, url: &str, budget: &str, n: i64) {
     let policy = backend.policy(budget).await.unwrap().unwrap_or_default();
     let mut holder = PgConnection::connect(url).await.unwrap();
     let mut tx = holder.begin().await.unwrap();
@@ -257,7 +267,7 @@ async fn missing_privileges_and_unknown_roles_are_misconfigured() {
             common::as_user(&url, "stowage_no_such_role"),
         ),
     ] {
-        let error = PostgresBackend::open(&url, ConnectOptions::new())
+        let error = open_initialized(&url, ConnectOptions::new())
             .await
             .unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Misconfigured, "{what}: {error}");
@@ -272,7 +282,7 @@ async fn read_only_sessions_are_unavailable() {
     };
     // What a client meets on a server that turned into a hot standby: 25006.
     let url = common::with_param(&url, "options[default_transaction_read_only]=on");
-    let error = PostgresBackend::open(
+    let error = open_initialized(
         &url,
         ConnectOptions::new().namespace(unique_namespace("ro")),
     )

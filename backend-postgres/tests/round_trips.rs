@@ -6,7 +6,9 @@ mod common;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use stowage_core::{BudgetBackend, BudgetPolicy, ConnectOptions, DimensionLimit, UsageReport};
+use stowage_core::{
+    BudgetBackend, BudgetPolicy, ConnectOptions, DimensionLimit, PersistenceBackend, UsageReport,
+};
 use stowage_postgres::PostgresBackend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -91,6 +93,7 @@ async fn report_usage_is_one_round_trip() {
     let backend = PostgresBackend::open(&proxied, ConnectOptions::new().namespace(namespace))
         .await
         .unwrap();
+    backend.initialize().await.unwrap();
     backend
         .set_policy(
             "b",
@@ -130,6 +133,7 @@ async fn connections_run_read_committed_whatever_the_database_default() {
     let admin = PostgresBackend::open(&url, ConnectOptions::new().namespace("admin"))
         .await
         .unwrap();
+    admin.initialize().await.unwrap();
     let database = stowage_conformance::unique_namespace("iso").to_lowercase();
     let conn_url = url
         .rsplit_once('/')
@@ -162,6 +166,7 @@ async fn connections_run_read_committed_whatever_the_database_default() {
     let backend = PostgresBackend::open(&conn_url, ConnectOptions::new())
         .await
         .unwrap();
+    backend.initialize().await.unwrap();
     assert_eq!(
         backend
             .session_setting("transaction_isolation")

@@ -27,7 +27,8 @@ impl RawPostgres {
     /// Installs a namespace (through stowage, once) and opens `connections` plain connections.
     pub async fn start(url: &str, connections: usize) -> Arc<RawPostgres> {
         let options = ConnectOptions::new().namespace(stowage_conformance::unique_namespace("raw"));
-        let backend = PostgresBackend::open(url, options)
+        let backend = PostgresBackend::open(url, options).await.expect("connect");
+        stowage::PersistenceBackend::initialize(&backend)
             .await
             .expect("install the schema");
         crate::prepare_budget(&backend).await;

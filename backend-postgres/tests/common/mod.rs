@@ -4,18 +4,16 @@ use std::sync::Arc;
 
 use stowage_conformance::servers::postgres;
 use stowage_conformance::{Availability, Harness};
+use stowage_core::raw::connect_with_drivers;
 use stowage_core::{Backend, BoxFuture, ConnectOptions, Result};
-use stowage_postgres::PostgresBackend;
 
-/// A harness that opens backends on `url`.
+/// A harness that opens and initializes backends on `url` (as `stowage::connect` does).
 pub fn postgres_harness(url: String) -> Arc<dyn Harness> {
     Arc::new(
         move |options: ConnectOptions| -> BoxFuture<'static, Result<Arc<dyn Backend>>> {
             let url = url.clone();
             Box::pin(async move {
-                let backend: Arc<dyn Backend> =
-                    Arc::new(PostgresBackend::open(&url, options).await?);
-                Ok(backend)
+                connect_with_drivers(&[stowage_postgres::DRIVER], &url, options).await
             })
         },
     )
