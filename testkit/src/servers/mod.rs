@@ -14,6 +14,14 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 
+/// Stops and starts a server under test (the outage scenarios crash it and bring it back).
+pub trait ServerControl: Send + Sync {
+    /// Stops it abruptly (a crash: immediate shutdown or SIGKILL).
+    fn stop(&self) -> Result<(), String>;
+    /// Starts it again on the same data.
+    fn start(&self) -> Result<(), String>;
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released for the server to take).
 pub fn free_port() -> Result<u16, String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;

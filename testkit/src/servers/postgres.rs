@@ -7,7 +7,7 @@ use std::sync::{Mutex, OnceLock};
 use super::{chown, command_as, free_port, run, service_user, ExitWatch};
 
 /// The environment variable that names an existing server instead of starting one.
-pub const URL_ENV: &str = "STOWAGE_POSTGRES_URL";
+pub const URL_ENV: &str = crate::env::POSTGRES_URL;
 
 /// How a throwaway server is configured.
 #[derive(Debug, Clone, Copy)]
@@ -45,7 +45,7 @@ pub struct PostgresServer {
 
 /// The directory holding `initdb`, `pg_ctl` and `postgres`: `STOWAGE_POSTGRES_BIN`, else the newest `/usr/lib/postgresql/*/bin`.
 pub fn bin_dir() -> Result<PathBuf, String> {
-    if let Ok(dir) = std::env::var("STOWAGE_POSTGRES_BIN") {
+    if let Ok(dir) = std::env::var(crate::env::POSTGRES_BIN) {
         return Ok(PathBuf::from(dir));
     }
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
@@ -210,7 +210,7 @@ pub fn shared_url() -> Result<String, String> {
         .clone()
 }
 
-impl crate::reliability::outage::ServerControl for PostgresServer {
+impl super::ServerControl for PostgresServer {
     fn stop(&self) -> Result<(), String> {
         self.stop_immediate()
     }

@@ -14,13 +14,13 @@ use super::resp;
 use super::{free_port, ExitWatch};
 
 /// Names an existing standalone server instead of starting one.
-pub const URL_ENV: &str = "STOWAGE_VALKEY_URL";
+pub const URL_ENV: &str = crate::env::VALKEY_URL;
 /// Names an existing cluster (`valkey+cluster://h:p,h:p,…`) instead of starting one.
-pub const CLUSTER_URL_ENV: &str = "STOWAGE_VALKEY_CLUSTER_URL";
+pub const CLUSTER_URL_ENV: &str = crate::env::VALKEY_CLUSTER_URL;
 
 /// The valkey-server binary to run.
 pub fn server_binary() -> Result<PathBuf, String> {
-    if let Ok(path) = std::env::var("STOWAGE_VALKEY_SERVER") {
+    if let Ok(path) = std::env::var(crate::env::VALKEY_SERVER) {
         return Ok(PathBuf::from(path));
     }
     let installed = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -300,7 +300,7 @@ pub fn shared_cluster_url() -> Result<String, String> {
         .clone()
 }
 
-impl crate::reliability::outage::ServerControl for ValkeyServer {
+impl super::ServerControl for ValkeyServer {
     fn stop(&self) -> Result<(), String> {
         self.kill()
     }
