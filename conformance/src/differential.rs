@@ -23,10 +23,10 @@ use stowage_core::{
     MemoryBackend, QueryParams, Result, StoreResult, StoredValue, UsageReceipt, UsageReport,
     MAX_AMOUNT,
 };
+use stowage_testkit::rng::Rng;
 
 use crate::context::START_MS;
 use crate::Ctx;
-use stowage_testkit::rng::Rng;
 
 /// The dedup TTLs a sequence draws its handles' TTLs from: 1 ms, 1 s, 24 h and `MAX_AMOUNT`.
 pub const TTLS: &[u64] = &[1, 1_000, 86_400_000, MAX_AMOUNT];

@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use serde_json::json;
 use stowage_core::{Backend, Result, StoreResult, UsageOutcome, UsageReceipt, UsageReport};
+use stowage_testkit::rng::Rng;
 use tokio::sync::Barrier;
 
 use super::{counters, keyed, policy, report, rows, usage_of};
 use crate::Ctx;
-use stowage_testkit::rng::Rng;
 
 /// Runs `count` tasks at once (released together), task i on handle i mod len, and collects their results in order.
 async fn race<T, F, Fut>(handles: &[Arc<dyn Backend>], count: usize, task: F) -> Vec<T>
