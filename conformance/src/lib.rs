@@ -18,7 +18,7 @@
 //! through [`run_all`]).
 //!
 //! Each case runs in namespaces of its own, and every namespace it opens through its [`Ctx`] is
-//! destroyed with [`Backend::purge`](stowage_core::Backend::purge) when it ends, pass or fail, so
+//! destroyed with [`Backend::purge`] when it ends, pass or fail, so
 //! that running the suite against a live deployment leaves nothing behind: a backend must
 //! implement `purge` to pass (a purge that fails fails the case). The differential test opens two
 //! handles on one namespace, with different dedup TTLs, when the backend is `shared`.

@@ -6,7 +6,7 @@
 //!   shared server of a test process (`shared_url`), unless `STOWAGE_POSTGRES_URL`,
 //!   `STOWAGE_VALKEY_URL` or `STOWAGE_VALKEY_CLUSTER_URL` name an existing one; a minimal RESP
 //!   client.
-//! - [`env`]: the environment knobs — [`is_required`] (`STOWAGE_REQUIRE_BACKENDS`),
+//! - [`env`](mod@env): the environment knobs — [`is_required`] (`STOWAGE_REQUIRE_BACKENDS`),
 //!   [`env_number`], the URL and binary variables — and [`available`], the skip-or-require rule
 //!   every test harness applies: an unavailable backend is skipped with its reason printed, unless
 //!   it is required, in which case the test fails.
