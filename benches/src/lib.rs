@@ -1,5 +1,5 @@
-//! Shared setup of the benchmarks: the deployments (servers started by the conformance crate's
-//! helpers unless URLs are given), one stowage backend per deployment, and the baselines:
+//! Shared setup of the benchmarks: the deployments (throwaway servers from `stowage-testkit`
+//! unless URLs are given), one stowage backend per deployment, and the baselines:
 //! the seed design (a FlowFabric-style multi-statement transaction on PostgreSQL) and the raw
 //! engine ceilings (the same work through the driver with nothing around it).
 #![deny(missing_docs)]
@@ -10,8 +10,8 @@ pub mod seed;
 use std::sync::{Arc, OnceLock};
 
 use stowage::{Backend, BudgetPolicy, ConnectOptions, DimensionLimit, UsageReport, MAX_AMOUNT};
-use stowage_conformance::servers::postgres::{self, PostgresServer, PostgresSettings};
-use stowage_conformance::servers::valkey::{self, ValkeyCluster, ValkeyServer, ValkeySettings};
+use stowage_testkit::servers::postgres::{self, PostgresServer, PostgresSettings};
+use stowage_testkit::servers::valkey::{self, ValkeyCluster, ValkeyServer, ValkeySettings};
 
 /// The deployments of this benchmark process, started on first use.
 pub fn deployments() -> &'static Deployments {
@@ -116,7 +116,7 @@ impl Deployments {
 
 /// Connects to `url` in a fresh namespace.
 pub async fn connect(url: &str) -> Arc<dyn Backend> {
-    let options = ConnectOptions::new().namespace(stowage_conformance::unique_namespace("bench"));
+    let options = ConnectOptions::new().namespace(stowage_testkit::unique_namespace("bench"));
     stowage::connect_with(url, options).await.expect("connect")
 }
 

@@ -26,7 +26,7 @@ pub struct RawPostgres {
 impl RawPostgres {
     /// Installs a namespace (through stowage, once) and opens `connections` plain connections.
     pub async fn start(url: &str, connections: usize) -> Arc<RawPostgres> {
-        let options = ConnectOptions::new().namespace(stowage_conformance::unique_namespace("raw"));
+        let options = ConnectOptions::new().namespace(stowage_testkit::unique_namespace("raw"));
         let backend = PostgresBackend::open(url, options).await.expect("connect");
         stowage::PersistenceBackend::initialize(&backend)
             .await
@@ -96,7 +96,7 @@ impl RawValkey {
             .get_multiplexed_async_connection()
             .await
             .expect("connection");
-        let namespace = stowage_conformance::unique_namespace("raw");
+        let namespace = stowage_testkit::unique_namespace("raw");
         let backend = stowage_valkey::ValkeyBackend::open(
             &url,
             ConnectOptions::new().namespace(namespace.clone()),
@@ -185,7 +185,7 @@ pub struct RawSqlite {
 impl RawSqlite {
     /// Opens `url` with the backend's settings (the policies are set through stowage first).
     pub async fn start(url: &str) -> RawSqlite {
-        let namespace = stowage_conformance::unique_namespace("raw");
+        let namespace = stowage_testkit::unique_namespace("raw");
         let backend =
             stowage::connect_with(url, ConnectOptions::new().namespace(namespace.clone()))
                 .await

@@ -23,7 +23,7 @@ impl SeedPostgres {
             .connect(url)
             .await
             .expect("seed pool");
-        let schema = stowage_conformance::unique_namespace("seed").replace('-', "_");
+        let schema = stowage_testkit::unique_namespace("seed").replace('-', "_");
         pool.execute(
             format!(
                 "CREATE SCHEMA {schema};

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
 use serde_json::json;
 use stowage::{
     Backend, BudgetPolicy, ConnectOptions, DimensionLimit, Error, QueryParams, Result, UsageReport,
 };
-use stowage_conformance::rng::Rng;
+use stowage_testkit::rng::Rng;
 
+use crate::results::{BackendStats, OpStats, OPS};
 use crate::spawn::Spawned;
 
 /// Arguments of `stowage bench`.
@@ -52,39 +52,10 @@ pub struct BenchArgs {
     no_progress: bool,
 }
 
-/// The operations of the workload, in table order.
-pub const OPS: [&str; 4] = ["report", "replay", "store", "query"];
-
 #[derive(Debug, Default)]
 struct Samples {
     nanos: [Vec<u64>; 4],
     errors: [u64; 4],
-}
-
-/// One backend × operation line of the table.
-#[derive(Debug, Clone, Serialize)]
-pub struct OpStats {
-    /// The operation.
-    pub op: &'static str,
-    /// Completed operations.
-    pub count: u64,
-    /// Operations per second.
-    pub ops_per_sec: u64,
-    /// Median latency, µs.
-    pub p50_us: u64,
-    /// 99th percentile latency, µs.
-    pub p99_us: u64,
-    /// Failed operations.
-    pub errors: u64,
-}
-
-/// One backend's results.
-#[derive(Debug, Clone, Serialize)]
-pub struct BackendStats {
-    /// Its name in the table.
-    pub name: String,
-    /// Per operation.
-    pub ops: Vec<OpStats>,
 }
 
 async fn worker(
@@ -166,7 +137,7 @@ async fn bench_one(
     args: &BenchArgs,
     progress: &ProgressBar,
 ) -> Result<BackendStats> {
-    let namespace = stowage_conformance::unique_namespace("bench");
+    let namespace = stowage_testkit::unique_namespace("bench");
     let backend = stowage::connect_with(url, ConnectOptions::new().namespace(namespace)).await?;
     for team in 0..4 {
         let policy = BudgetPolicy::new()

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::bench::{BackendStats, OPS};
+use crate::results::{BackendStats, OPS};
 
 const COLORS: [&str; 6] = [
     "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1",

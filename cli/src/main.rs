@@ -7,6 +7,7 @@ mod bench;
 mod chart;
 mod conformance;
 mod duration;
+mod results;
 mod spawn;
 
 use std::process::ExitCode;

@@ -1,10 +1,10 @@
-//! `--spawn postgres,valkey,valkey-cluster`: throwaway local servers, stopped when the command ends.
+//! `--spawn postgres,valkey,valkey-cluster`: throwaway local servers (from `stowage-testkit`), stopped when the command ends.
 
 use std::any::Any;
 
 use stowage::{Error, Result};
-use stowage_conformance::servers::postgres::{PostgresServer, PostgresSettings};
-use stowage_conformance::servers::valkey::{ValkeyCluster, ValkeyServer, ValkeySettings};
+use stowage_testkit::servers::postgres::{PostgresServer, PostgresSettings};
+use stowage_testkit::servers::valkey::{ValkeyCluster, ValkeyServer, ValkeySettings};
 
 /// Running servers; dropping this stops them.
 #[derive(Default)]

@@ -155,19 +155,14 @@ fn conformance_passes_against_a_live_sqlite_file() {
 
 #[test]
 fn conformance_passes_against_spawned_servers() {
-    use stowage_conformance::servers::{postgres, valkey};
+    use stowage_testkit::servers::{postgres, valkey};
     for (backend, url) in [
         ("postgres", postgres::shared_url()),
         ("valkey", valkey::shared_url()),
         ("valkey-cluster", valkey::shared_cluster_url()),
     ] {
-        let url = match url {
-            Ok(url) => url,
-            Err(reason) if !stowage_conformance::is_required(backend) => {
-                eprintln!("skipped {backend}: {reason}");
-                continue;
-            }
-            Err(reason) => panic!("{backend} is required: {reason}"),
+        let Some(url) = stowage_testkit::available(backend, url) else {
+            continue;
         };
         let out = stowage(&["conformance", &url]);
         assert!(

@@ -5,11 +5,11 @@
 //! deployment leaves nothing behind.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use stowage_core::{Backend, ConnectOptions, ManualClock, Result, DEFAULT_NAMESPACE};
+
+use stowage_testkit::unique_namespace;
 
 use crate::Harness;
 
@@ -41,20 +41,6 @@ pub(crate) struct Namespaces {
     /// The case's own namespace; every other one it opens must start with it.
     own: String,
     open: Mutex<BTreeSet<String>>,
-}
-
-/// A namespace no other test, process or earlier run uses.
-pub fn unique_namespace(prefix: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!(
-        "{prefix}_{}_{nanos}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 impl Ctx {

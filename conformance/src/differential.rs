@@ -23,9 +23,9 @@ use stowage_core::{
     MemoryBackend, QueryParams, Result, StoreResult, StoredValue, UsageReceipt, UsageReport,
     MAX_AMOUNT,
 };
+use stowage_testkit::rng::Rng;
 
 use crate::context::START_MS;
-use crate::rng::Rng;
 use crate::Ctx;
 
 /// The dedup TTLs a sequence draws its handles' TTLs from: 1 ms, 1 s, 24 h and `MAX_AMOUNT`.
@@ -141,7 +141,7 @@ pub struct DiffConfig {
 impl DiffConfig {
     /// Reads `STOWAGE_DIFF_SEQUENCES`, `STOWAGE_DIFF_OPS` and `STOWAGE_DIFF_SEED`.
     pub fn from_env() -> Self {
-        use crate::reliability::env_number as var;
+        use stowage_testkit::env_number as var;
         DiffConfig {
             sequences: var("STOWAGE_DIFF_SEQUENCES", 24),
             ops: usize::try_from(var("STOWAGE_DIFF_OPS", 60)).expect("ops fit usize"),
@@ -514,4 +514,11 @@ pub async fn random_sequences_match_the_reference_model(ctx: Ctx) {
         "differential: {} sequences x {} operations agree with the model (seeds {}..)",
         config.sequences, config.ops, config.seed
     );
+}
+
+cases! {
+    __conformance_differential;
+    differential: [
+        random_sequences_match_the_reference_model,
+    ]
 }

@@ -4,15 +4,19 @@
 //! processes (selected by [`CHILD_ENV`]), so the children open the store through the same harness.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 
 use stowage_core::{BudgetPolicy, ConnectOptions, DimensionLimit, UsageReport};
+use stowage_testkit::child::{child_command, child_spec, tell, told};
 
 use crate::Harness;
 
 /// Set in child processes: `<namespace>\t<child name>`.
 pub const CHILD_ENV: &str = "STOWAGE_PROCESS_RACE_CHILD";
+
+/// The tag of a child's result line: `<applied> <replayed> <breaches>`.
+const RESULT: &str = "PROCESS_RACE_RESULT";
 
 /// Sizes of the race.
 #[derive(Debug, Clone, Copy)]
@@ -71,7 +75,7 @@ async fn child(harness: Arc<dyn Harness>, namespace: &str, name: &str, size: Rac
             breaches += 1;
         }
     }
-    println!("PROCESS_RACE_RESULT {applied} {replayed} {breaches}");
+    tell(RESULT, format_args!("{applied} {replayed} {breaches}"));
 }
 
 /// In a child: the child's part. In the parent: sets up, starts the children of `test_name` with `extra_env`, checks totals.
@@ -81,12 +85,12 @@ pub async fn run(
     extra_env: &[(&str, String)],
     size: RaceSize,
 ) {
-    if let Ok(spec) = std::env::var(CHILD_ENV) {
+    if let Some(spec) = child_spec(CHILD_ENV) {
         let (namespace, name) = spec.split_once('\t').expect("namespace<TAB>name");
         child(harness, namespace, name, size).await;
         return;
     }
-    let namespace = crate::unique_namespace("race");
+    let namespace = stowage_testkit::unique_namespace("race");
     let setup = harness
         .open(ConnectOptions::new().namespace(namespace.clone()))
         .await
@@ -98,19 +102,15 @@ pub async fn run(
         )
         .await
         .unwrap();
-    let exe = std::env::current_exe().expect("the test binary");
     let mut children = Vec::new();
     for i in 0..size.children {
-        let mut command = Command::new(&exe);
-        command
-            .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, format!("{namespace}\tchild{i}"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (key, value) in extra_env {
-            command.env(key, value);
-        }
+        let mut command = child_command(
+            test_name,
+            CHILD_ENV,
+            &format!("{namespace}\tchild{i}"),
+            extra_env,
+        );
+        command.stdin(Stdio::piped());
         children.push(command.spawn().expect("spawn a child process"));
     }
     for child in &mut children {
@@ -127,7 +127,7 @@ pub async fn run(
         );
         let line = stdout
             .lines()
-            .find_map(|l| l.split_once("PROCESS_RACE_RESULT ").map(|(_, rest)| rest))
+            .find_map(|l| told(l, RESULT))
             .unwrap_or_else(|| panic!("no result line in {stdout}"));
         let numbers: Vec<u64> = line
             .split_whitespace()

@@ -322,6 +322,41 @@ mod tests {
     }
 
     #[test]
+    fn limit_constructors_set_what_they_name() {
+        assert_eq!(
+            DimensionLimit::soft(3),
+            DimensionLimit {
+                hard: None,
+                soft: Some(3)
+            }
+        );
+        assert_eq!(
+            DimensionLimit::hard(4),
+            DimensionLimit {
+                hard: Some(4),
+                soft: None
+            }
+        );
+    }
+
+    #[test]
+    fn outcomes_round_trip_through_their_stored_text() {
+        let outcome = UsageOutcome::SoftBreach(vec![Breach {
+            dimension: "t:x".into(),
+            usage: MAX_AMOUNT,
+            limit: 9_007_199_254_740_993,
+            crossed: true,
+        }]);
+        let text = encode_outcome(&outcome);
+        assert_eq!(decode_outcome("op", &text).unwrap(), outcome);
+        assert_ne!(encode_outcome(&UsageOutcome::Ok), text);
+        assert_eq!(
+            decode_outcome("op", "xyzzy").unwrap_err().kind(),
+            crate::ErrorKind::Corruption
+        );
+    }
+
+    #[test]
     fn dedup_expiry_is_capped_at_max_amount() {
         assert_eq!(dedup_expiry(MAX_AMOUNT - 5, 3), MAX_AMOUNT - 2);
         assert_eq!(dedup_expiry(MAX_AMOUNT - 5, 5), MAX_AMOUNT);

@@ -378,3 +378,32 @@ pub async fn budgets_are_independent(ctx: Ctx) {
     b.reset_usage("one").await.unwrap();
     assert_eq!(usage_of(b, "two").await, counters(&[("a", 5)]));
 }
+
+cases! {
+    __conformance_budget;
+    budget: [
+        budget_without_policy_accepts_everything,
+        policy_round_trips_exactly,
+        set_policy_replaces_the_whole_policy,
+        set_policy_leaves_usage_alone,
+        delete_policy_says_whether_one_existed,
+        policy_of_unknown_budget_is_none,
+        soft_above_hard_is_invalid,
+        policy_dimension_count_is_limited,
+        report_dimension_count_is_limited,
+        reaching_hard_limit_exactly_is_allowed,
+        hard_breach_applies_nothing_to_any_dimension,
+        hard_breach_lists_every_breach_with_usage_before,
+        zero_limit_is_a_real_limit,
+        zero_delta_is_checked_against_hard_limit,
+        soft_breach_applies_and_lists_usage_after,
+        crossed_is_true_only_for_the_crossing_report,
+        hard_breach_crossed_is_false_when_already_over,
+        zero_delta_creates_a_counter,
+        hard_breach_creates_no_counter,
+        unknown_budget_has_empty_usage,
+        reset_clears_counters_but_keeps_policy,
+        limits_of_unreported_dimensions_are_not_checked,
+        budgets_are_independent,
+    ]
+}

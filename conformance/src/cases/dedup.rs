@@ -270,3 +270,24 @@ pub async fn dedup_record_lives_by_the_writers_ttl(ctx: Ctx) {
         counters(&[("a", 2), ("b", 2), ("c", 40)])
     );
 }
+
+cases! {
+    __conformance_dedup;
+    dedup: [
+        retry_with_same_key_replays_without_applying,
+        replay_answers_the_recorded_outcome_after_limits_change,
+        hard_breach_is_recorded_and_replayed,
+        same_key_different_deltas_conflicts,
+        same_key_different_dimensions_conflicts,
+        conflict_changes_nothing,
+        dedup_record_expires_exactly_at_ttl,
+        expired_key_applies_afresh_even_with_new_payload,
+        replay_survives_reset,
+        custom_dedup_ttl_is_respected,
+        reports_without_key_are_never_deduplicated,
+        dedup_keys_are_scoped_per_budget,
+        soft_breach_replay_keeps_crossed,
+        longest_dedup_ttls_work,
+        dedup_record_lives_by_the_writers_ttl,
+    ]
+}

@@ -349,3 +349,15 @@ pub async fn purge_removes_only_this_namespace(ctx: Ctx) {
     assert_purged(b, "after purging twice").await;
     assert_holds_everything(other, "the other namespace, at the end").await;
 }
+
+cases! {
+    __conformance_lifecycle;
+    lifecycle: [
+        initialize_twice_is_harmless,
+        capabilities_are_honest,
+        invalid_inputs_change_nothing,
+        clock_beyond_max_amount_is_invalid_input,
+        zero_dedup_ttl_is_invalid_input,
+        purge_removes_only_this_namespace,
+    ]
+}

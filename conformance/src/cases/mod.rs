@@ -1,4 +1,8 @@
 //! The hand-written cases, one module per area; each case is a function with a one-line contract.
+//!
+//! Each module ends with `cases! { __conformance_<module>; <module>: [ … ] }`, the list of its
+//! cases in suite order: that list alone makes the module's `cases()` (for `all_cases`) and its
+//! `#[test]`s in every backend's test file (through `conformance_tests!`).
 
 pub mod budget;
 pub mod dedup;

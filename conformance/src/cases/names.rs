@@ -298,3 +298,17 @@ pub async fn namespaces_isolate_data(ctx: Ctx) {
     assert_eq!(rows(one, "*").await.len(), 2);
     assert_eq!(usage_of(one, "p").await, counters(&[("a", 1)]));
 }
+
+cases! {
+    __conformance_names;
+    names: [
+        special_characters_are_literal_in_every_name,
+        record_and_key_encodings_never_collide,
+        budget_and_dimension_encodings_never_collide,
+        names_are_case_sensitive,
+        name_length_limit_is_256_bytes,
+        empty_names_are_invalid_everywhere,
+        nul_in_names_is_invalid_everywhere,
+        namespaces_isolate_data,
+    ]
+}

@@ -233,3 +233,16 @@ pub async fn hard_limit_comparison_is_exact_above_two_pow_53(ctx: Ctx) {
         )]))
     );
 }
+
+cases! {
+    __conformance_numbers;
+    numbers: [
+        amounts_beyond_double_precision_are_exact,
+        max_amount_is_accepted_everywhere,
+        above_max_amount_is_invalid_everywhere,
+        overflow_is_an_error_and_applies_nothing,
+        overflow_in_one_dimension_applies_none,
+        overflow_is_not_recorded_under_the_dedup_key,
+        hard_limit_comparison_is_exact_above_two_pow_53,
+    ]
+}

@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use serde_json::json;
 use stowage_core::{Backend, Result, StoreResult, UsageOutcome, UsageReceipt, UsageReport};
+use stowage_testkit::rng::Rng;
 use tokio::sync::Barrier;
 
 use super::{counters, keyed, policy, report, rows, usage_of};
-use crate::rng::Rng;
 use crate::Ctx;
 
 /// Runs `count` tasks at once (released together), task i on handle i mod len, and collects their results in order.
@@ -185,4 +185,15 @@ pub async fn expired_keys_reused_concurrently_apply_once_per_budget(ctx: Ctx) {
             counters(&[("t", 12)])
         );
     }
+}
+
+cases! {
+    __conformance_races;
+    races: [
+        concurrent_reports_with_one_key_apply_once,
+        concurrent_reports_never_overshoot_a_hard_limit,
+        concurrent_idempotent_stores_append_once,
+        concurrent_reports_on_several_dimensions_stay_consistent,
+        expired_keys_reused_concurrently_apply_once_per_budget,
+    ]
 }

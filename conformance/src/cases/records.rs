@@ -496,3 +496,37 @@ pub async fn overlong_pattern_is_invalid(ctx: Ctx) {
         "1025-byte pattern",
     );
 }
+
+cases! {
+    __conformance_records;
+    records: [
+        store_then_query_returns_the_value,
+        two_stores_at_one_timestamp_are_two_rows,
+        values_round_trip_byte_exact,
+        value_size_limit_is_one_mebibyte,
+        results_order_by_name_then_newest_first,
+        equal_timestamps_return_later_store_first,
+        record_names_order_by_bytes,
+        limit_per_record_keeps_newest_rows_of_each_record,
+        limit_per_record_zero_returns_nothing,
+        time_window_is_inclusive_at_both_ends,
+        start_after_end_is_invalid,
+        pattern_without_star_matches_one_record,
+        star_matches_any_sequence_including_separators,
+        star_in_the_middle_and_repeated,
+        pattern_metacharacters_of_engines_are_literal,
+        multibyte_prefixes_narrow_correctly,
+        empty_pattern_is_invalid,
+        query_of_unknown_records_is_empty,
+        cleanup_deletes_strictly_older_rows_and_counts_them,
+        store_idempotent_appends_once,
+        store_idempotent_repeat_is_already_exists,
+        store_idempotent_different_value_conflicts,
+        store_idempotent_different_timestamp_conflicts,
+        idempotency_keys_are_scoped_per_record,
+        idempotency_key_is_free_again_after_cleanup,
+        plain_store_ignores_idempotency_keys,
+        huge_limit_per_record_keeps_every_row,
+        overlong_pattern_is_invalid,
+    ]
+}

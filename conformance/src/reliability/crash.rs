@@ -6,18 +6,22 @@
 //! lines (the log of acknowledgements) and kills the child after a random number of them.
 
 use std::collections::HashSet;
-use std::process::Stdio;
 use std::sync::Arc;
 
 use stowage_core::{ConnectOptions, UsageReport};
+use stowage_testkit::child::{child_command, child_spec, tell, told};
+use stowage_testkit::env_number;
+use stowage_testkit::rng::Rng;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use crate::rng::Rng;
 use crate::Harness;
 
 /// Set in the child: `<namespace>\t<first key>`.
 pub const CHILD_ENV: &str = "STOWAGE_CRASH_CHILD";
+
+/// The tag of a child's acknowledgement line: `<key> <replayed>`.
+const ACK: &str = "ACK";
 
 /// Size of the scenario.
 #[derive(Debug, Clone, Copy)]
@@ -34,9 +38,9 @@ impl CrashPlan {
     /// `STOWAGE_CRASH_KILLS` (default 20) kill points over `STOWAGE_CRASH_KEYS` (default 200) keys.
     pub fn from_env() -> CrashPlan {
         CrashPlan {
-            keys: super::env_number("STOWAGE_CRASH_KEYS", 200),
-            kills: super::env_number("STOWAGE_CRASH_KILLS", 20),
-            seed: super::env_number("STOWAGE_CRASH_SEED", 7),
+            keys: env_number("STOWAGE_CRASH_KEYS", 200),
+            kills: env_number("STOWAGE_CRASH_KILLS", 20),
+            seed: env_number("STOWAGE_CRASH_SEED", 7),
         }
     }
 }
@@ -78,7 +82,7 @@ async fn child(harness: Arc<dyn Harness>, spec: &str, keys: u64) {
                 Err(e) => panic!("child report failed: {e}"),
             }
         };
-        println!("ACK {key} {}", receipt.replayed);
+        tell(ACK, format_args!("{key} {}", receipt.replayed));
     }
 }
 
@@ -89,35 +93,30 @@ pub async fn run(
     extra_env: &[(&str, String)],
     plan: CrashPlan,
 ) -> CrashStats {
-    if let Ok(spec) = std::env::var(CHILD_ENV) {
+    if let Some(spec) = child_spec(CHILD_ENV) {
         child(harness, &spec, plan.keys).await;
         return CrashStats::default();
     }
-    let namespace = crate::unique_namespace("crash");
-    let exe = std::env::current_exe().expect("the test binary");
+    let namespace = stowage_testkit::unique_namespace("crash");
     let mut rng = Rng::new(plan.seed);
     let mut applied: HashSet<u64> = HashSet::new();
     let mut stats = CrashStats::default();
     for run in 0..=plan.kills {
         let first = rng.below(plan.keys);
-        let mut command = Command::new(&exe);
-        command
-            .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, format!("{namespace}\t{first}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (key, value) in extra_env {
-            command.env(key, value);
-        }
+        let mut command = Command::from(child_command(
+            test_name,
+            CHILD_ENV,
+            &format!("{namespace}\t{first}"),
+            extra_env,
+        ));
+        command.kill_on_drop(true);
         let mut child = command.spawn().expect("spawn the child");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let last_run = run == plan.kills;
         let kill_after = 1 + rng.below(plan.keys / 2);
         let mut seen = 0;
         while let Some(line) = lines.next_line().await.expect("read the child") {
-            let Some(rest) = line.split_once("ACK ").map(|(_, r)| r) else {
+            let Some(rest) = told(&line, ACK) else {
                 continue;
             };
             let mut parts = rest.split_whitespace();

@@ -11,7 +11,7 @@ use stowage_core::{
     QueryParams, UsageReceipt, UsageReport, Value,
 };
 
-use crate::rng::Rng;
+use stowage_testkit::rng::Rng;
 
 /// Size of the scenario.
 #[derive(Debug, Clone, Copy)]
@@ -29,8 +29,8 @@ impl LoadPlan {
     pub fn from_env() -> LoadPlan {
         LoadPlan {
             tasks: 64,
-            ops_per_task: super::env_number("STOWAGE_LOAD_OPS", 100),
-            seed: super::env_number("STOWAGE_LOAD_SEED", 11),
+            ops_per_task: stowage_testkit::env_number("STOWAGE_LOAD_OPS", 100),
+            seed: stowage_testkit::env_number("STOWAGE_LOAD_SEED", 11),
         }
     }
 }

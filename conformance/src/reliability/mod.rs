@@ -6,13 +6,5 @@ pub mod crash;
 pub mod load;
 pub mod outage;
 
-/// Reads a number from the environment, or `default`.
-pub fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
-        })
-        .unwrap_or(default)
-}
+/// Kept for compatibility: the knob reader now lives in `stowage_testkit::env`.
+pub use stowage_testkit::env_number;

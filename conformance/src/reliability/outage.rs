@@ -8,13 +8,8 @@ use std::time::{Duration, Instant};
 use stowage_core::{Backend, ErrorKind, UsageReport};
 use tokio::sync::Notify;
 
-/// Stops and starts the server under test.
-pub trait ServerControl: Send + Sync {
-    /// Stops it abruptly (a crash: immediate shutdown or SIGKILL).
-    fn stop(&self) -> Result<(), String>;
-    /// Starts it again on the same data.
-    fn start(&self) -> Result<(), String>;
-}
+/// Kept for compatibility: the trait lives with the servers it controls, in `stowage_testkit::servers`.
+pub use stowage_testkit::servers::ServerControl;
 
 /// Size of the scenario.
 #[derive(Debug, Clone, Copy)]
@@ -34,8 +29,8 @@ impl OutagePlan {
     pub fn from_env(call_bound: Duration) -> OutagePlan {
         OutagePlan {
             tasks: 16,
-            keys_per_task: super::env_number("STOWAGE_OUTAGE_KEYS", 60),
-            outages: super::env_number("STOWAGE_OUTAGES", 2),
+            keys_per_task: stowage_testkit::env_number("STOWAGE_OUTAGE_KEYS", 60),
+            outages: stowage_testkit::env_number("STOWAGE_OUTAGES", 2),
             call_bound,
         }
     }

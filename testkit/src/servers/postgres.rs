@@ -2,12 +2,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
-use super::{chown, command_as, free_port, run, service_user, ExitWatch};
+use super::{chown, command_as, free_port, run, service_user, ExitWatch, Shared};
 
 /// The environment variable that names an existing server instead of starting one.
-pub const URL_ENV: &str = "STOWAGE_POSTGRES_URL";
+pub const URL_ENV: &str = crate::env::POSTGRES_URL;
 
 /// How a throwaway server is configured.
 #[derive(Debug, Clone, Copy)]
@@ -45,7 +45,7 @@ pub struct PostgresServer {
 
 /// The directory holding `initdb`, `pg_ctl` and `postgres`: `STOWAGE_POSTGRES_BIN`, else the newest `/usr/lib/postgresql/*/bin`.
 pub fn bin_dir() -> Result<PathBuf, String> {
-    if let Ok(dir) = std::env::var("STOWAGE_POSTGRES_BIN") {
+    if let Ok(dir) = std::env::var(crate::env::POSTGRES_BIN) {
         return Ok(PathBuf::from(dir));
     }
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
@@ -145,29 +145,27 @@ impl PostgresServer {
         command_as(self.user.as_deref(), &self.bin.join("pg_ctl"))
     }
 
-    /// Stops the server at once, as a crash would (`-m immediate`); the data stays.
-    pub fn stop_immediate(&self) -> Result<(), String> {
+    /// `pg_ctl stop` in `mode`, waiting until the server is down.
+    fn pg_ctl_stop(&self, mode: &str) -> Result<(), String> {
         run(
             self.pg_ctl()
                 .arg("-D")
                 .arg(&self.data)
-                .args(["-m", "immediate", "-w", "stop"]),
+                .args(["-m", mode, "-w", "stop"]),
             "pg_ctl stop",
         )
         .map(|_| ())
     }
 
+    /// Stops the server at once, as a crash would (`-m immediate`); the data stays.
+    pub fn stop_immediate(&self) -> Result<(), String> {
+        self.pg_ctl_stop("immediate")
+    }
+
     /// Stops the server the way an orderly restart does (`-m fast`): sessions are told
     /// `57P01 terminating connection due to administrator command`; the data stays.
     pub fn stop_fast(&self) -> Result<(), String> {
-        run(
-            self.pg_ctl()
-                .arg("-D")
-                .arg(&self.data)
-                .args(["-m", "fast", "-w", "stop"]),
-            "pg_ctl stop",
-        )
-        .map(|_| ())
+        self.pg_ctl_stop("fast")
     }
 
     /// Starts the (stopped) server again on the same port and data.
@@ -195,22 +193,14 @@ impl Drop for PostgresServer {
 
 /// The server every test of this process shares: `STOWAGE_POSTGRES_URL` if set, else one started on first use.
 pub fn shared_url() -> Result<String, String> {
-    static SHARED: OnceLock<Result<String, String>> = OnceLock::new();
-    static SERVER: OnceLock<PostgresServer> = OnceLock::new();
-    SHARED
-        .get_or_init(|| {
-            if let Ok(url) = std::env::var(URL_ENV) {
-                return Ok(url);
-            }
-            let server = PostgresServer::start(PostgresSettings::default())?;
-            let url = server.url().to_owned();
-            let _ = SERVER.set(server);
-            Ok(url)
-        })
-        .clone()
+    static SHARED: Shared<PostgresServer> = Shared::new();
+    SHARED.url(URL_ENV, || {
+        let server = PostgresServer::start(PostgresSettings::default())?;
+        Ok((server.url().to_owned(), server))
+    })
 }
 
-impl crate::reliability::outage::ServerControl for PostgresServer {
+impl super::ServerControl for PostgresServer {
     fn stop(&self) -> Result<(), String> {
         self.stop_immediate()
     }

@@ -7,20 +7,20 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::resp;
-use super::{free_port, ExitWatch};
+use super::{free_port, ExitWatch, Shared};
 
 /// Names an existing standalone server instead of starting one.
-pub const URL_ENV: &str = "STOWAGE_VALKEY_URL";
+pub const URL_ENV: &str = crate::env::VALKEY_URL;
 /// Names an existing cluster (`valkey+cluster://h:p,h:p,…`) instead of starting one.
-pub const CLUSTER_URL_ENV: &str = "STOWAGE_VALKEY_CLUSTER_URL";
+pub const CLUSTER_URL_ENV: &str = crate::env::VALKEY_CLUSTER_URL;
 
 /// The valkey-server binary to run.
 pub fn server_binary() -> Result<PathBuf, String> {
-    if let Ok(path) = std::env::var("STOWAGE_VALKEY_SERVER") {
+    if let Ok(path) = std::env::var(crate::env::VALKEY_SERVER) {
         return Ok(PathBuf::from(path));
     }
     let installed = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -268,39 +268,23 @@ impl ValkeyCluster {
 
 /// The standalone server every test of this process shares: `STOWAGE_VALKEY_URL`, else one started on first use.
 pub fn shared_url() -> Result<String, String> {
-    static SHARED: OnceLock<Result<String, String>> = OnceLock::new();
-    static SERVER: OnceLock<ValkeyServer> = OnceLock::new();
-    SHARED
-        .get_or_init(|| {
-            if let Ok(url) = std::env::var(URL_ENV) {
-                return Ok(url);
-            }
-            let server = ValkeyServer::start(ValkeySettings::default(), false)?;
-            let url = server.url();
-            let _ = SERVER.set(server);
-            Ok(url)
-        })
-        .clone()
+    static SHARED: Shared<ValkeyServer> = Shared::new();
+    SHARED.url(URL_ENV, || {
+        let server = ValkeyServer::start(ValkeySettings::default(), false)?;
+        Ok((server.url(), server))
+    })
 }
 
 /// The cluster every test of this process shares: `STOWAGE_VALKEY_CLUSTER_URL`, else one started on first use.
 pub fn shared_cluster_url() -> Result<String, String> {
-    static SHARED: OnceLock<Result<String, String>> = OnceLock::new();
-    static CLUSTER: OnceLock<ValkeyCluster> = OnceLock::new();
-    SHARED
-        .get_or_init(|| {
-            if let Ok(url) = std::env::var(CLUSTER_URL_ENV) {
-                return Ok(url);
-            }
-            let cluster = ValkeyCluster::start(ValkeySettings::default())?;
-            let url = cluster.url();
-            let _ = CLUSTER.set(cluster);
-            Ok(url)
-        })
-        .clone()
+    static SHARED: Shared<ValkeyCluster> = Shared::new();
+    SHARED.url(CLUSTER_URL_ENV, || {
+        let cluster = ValkeyCluster::start(ValkeySettings::default())?;
+        Ok((cluster.url(), cluster))
+    })
 }
 
-impl crate::reliability::outage::ServerControl for ValkeyServer {
+impl super::ServerControl for ValkeyServer {
     fn stop(&self) -> Result<(), String> {
         self.kill()
     }

@@ -13,6 +13,15 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
+
+/// Stops and starts a server under test (the outage scenarios crash it and bring it back).
+pub trait ServerControl: Send + Sync {
+    /// Stops it abruptly (a crash: immediate shutdown or SIGKILL).
+    fn stop(&self) -> Result<(), String>;
+    /// Starts it again on the same data.
+    fn start(&self) -> Result<(), String>;
+}
 
 /// A free TCP port on 127.0.0.1 (bound, then released for the server to take).
 pub fn free_port() -> Result<u16, String> {
@@ -116,5 +125,42 @@ impl ExitWatch {
 impl Drop for ExitWatch {
     fn drop(&mut self) {
         self.fire();
+    }
+}
+
+/// The server (or cluster) every test of a process shares: the URL an environment variable names,
+/// else one started on first use and kept running until the process exits.
+#[derive(Debug)]
+pub(crate) struct Shared<S> {
+    url: OnceLock<Result<String, String>>,
+    server: OnceLock<S>,
+}
+
+impl<S> Shared<S> {
+    /// Nothing started yet.
+    pub(crate) const fn new() -> Self {
+        Shared {
+            url: OnceLock::new(),
+            server: OnceLock::new(),
+        }
+    }
+
+    /// `env`'s URL if set, else the URL of the server `start` gives (started once, on first use);
+    /// a failure to start is remembered and answered again.
+    pub(crate) fn url(
+        &self,
+        env: &str,
+        start: impl FnOnce() -> Result<(String, S), String>,
+    ) -> Result<String, String> {
+        self.url
+            .get_or_init(|| {
+                if let Ok(url) = std::env::var(env) {
+                    return Ok(url);
+                }
+                let (url, server) = start()?;
+                let _ = self.server.set(server);
+                Ok(url)
+            })
+            .clone()
     }
 }
