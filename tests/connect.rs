@@ -88,13 +88,10 @@ async fn postgres_without_its_feature_is_invalid_input() {
 #[cfg(feature = "postgres")]
 #[tokio::test]
 async fn postgres_urls_connect_through_the_facade() {
-    let url = match stowage_conformance::servers::postgres::shared_url() {
-        Ok(url) => url,
-        Err(reason) if !stowage_conformance::is_required("postgres") => {
-            eprintln!("skipped: {reason}");
-            return;
-        }
-        Err(reason) => panic!("postgres is required: {reason}"),
+    let Some(url) =
+        stowage_testkit::available("postgres", stowage_testkit::servers::postgres::shared_url())
+    else {
+        return;
     };
     let options = ConnectOptions::new().namespace(stowage_conformance::unique_namespace("facade"));
     let store = stowage::connect_with(&url, options.clone()).await.unwrap();
@@ -124,13 +121,8 @@ async fn valkey_urls_connect_through_the_facade() {
         ("valkey", valkey::shared_url()),
         ("valkey-cluster", valkey::shared_cluster_url()),
     ] {
-        let url = match url {
-            Ok(url) => url,
-            Err(reason) if !stowage_conformance::is_required(backend) => {
-                eprintln!("skipped: {reason}");
-                continue;
-            }
-            Err(reason) => panic!("{backend} is required: {reason}"),
+        let Some(url) = stowage_testkit::available(backend, url) else {
+            continue;
         };
         let options =
             ConnectOptions::new().namespace(stowage_conformance::unique_namespace("facade"));

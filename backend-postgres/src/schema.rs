@@ -126,14 +126,7 @@ mod tests {
     use stowage_core::{DEFAULT_DEDUP_TTL_MS, MAX_AMOUNT};
 
     fn server() -> Option<String> {
-        match stowage_conformance::servers::postgres::shared_url() {
-            Ok(url) => Some(url),
-            Err(reason) if !stowage_conformance::is_required("postgres") => {
-                eprintln!("skipped: postgres is unavailable: {reason}");
-                None
-            }
-            Err(reason) => panic!("postgres is required but unavailable: {reason}"),
-        }
+        stowage_testkit::available("postgres", stowage_testkit::servers::postgres::shared_url())
     }
 
     /// Version 2 gives records written under version 1 the default TTL, capped at MAX_AMOUNT.

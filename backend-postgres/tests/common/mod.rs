@@ -22,16 +22,7 @@ pub fn postgres_harness(url: String) -> Arc<dyn Harness> {
 /// The shared server's URL, or why there is none (a failure when postgres is required).
 #[allow(dead_code)]
 pub fn shared_url() -> Option<String> {
-    match postgres::shared_url() {
-        Ok(url) => Some(url),
-        Err(reason) if !stowage_conformance::is_required("postgres") => {
-            eprintln!("skipped: postgres is unavailable: {reason}");
-            None
-        }
-        Err(reason) => {
-            panic!("postgres is required (STOWAGE_REQUIRE_BACKENDS) but unavailable: {reason}")
-        }
-    }
+    stowage_testkit::available("postgres", postgres::shared_url())
 }
 
 /// The harness on the shared server.
@@ -44,16 +35,11 @@ pub fn availability() -> Availability {
 /// or configures it), or why there is none: a failure when postgres is required.
 #[allow(dead_code)]
 pub fn own_server(settings: postgres::PostgresSettings) -> Option<postgres::PostgresServer> {
-    match postgres::PostgresServer::start(settings) {
-        Ok(server) => Some(server),
-        Err(reason) if !stowage_conformance::is_required("postgres") => {
-            eprintln!("skipped: cannot start a PostgreSQL server of this test's own: {reason}");
-            None
-        }
-        Err(reason) => panic!(
-            "postgres is required (STOWAGE_REQUIRE_BACKENDS) but this test cannot start a server of its own: {reason}"
-        ),
-    }
+    stowage_testkit::available(
+        "postgres",
+        postgres::PostgresServer::start(settings)
+            .map_err(|reason| format!("cannot start a server of this test's own: {reason}")),
+    )
 }
 
 /// `url` with `param` (`key=value`) appended to its query string.

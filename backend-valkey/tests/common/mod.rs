@@ -24,16 +24,7 @@ pub fn valkey_harness(url: String) -> Arc<dyn Harness> {
 /// `url`, or why there is none (a failure when `backend` is required).
 #[allow(dead_code)]
 pub fn url_or_skip(backend: &str, url: std::result::Result<String, String>) -> Option<String> {
-    match url {
-        Ok(url) => Some(url),
-        Err(reason) if !stowage_conformance::is_required(backend) => {
-            eprintln!("skipped: {backend} is unavailable: {reason}");
-            None
-        }
-        Err(reason) => {
-            panic!("{backend} is required (STOWAGE_REQUIRE_BACKENDS) but unavailable: {reason}")
-        }
-    }
+    stowage_testkit::available(backend, url)
 }
 
 /// A throwaway standalone server of the test's own, whatever `STOWAGE_VALKEY_URL` says (crash,
