@@ -19,3 +19,14 @@ impl Capabilities {
     /// The largest serialized value every stowage backend accepts: 1 MiB (SEMANTICS §2).
     pub const MAX_VALUE_BYTES: u64 = 1_048_576;
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_advertised_value_limit_is_the_enforced_one() {
+        assert_eq!(
+            u64::try_from(crate::raw::validate::MAX_VALUE_BYTES).unwrap(),
+            super::Capabilities::MAX_VALUE_BYTES
+        );
+    }
+}
