@@ -583,6 +583,7 @@ impl Access for PostgresBackend {
             .await?;
         Ok(BudgetUsage {
             counters: decode_usage(&rows)?,
+            ..BudgetUsage::default()
         })
     }
 

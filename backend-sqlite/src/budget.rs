@@ -238,7 +238,10 @@ pub(crate) fn usage(conn: &mut Connection, ns: &str, budget: &str) -> Result<Bud
         let (dimension, value) = row.map_err(|e| error::map(op, e))?;
         counters.insert(dimension, from_i64(op, "counter", value)?);
     }
-    Ok(BudgetUsage { counters })
+    Ok(BudgetUsage {
+        counters,
+        ..BudgetUsage::default()
+    })
 }
 
 /// Removes every counter of `budget`.

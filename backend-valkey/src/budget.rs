@@ -156,7 +156,10 @@ pub(crate) async fn usage(conn: &Connection, namespace: &str, budget: &str) -> R
         let value = parse_decimal(op, "counter", &value)?;
         counters.insert(dimension, value);
     }
-    Ok(BudgetUsage { counters })
+    Ok(BudgetUsage {
+        counters,
+        ..BudgetUsage::default()
+    })
 }
 
 /// Removes the counters: one `DEL`.

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BoxFuture, Error, Result, MAX_AMOUNT};
+use crate::{BoxFuture, Error, Result, WindowBounds, MAX_AMOUNT};
 
 use crate::raw::show;
 
@@ -134,8 +134,17 @@ pub struct Breach {
 /// The counters of one budget.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct BudgetUsage {
-    /// Dimension → usage since the last reset, for every dimension of an applied report.
+    /// Dimension → usage since the last reset (in the current window, for a windowed budget), for
+    /// every dimension of an applied report.
     pub counters: BTreeMap<String, u64>,
+    /// Dimension → amount held by live reservations (SEMANTICS §4.2). Always empty until
+    /// reservations are built.
+    #[serde(default)]
+    pub pending: BTreeMap<String, u64>,
+    /// The window the counters belong to (SEMANTICS §4.1). Always `None` until policies take
+    /// windows: every budget has lifetime counters today.
+    #[serde(default)]
+    pub window: Option<WindowBounds>,
 }
 
 /// Limits and usage counters per budget (SEMANTICS §3).

@@ -21,6 +21,7 @@ mod query;
 pub mod raw;
 mod records;
 mod reply;
+mod window;
 
 pub use access::Checked;
 pub use budget::{
@@ -35,6 +36,7 @@ pub use options::{ConnectOptions, DEFAULT_DEDUP_TTL_MS, DEFAULT_NAMESPACE};
 pub use records::{PersistenceBackend, QueryParams, StoreResult, StoredValue};
 /// Record values are JSON values.
 pub use serde_json::Value;
+pub use window::{CalendarUnit, Window, WindowBounds};
 
 /// A boxed, sendable future: what every backend method returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -295,6 +295,7 @@ impl Access for MemoryBackend {
                 .get(budget)
                 .cloned()
                 .unwrap_or_default(),
+            ..BudgetUsage::default()
         })
     }
 
