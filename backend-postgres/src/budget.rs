@@ -118,7 +118,10 @@ pub(crate) fn decode_policy(rows: &[PgRow]) -> Result<Option<BudgetPolicy>> {
             limits.insert(dimension, limit);
         }
     }
-    Ok(Some(BudgetPolicy { limits }))
+    Ok(Some(BudgetPolicy {
+        limits,
+        ..BudgetPolicy::default()
+    }))
 }
 
 /// Decodes counters rows.

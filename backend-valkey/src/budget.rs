@@ -128,7 +128,10 @@ pub(crate) async fn policy(
             },
         );
     }
-    Ok(Some(BudgetPolicy { limits }))
+    Ok(Some(BudgetPolicy {
+        limits,
+        ..BudgetPolicy::default()
+    }))
 }
 
 /// Removes the policy: one `DEL`.

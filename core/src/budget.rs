@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BoxFuture, Error, Result, WindowBounds, MAX_AMOUNT};
+use crate::{BoxFuture, Error, Result, Window, WindowBounds, MAX_AMOUNT};
 
 use crate::raw::show;
 
@@ -13,6 +13,9 @@ use crate::raw::show;
 pub struct BudgetPolicy {
     /// Dimension name → its limits; dimensions not listed have no limit.
     pub limits: BTreeMap<String, DimensionLimit>,
+    /// When the counters start again; `None`: lifetime counters (SEMANTICS §4.1).
+    #[serde(default)]
+    pub window: Option<Window>,
 }
 
 impl BudgetPolicy {
@@ -24,6 +27,12 @@ impl BudgetPolicy {
     /// Adds or replaces the limits of `dimension`.
     pub fn limit(mut self, dimension: impl Into<String>, limit: DimensionLimit) -> Self {
         self.limits.insert(dimension.into(), limit);
+        self
+    }
+
+    /// Counts usage per `window` (a day, week, month, year or fixed period).
+    pub fn window(mut self, window: Window) -> Self {
+        self.window = Some(window);
         self
     }
 }
@@ -137,12 +146,10 @@ pub struct BudgetUsage {
     /// Dimension → usage since the last reset (in the current window, for a windowed budget), for
     /// every dimension of an applied report.
     pub counters: BTreeMap<String, u64>,
-    /// Dimension → amount held by live reservations (SEMANTICS §4.2). Always empty until
-    /// reservations are built.
+    /// Dimension → amount held by live reservations (SEMANTICS §4.2; empty until reservations land).
     #[serde(default)]
     pub pending: BTreeMap<String, u64>,
-    /// The window the counters belong to (SEMANTICS §4.1). Always `None` until policies take
-    /// windows: every budget has lifetime counters today.
+    /// The window the counters belong to; `None` for a budget whose policy has no window.
     #[serde(default)]
     pub window: Option<WindowBounds>,
 }

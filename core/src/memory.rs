@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::raw::{StoredWindow, WindowChange, WindowStep};
 use crate::{
     budget, BudgetPolicy, BudgetUsage, Capabilities, Checked, ConnectOptions, Error, QueryParams,
     Result, StoreResult, StoredValue, UsageReceipt, UsageReport,
@@ -25,6 +26,8 @@ struct State {
     policies: BTreeMap<String, BudgetPolicy>,
     /// Budget → dimension → counter.
     counters: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Budget → the window its counters belong to (windowed policies only).
+    windows: BTreeMap<String, StoredWindow>,
     /// (budget, dedup key) → what was recorded.
     dedup: BTreeMap<(String, String), DedupRecord>,
 }
@@ -181,9 +184,16 @@ impl MemoryBackend {
                 }
             }
         }
+        let policy = state.policies.get(budget);
+        let step = WindowStep::at(
+            policy.and_then(|p| p.window.as_ref()),
+            state.windows.get(budget),
+            now,
+        )?;
         let current: BTreeMap<String, u64> = state
             .counters
             .get(budget)
+            .filter(|_| step.keeps_counters())
             .map(|counters| {
                 report
                     .dimensions
@@ -192,8 +202,22 @@ impl MemoryBackend {
                     .collect()
             })
             .unwrap_or_default();
-        let decision = budget::decide(budget, &current, state.policies.get(budget), report)?;
+        let decision = budget::decide(budget, &current, policy, report)?;
         if !decision.new_counters.is_empty() {
+            // Lazy rollover: a report that applies replaces a passed window's counters.
+            if let WindowStep::Roll {
+                bounds,
+                keep_counters,
+            } = step
+            {
+                if !keep_counters {
+                    state.counters.remove(budget);
+                }
+                let spec = policy_window_spec(&state, budget);
+                state
+                    .windows
+                    .insert(budget.to_owned(), StoredWindow { spec, bounds });
+            }
             let counters = state.counters.entry(budget.to_owned()).or_default();
             counters.extend(decision.new_counters);
         }
@@ -214,7 +238,42 @@ impl MemoryBackend {
     }
 }
 
+/// The spec of `budget`'s policy window (called only where the policy has one).
+fn policy_window_spec(state: &State, budget: &str) -> String {
+    state
+        .policies
+        .get(budget)
+        .and_then(|p| p.window.as_ref())
+        .map(crate::Window::spec)
+        .unwrap_or_default()
+}
+
 impl State {
+    /// Applies the window change of a new policy window `new` (`None`: lifetime) at `now`.
+    fn change_window(&mut self, budget: &str, new: Option<&crate::Window>, now: u64) -> Result<()> {
+        let old = self.policies.get(budget).and_then(|p| p.window.as_ref());
+        match WindowChange::at(old, self.windows.get(budget), new, now)? {
+            WindowChange::Unchanged => {}
+            WindowChange::Set {
+                stored,
+                keep_counters,
+            } => {
+                if !keep_counters {
+                    self.counters.remove(budget);
+                }
+                match stored {
+                    Some(stored) => {
+                        self.windows.insert(budget.to_owned(), stored);
+                    }
+                    None => {
+                        self.windows.remove(budget);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn append(&mut self, record_name: &str, stored_at: u64, text: String, key: Option<String>) {
         self.next_seq += 1;
         let row = Row {
@@ -269,9 +328,10 @@ impl Access for MemoryBackend {
     }
 
     async fn set_policy(&self, budget: &str, policy: &BudgetPolicy) -> Result<()> {
-        self.state()
-            .policies
-            .insert(budget.to_owned(), policy.clone());
+        let now = self.options.now("set_policy")?;
+        let mut state = self.state();
+        state.change_window(budget, policy.window.as_ref(), now)?;
+        state.policies.insert(budget.to_owned(), policy.clone());
         Ok(())
     }
 
@@ -280,7 +340,10 @@ impl Access for MemoryBackend {
     }
 
     async fn delete_policy(&self, budget: &str) -> Result<bool> {
-        Ok(self.state().policies.remove(budget).is_some())
+        let now = self.options.now("delete_policy")?;
+        let mut state = self.state();
+        state.change_window(budget, None, now)?;
+        Ok(state.policies.remove(budget).is_some())
     }
 
     async fn report_usage(&self, budget: &str, report: &UsageReport) -> Result<UsageReceipt> {
@@ -288,14 +351,21 @@ impl Access for MemoryBackend {
     }
 
     async fn usage(&self, budget: &str) -> Result<BudgetUsage> {
+        let now = self.options.now("usage")?;
+        let state = self.state();
+        let step = WindowStep::at(
+            state.policies.get(budget).and_then(|p| p.window.as_ref()),
+            state.windows.get(budget),
+            now,
+        )?;
+        let counters = match state.counters.get(budget) {
+            Some(counters) if step.keeps_counters() => counters.clone(),
+            _ => BTreeMap::new(),
+        };
         Ok(BudgetUsage {
-            counters: self
-                .state()
-                .counters
-                .get(budget)
-                .cloned()
-                .unwrap_or_default(),
-            ..BudgetUsage::default()
+            counters,
+            pending: BTreeMap::new(),
+            window: step.bounds(),
         })
     }
 

@@ -110,6 +110,9 @@ pub fn policy(op: &str, budget: &str, policy: &BudgetPolicy) -> Result<()> {
             policy.limits.len()
         )));
     }
+    if let Some(window) = &policy.window {
+        window.validate(op)?;
+    }
     for (dimension, limit) in &policy.limits {
         name(op, "dimension name", dimension)?;
         if let Some(hard) = limit.hard {

@@ -1,9 +1,6 @@
 //! Budget windows: usage that starts again every period (SEMANTICS §4.1). [`Window::bounds_at`] is
 //! the one function that computes windows; engines store its answer and never compute their own.
-//!
-//! Status: the computation and the shared rollover rules ([`WindowStep`], [`WindowChange`]) are
-//! built and tested here; budget policies do not take a window yet (no engine stores one), so
-//! every budget has lifetime counters and `BudgetUsage::window` is always `None`.
+
 
 use std::fmt;
 
