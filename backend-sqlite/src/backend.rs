@@ -182,9 +182,13 @@ impl Access for SqliteBackend {
         })?;
         let ns = self.namespace.clone();
         let budget = budget.to_owned();
+        let policy = policy.clone();
+        let options = self.options.clone();
         self.worker
             .write("set_policy", move |c| {
-                budget::set_policy(c, &ns, &budget, &json)
+                // The window change is judged at apply time, inside the serialized step.
+                let now = options.now("set_policy")?;
+                budget::set_policy(c, &ns, &budget, &policy, &json, now)
             })
             .await
     }
@@ -200,9 +204,11 @@ impl Access for SqliteBackend {
     async fn delete_policy(&self, budget: &str) -> Result<bool> {
         let ns = self.namespace.clone();
         let budget = budget.to_owned();
+        let options = self.options.clone();
         self.worker
             .write("delete_policy", move |c| {
-                budget::delete_policy(c, &ns, &budget)
+                let now = options.now("delete_policy")?;
+                budget::delete_policy(c, &ns, &budget, now)
             })
             .await
     }
@@ -225,8 +231,12 @@ impl Access for SqliteBackend {
     async fn usage(&self, budget: &str) -> Result<BudgetUsage> {
         let ns = self.namespace.clone();
         let budget = budget.to_owned();
+        let options = self.options.clone();
         self.worker
-            .read("usage", move |c| budget::usage(c, &ns, &budget))
+            .read("usage", move |c| {
+                let now = options.now("usage")?;
+                budget::usage(c, &ns, &budget, now)
+            })
             .await
     }
 

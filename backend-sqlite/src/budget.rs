@@ -2,11 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use stowage_core::raw::{
     decide, decode_outcome, dedup_expiry, dedup_fingerprint, dedup_is_live, encode_outcome, show,
+    StoredWindow, WindowChange, WindowStep,
 };
-use stowage_core::{BudgetPolicy, BudgetUsage, Error, Result, UsageReceipt, UsageReport};
+use stowage_core::{
+    BudgetPolicy, BudgetUsage, Error, Result, UsageReceipt, UsageReport, Window, WindowBounds,
+};
 
 use crate::error;
 use stowage_core::raw::validate::{from_i64, to_i64};
@@ -14,8 +17,17 @@ use stowage_core::raw::validate::{from_i64, to_i64};
 /// How many expired dedup records one keyed report removes on the side, so the table stays bounded.
 const DEDUP_GC_BATCH: i64 = 8;
 
-/// Replaces the policy of `budget`.
-pub(crate) fn set_policy(conn: &Connection, ns: &str, budget: &str, json: &str) -> Result<()> {
+/// Replaces the policy of `budget` (`json` is `policy` serialized), applying the window change
+/// at `now` in the same step (`WindowChange::at`, as the reference model does).
+pub(crate) fn set_policy(
+    conn: &Connection,
+    ns: &str,
+    budget: &str,
+    policy: &BudgetPolicy,
+    json: &str,
+    now: u64,
+) -> Result<()> {
+    change_window(conn, "set_policy", ns, budget, policy.window.as_ref(), now)?;
     conn.prepare_cached(
         "INSERT INTO stowage_policies (ns, budget, policy) VALUES (?1, ?2, ?3)
          ON CONFLICT (ns, budget) DO UPDATE SET policy = excluded.policy",
@@ -48,8 +60,10 @@ pub(crate) fn policy(
     .transpose()
 }
 
-/// Removes the policy; returns whether one existed.
-pub(crate) fn delete_policy(conn: &Connection, ns: &str, budget: &str) -> Result<bool> {
+/// Removes the policy; returns whether one existed. The counters stay as lifetime counters, as
+/// `usage` showed them at `now` (`WindowChange::at` to no window).
+pub(crate) fn delete_policy(conn: &Connection, ns: &str, budget: &str, now: u64) -> Result<bool> {
+    change_window(conn, "delete_policy", ns, budget, None, now)?;
     let n = conn
         .prepare_cached("DELETE FROM stowage_policies WHERE ns = ?1 AND budget = ?2")
         .and_then(|mut s| s.execute(params![ns, budget]))
@@ -74,8 +88,34 @@ pub(crate) fn report_usage(
         }
     }
     let policy = policy(conn, op, ns, budget)?;
-    let current = counters_of(conn, ns, budget, report)?;
+    let window = policy.as_ref().and_then(|p| p.window.as_ref());
+    let step = WindowStep::at(window, stored_window(conn, op, ns, budget)?.as_ref(), now)?;
+    let current = if step.keeps_counters() {
+        counters_of(conn, ns, budget, report)?
+    } else {
+        BTreeMap::new()
+    };
     let decision = decide(budget, &current, policy.as_ref(), report)?;
+    if !decision.new_counters.is_empty() {
+        // Lazy rollover: a report that applies replaces a passed window's counters.
+        if let (
+            WindowStep::Roll {
+                bounds,
+                keep_counters,
+            },
+            Some(window),
+        ) = (step, window)
+        {
+            if !keep_counters {
+                delete_counters(conn, op, ns, budget)?;
+            }
+            let stored = StoredWindow {
+                spec: window.spec(),
+                bounds,
+            };
+            write_window(conn, op, ns, budget, Some(&stored))?;
+        }
+    }
     {
         let mut upsert = conn
             .prepare_cached(
@@ -220,8 +260,40 @@ fn counters_of(
     Ok(current)
 }
 
+/// The counters `budget` counts into at `now` (none once their window has passed) and the bounds
+/// of that window, read in one snapshot (a read transaction: writers never wait for it).
+pub(crate) fn usage(
+    conn: &mut Connection,
+    ns: &str,
+    budget: &str,
+    now: u64,
+) -> Result<BudgetUsage> {
+    let op = "usage";
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Deferred)
+        .map_err(|e| error::map(op, e))?;
+    let policy = policy(&tx, op, ns, budget)?;
+    let stored = stored_window(&tx, op, ns, budget)?;
+    let step = WindowStep::at(
+        policy.as_ref().and_then(|p| p.window.as_ref()),
+        stored.as_ref(),
+        now,
+    )?;
+    let counters = if step.keeps_counters() {
+        all_counters(&tx, ns, budget)?
+    } else {
+        BTreeMap::new()
+    };
+    tx.commit().map_err(|e| error::map(op, e))?;
+    Ok(BudgetUsage {
+        counters,
+        pending: BTreeMap::new(),
+        window: step.bounds(),
+    })
+}
+
 /// Every counter of `budget`.
-pub(crate) fn usage(conn: &mut Connection, ns: &str, budget: &str) -> Result<BudgetUsage> {
+fn all_counters(conn: &Connection, ns: &str, budget: &str) -> Result<BTreeMap<String, u64>> {
     let op = "usage";
     let mut statement = conn
         .prepare_cached(
@@ -238,16 +310,104 @@ pub(crate) fn usage(conn: &mut Connection, ns: &str, budget: &str) -> Result<Bud
         let (dimension, value) = row.map_err(|e| error::map(op, e))?;
         counters.insert(dimension, from_i64(op, "counter", value)?);
     }
-    Ok(BudgetUsage {
-        counters,
-        ..BudgetUsage::default()
-    })
+    Ok(counters)
+}
+
+/// Removes every counter of `budget`; the stored window stays.
+pub(crate) fn reset_usage(conn: &Connection, ns: &str, budget: &str) -> Result<()> {
+    delete_counters(conn, "reset_usage", ns, budget)
 }
 
 /// Removes every counter of `budget`.
-pub(crate) fn reset_usage(conn: &Connection, ns: &str, budget: &str) -> Result<()> {
+fn delete_counters(conn: &Connection, op: &str, ns: &str, budget: &str) -> Result<()> {
     conn.prepare_cached("DELETE FROM stowage_counters WHERE ns = ?1 AND budget = ?2")
         .and_then(|mut s| s.execute(params![ns, budget]))
-        .map_err(|e| error::map("reset_usage", e))?;
+        .map_err(|e| error::map(op, e))?;
     Ok(())
+}
+
+/// The window `budget`'s counters belong to, if one is stored.
+fn stored_window(
+    conn: &Connection,
+    op: &str,
+    ns: &str,
+    budget: &str,
+) -> Result<Option<StoredWindow>> {
+    let found: Option<(String, i64, i64)> = conn
+        .prepare_cached(
+            "SELECT spec, start_ms, end_ms FROM stowage_windows WHERE ns = ?1 AND budget = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![ns, budget], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+        })
+        .map_err(|e| error::map(op, e))?;
+    found
+        .map(|(spec, start_ms, end_ms)| {
+            Ok(StoredWindow {
+                spec,
+                bounds: WindowBounds {
+                    start_ms: from_i64(op, "window start", start_ms)?,
+                    end_ms: from_i64(op, "window end", end_ms)?,
+                },
+            })
+        })
+        .transpose()
+}
+
+/// Stores `stored` as the window of `budget`'s counters, or removes the stored window (`None`).
+fn write_window(
+    conn: &Connection,
+    op: &str,
+    ns: &str,
+    budget: &str,
+    stored: Option<&StoredWindow>,
+) -> Result<()> {
+    match stored {
+        Some(stored) => {
+            let start = to_i64(op, "window start", stored.bounds.start_ms)?;
+            let end = to_i64(op, "window end", stored.bounds.end_ms)?;
+            conn.prepare_cached(
+                "INSERT INTO stowage_windows (ns, budget, spec, start_ms, end_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (ns, budget) DO UPDATE SET
+                     spec = excluded.spec, start_ms = excluded.start_ms, end_ms = excluded.end_ms",
+            )
+            .and_then(|mut s| s.execute(params![ns, budget, stored.spec, start, end]))
+        }
+        None => conn
+            .prepare_cached("DELETE FROM stowage_windows WHERE ns = ?1 AND budget = ?2")
+            .and_then(|mut s| s.execute(params![ns, budget])),
+    }
+    .map_err(|e| error::map(op, e))?;
+    Ok(())
+}
+
+/// Applies the change from the stored policy's window to `new` (`None`: lifetime) at `now`, inside
+/// the caller's transaction, before the policy itself is replaced (`WindowChange::at`).
+fn change_window(
+    conn: &Connection,
+    op: &str,
+    ns: &str,
+    budget: &str,
+    new: Option<&Window>,
+    now: u64,
+) -> Result<()> {
+    let old = policy(conn, op, ns, budget)?;
+    let old = old.as_ref().and_then(|p| p.window.as_ref());
+    let stored = stored_window(conn, op, ns, budget)?;
+    match WindowChange::at(old, stored.as_ref(), new, now)? {
+        WindowChange::Unchanged => Ok(()),
+        WindowChange::Set {
+            stored,
+            keep_counters,
+        } => {
+            if !keep_counters {
+                delete_counters(conn, op, ns, budget)?;
+            }
+            write_window(conn, op, ns, budget, stored.as_ref())
+        }
+    }
 }

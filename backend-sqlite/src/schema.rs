@@ -9,6 +9,7 @@ use crate::error;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_dedup_expiry.sql"),
+    include_str!("../migrations/0003_windows.sql"),
 ];
 
 /// Applies the migrations this file lacks, in one `BEGIN IMMEDIATE` transaction (safe to race).
@@ -57,6 +58,7 @@ const NAMESPACED_TABLES: &[&str] = &[
     "stowage_policies",
     "stowage_counters",
     "stowage_dedup",
+    "stowage_windows",
 ];
 
 /// Deletes every row of namespace `ns` from every table, inside the caller's transaction.
