@@ -5,7 +5,7 @@ mod common;
 use serde_json::json;
 use stowage_core::{
     Backend, BudgetBackend, BudgetPolicy, Checked, ConnectOptions, DimensionLimit,
-    PersistenceBackend, QueryParams, StoreResult, UsageReport,
+    PersistenceBackend, QueryParams, StoreResult, UsageReport, Window,
 };
 use stowage_sqlite::SqliteBackend;
 
@@ -17,7 +17,7 @@ async fn open(url: &str, namespace: &str) -> Checked<SqliteBackend> {
     backend
 }
 
-/// Fills every table for the backend's namespace.
+/// Fills every table for the backend's namespace (a windowed policy, so a window is stored).
 async fn fill(backend: &Checked<SqliteBackend>) {
     backend.store("r", &json!(1), 10).await.unwrap();
     assert_eq!(
@@ -30,7 +30,9 @@ async fn fill(backend: &Checked<SqliteBackend>) {
     backend
         .set_policy(
             "b",
-            &BudgetPolicy::new().limit("t", DimensionLimit::hard(100)),
+            &BudgetPolicy::new()
+                .limit("t", DimensionLimit::hard(100))
+                .window(Window::day("UTC")),
         )
         .await
         .unwrap();
@@ -49,6 +51,7 @@ fn rows_of(path: &str, ns: &str) -> Vec<i64> {
         "stowage_policies",
         "stowage_counters",
         "stowage_dedup",
+        "stowage_windows",
     ]
     .iter()
     .map(|table| {
@@ -71,12 +74,12 @@ async fn purge_empties_one_namespace_and_keeps_the_others() {
     let b = open(&url, "b").await;
     fill(&a).await;
     fill(&b).await;
-    assert_eq!(rows_of(&path, "a"), vec![2, 1, 1, 1]);
+    assert_eq!(rows_of(&path, "a"), vec![2, 1, 1, 1, 1]);
 
     a.purge().await.unwrap();
 
-    assert_eq!(rows_of(&path, "a"), vec![0, 0, 0, 0]);
-    assert_eq!(rows_of(&path, "b"), vec![2, 1, 1, 1]);
+    assert_eq!(rows_of(&path, "a"), vec![0, 0, 0, 0, 0]);
+    assert_eq!(rows_of(&path, "b"), vec![2, 1, 1, 1, 1]);
     for handle in [&a, &a2] {
         assert!(handle
             .query("*", QueryParams::default())
@@ -97,10 +100,10 @@ async fn purge_empties_one_namespace_and_keeps_the_others() {
 
     // Both handles of the purged namespace keep working: keys are free again.
     fill(&a2).await;
-    assert_eq!(rows_of(&path, "a"), vec![2, 1, 1, 1]);
+    assert_eq!(rows_of(&path, "a"), vec![2, 1, 1, 1, 1]);
     a.purge().await.unwrap();
     a.purge().await.unwrap();
-    assert_eq!(rows_of(&path, "a"), vec![0, 0, 0, 0]);
+    assert_eq!(rows_of(&path, "a"), vec![0, 0, 0, 0, 0]);
     fill(&a).await;
     assert_eq!(a.usage("b").await.unwrap().counters["t"], 5);
 }
