@@ -6,19 +6,21 @@ use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use sqlx::postgres::PgConnectOptions;
+use std::collections::BTreeMap;
+
+use sqlx::postgres::{PgConnectOptions, PgRow};
 use sqlx::Row;
 use stowage_core::raw::validate::to_i64;
 use stowage_core::raw::{
     dedup_fingerprint, idempotent_repeat, show, within, Access, NewRow, Pattern, QueryPlan,
-    ResolvedOptions,
+    ResolvedOptions, WindowStep,
 };
 use stowage_core::{
     BudgetPolicy, BudgetUsage, Capabilities, Checked, ConnectOptions, Error, QueryParams, Result,
-    StoreResult, StoredValue, UsageReceipt, UsageReport,
+    StoreResult, StoredValue, UsageReceipt, UsageReport, Window,
 };
 
-use crate::budget::{decode_policy, decode_report, decode_usage, BudgetSql};
+use crate::budget::{decode_policy, decode_report, decode_usage, BudgetSql, Report};
 use crate::config::PostgresConfig;
 use crate::error::{self, classify, connection_survives, Fail, Failure};
 use crate::pool::{ConnPool, Lease};
@@ -28,6 +30,51 @@ use crate::schema::{self, Schema};
 /// How many tries a call gets against transient failures (serialization, deadlock, unique race,
 /// a row that vanished under a concurrent cleanup).
 const TRANSIENT_TRIES: usize = 8;
+
+/// How many calls a windowed report or policy change makes at most before it gives up on a
+/// policy that keeps changing under it (two suffice unless a concurrent `set_policy` intervenes).
+const WINDOW_CALLS: usize = 4;
+
+/// What the window-changing functions answered.
+enum Changed {
+    /// Applied.
+    Done,
+    /// Nothing applied: the old policy's window could be computed at now; call again, checked.
+    OldChecked,
+    /// Nothing applied: the new window's bounds are needed (computing them failed).
+    NeedBounds,
+}
+
+/// Decodes `set_policy`/`delete_policy`'s status. For `check-old`, computes the old policy's
+/// window at `now` (its error is the operation's, as in `WindowChange::at`).
+fn window_change(op: &str, row: &PgRow, now: u64) -> Result<Changed> {
+    let e = |err| error::map(op, err);
+    let status: String = row.try_get(0).map_err(e)?;
+    match status.as_str() {
+        "done" => Ok(Changed::Done),
+        "bounds" => Ok(Changed::NeedBounds),
+        "check-old" => {
+            let old: Option<String> = row.try_get(1).map_err(e)?;
+            let old = old.ok_or_else(|| {
+                Error::corruption(format!("{op}: an old window to check was not named"))
+            })?;
+            Window::from_spec(op, &old)?.bounds_at(now)?;
+            Ok(Changed::OldChecked)
+        }
+        other => Err(Error::corruption(format!(
+            "{op}: unexpected status {}",
+            show(other)
+        ))),
+    }
+}
+
+/// The error of an operation whose budget's policy window kept changing between its calls.
+fn kept_changing(op: &str, budget: &str) -> Error {
+    Error::unavailable(format!(
+        "{op}: the policy window of budget {} kept changing; retry",
+        show(budget)
+    ))
+}
 
 /// The PostgreSQL backend: a connection pool and the SQL of one namespace's schema.
 ///
@@ -475,8 +522,11 @@ impl Access for PostgresBackend {
             .await
     }
 
+    /// One call in the common case; a second one when the old policy's window has to be computed
+    /// at now first (its stored window is missing or passed), as `WindowChange::at` does.
     async fn set_policy(&self, budget: &str, policy: &BudgetPolicy) -> Result<()> {
         let op = "set_policy";
+        let now = self.inner.options.now(op)?;
         let dims: Vec<&str> = policy.limits.keys().map(String::as_str).collect();
         let limits = |pick: fn(&stowage_core::DimensionLimit) -> Option<u64>, what| {
             policy
@@ -487,19 +537,54 @@ impl Access for PostgresBackend {
         };
         let softs = limits(|l| l.soft, "soft limit")?;
         let hards = limits(|l| l.hard, "hard limit")?;
-        let (dims, softs, hards) = (&dims, &softs, &hards);
-        self.inner
-            .run(op, Repeat::Once, |mut lease, sql| async move {
-                let result = sqlx::query(&sql.budget.set_policy)
-                    .bind(budget)
-                    .bind(dims)
-                    .bind(softs)
-                    .bind(hards)
-                    .execute(lease.conn())
-                    .await;
-                (lease, result.map(drop).map_err(Fail::from))
-            })
-            .await
+        let spec = policy.window.as_ref().map(Window::spec);
+        // The new window's bounds at now; the server asks for them only when the window changes
+        // (WindowChange::at computes them only then), so a failure waits until it does.
+        let bounds = policy.window.as_ref().map(|w| w.bounds_at(now));
+        let (start, end) = match &bounds {
+            Some(Ok(b)) => (
+                Some(to_i64(op, "window start", b.start_ms)?),
+                Some(to_i64(op, "window end", b.end_ms)?),
+            ),
+            _ => (None, None),
+        };
+        let now_i = to_i64(op, "clock", now)?;
+        let (dims, softs, hards, spec) = (&dims, &softs, &hards, spec.as_deref());
+        let mut old_checked = false;
+        for _ in 0..WINDOW_CALLS {
+            let row = self
+                .inner
+                .run(op, Repeat::Once, |mut lease, sql| async move {
+                    let result = sqlx::query(&sql.budget.set_policy)
+                        .bind(budget)
+                        .bind(dims)
+                        .bind(softs)
+                        .bind(hards)
+                        .bind(spec)
+                        .bind(start)
+                        .bind(end)
+                        .bind(now_i)
+                        .bind(old_checked)
+                        .fetch_one(lease.conn())
+                        .await;
+                    (lease, result.map_err(Fail::from))
+                })
+                .await?;
+            match window_change(op, &row, now)? {
+                Changed::Done => return Ok(()),
+                Changed::OldChecked => old_checked = true,
+                Changed::NeedBounds => {
+                    return Err(match bounds {
+                        Some(Err(e)) => e,
+                        _ => Error::corruption(format!(
+                            "{op}: budget {} asked for bounds it was given",
+                            show(budget)
+                        )),
+                    })
+                }
+            }
+        }
+        Err(kept_changing(op, budget))
     }
 
     async fn policy(&self, budget: &str) -> Result<Option<BudgetPolicy>> {
@@ -518,23 +603,41 @@ impl Access for PostgresBackend {
 
     async fn delete_policy(&self, budget: &str) -> Result<bool> {
         let op = "delete_policy";
-        let row = self
-            .inner
-            .run(op, Repeat::Once, |mut lease, sql| async move {
-                let result = sqlx::query(&sql.budget.delete_policy)
-                    .bind(budget)
-                    .fetch_one(lease.conn())
-                    .await;
-                (lease, result.map_err(Fail::from))
-            })
-            .await?;
-        row.try_get(0).map_err(|e| error::map(op, e))
+        let now = self.inner.options.now(op)?;
+        let now_i = to_i64(op, "clock", now)?;
+        let mut old_checked = false;
+        for _ in 0..WINDOW_CALLS {
+            let row = self
+                .inner
+                .run(op, Repeat::Once, |mut lease, sql| async move {
+                    let result = sqlx::query(&sql.budget.delete_policy)
+                        .bind(budget)
+                        .bind(now_i)
+                        .bind(old_checked)
+                        .fetch_one(lease.conn())
+                        .await;
+                    (lease, result.map_err(Fail::from))
+                })
+                .await?;
+            match window_change(op, &row, now)? {
+                Changed::Done => return row.try_get(2).map_err(|e| error::map(op, e)),
+                Changed::OldChecked => old_checked = true,
+                Changed::NeedBounds => {
+                    return Err(Error::corruption(format!(
+                        "{op}: budget {} asked for the bounds of no window",
+                        show(budget)
+                    )))
+                }
+            }
+        }
+        Err(kept_changing(op, budget))
     }
 
     async fn report_usage(&self, budget: &str, report: &UsageReport) -> Result<UsageReceipt> {
         let op = "report_usage";
         let options = &self.inner.options;
-        let now = to_i64(op, "clock", options.now(op)?)?;
+        let now_u = options.now(op)?;
+        let now = to_i64(op, "clock", now_u)?;
         let ttl = to_i64(op, "dedup TTL", options.dedup_ttl_ms)?;
         let dims: Vec<&str> = report.dimensions.keys().map(String::as_str).collect();
         let deltas = report
@@ -551,39 +654,78 @@ impl Access for PostgresBackend {
         } else {
             Repeat::Once
         };
+        // Inside the stored window one call; after a rollover the server names the policy's
+        // window, Rust computes its bounds at now (Window::bounds_at, never the server) and calls
+        // again with them. More calls only when the policy's window changes in between.
+        let mut window: Option<(String, i64, i64)> = None;
+        for _ in 0..WINDOW_CALLS {
+            let bounds = window
+                .as_ref()
+                .map(|(spec, start, end)| (spec.as_str(), *start, *end));
+            let (spec, start, end) = (
+                bounds.map(|b| b.0),
+                bounds.map(|b| b.1),
+                bounds.map(|b| b.2),
+            );
+            let row = self
+                .inner
+                .run(op, repeat, |mut lease, sql| async move {
+                    let result = sqlx::query(&sql.budget.report)
+                        .bind(budget)
+                        .bind(dims)
+                        .bind(deltas)
+                        .bind(key)
+                        .bind(fingerprint)
+                        .bind(now)
+                        .bind(ttl)
+                        .bind(spec)
+                        .bind(start)
+                        .bind(end)
+                        .fetch_one(lease.conn())
+                        .await;
+                    (lease, result.map_err(Fail::from))
+                })
+                .await?;
+            match decode_report(budget, &row)? {
+                Report::Reply(reply) => return reply.into_receipt(op, budget, key),
+                Report::Window(policy_window) => {
+                    let bounds = policy_window.bounds_at(now_u)?;
+                    window = Some((
+                        policy_window.spec(),
+                        to_i64(op, "window start", bounds.start_ms)?,
+                        to_i64(op, "window end", bounds.end_ms)?,
+                    ));
+                }
+            }
+        }
+        Err(kept_changing(op, budget))
+    }
+
+    /// One statement reads the counters, the stored window and the policy's window; the window
+    /// step is applied here (`WindowStep::at`), never written.
+    async fn usage(&self, budget: &str) -> Result<BudgetUsage> {
+        let op = "usage";
+        let now = self.inner.options.now(op)?;
         let row = self
             .inner
-            .run(op, repeat, |mut lease, sql| async move {
-                let result = sqlx::query(&sql.budget.report)
+            .run(op, Repeat::Safe, |mut lease, sql| async move {
+                let result = sqlx::query(&sql.budget.usage)
                     .bind(budget)
-                    .bind(dims)
-                    .bind(deltas)
-                    .bind(key)
-                    .bind(fingerprint)
-                    .bind(now)
-                    .bind(ttl)
                     .fetch_one(lease.conn())
                     .await;
                 (lease, result.map_err(Fail::from))
             })
             .await?;
-        decode_report(budget, &row)?.into_receipt(op, budget, key)
-    }
-
-    async fn usage(&self, budget: &str) -> Result<BudgetUsage> {
-        let rows = self
-            .inner
-            .run("usage", Repeat::Safe, |mut lease, sql| async move {
-                let result = sqlx::query(&sql.budget.usage)
-                    .bind(budget)
-                    .fetch_all(lease.conn())
-                    .await;
-                (lease, result.map_err(Fail::from))
-            })
-            .await?;
+        let read = decode_usage(&row)?;
+        let step = WindowStep::at(read.window.as_ref(), read.stored.as_ref(), now)?;
         Ok(BudgetUsage {
-            counters: decode_usage(&rows)?,
-            ..BudgetUsage::default()
+            counters: if step.keeps_counters() {
+                read.counters
+            } else {
+                BTreeMap::new()
+            },
+            pending: BTreeMap::new(),
+            window: step.bounds(),
         })
     }
 

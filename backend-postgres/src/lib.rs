@@ -4,6 +4,15 @@
 //! created and migrated by `initialize()`. Every budget operation is one call of a plpgsql
 //! function: one round trip, one transaction, serialized per budget by an advisory lock.
 //!
+//! Budget windows (SEMANTICS §4.1): the server stores a policy's window spec and, per budget, the
+//! window its counters belong to, but never computes a window — `Window::bounds_at` runs in Rust.
+//! A report inside the stored window is one call; the first report after a rollover is two (the
+//! server answers `window` with the policy's spec, applying nothing; Rust computes the bounds at
+//! now and repeats the call with them). `usage` reads counters, stored window and policy window in
+//! one statement and applies `WindowStep::at` in Rust. `set_policy`/`delete_policy` pass the new
+//! window's bounds and the server keeps or drops the counters as `WindowChange::at` does (a second
+//! call only when the old window has to be computed at now, i.e. it passed or is missing).
+//!
 //! - `PostgresBackend::open` only connects; `initialize` registers the namespace and creates or
 //!   migrates its schema (a handle that skipped it initializes the namespace at its first call).
 //! - `durable` is read at connect from what the backend's sessions see: `fsync` and

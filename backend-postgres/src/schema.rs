@@ -9,6 +9,7 @@ use crate::error::Fail;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_dedup_expiry.sql"),
+    include_str!("../migrations/0003_windows.sql"),
 ];
 
 /// The advisory lock (bigint key space) that serializes every stowage initialization in a database.
@@ -188,6 +189,54 @@ mod tests {
             indexed, 1,
             "garbage collection walks an index on expires_at"
         );
+        conn.execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
+            .await
+            .unwrap();
+    }
+
+    /// Version 3 keeps the policies, limits and counters of version 2 as lifetime budgets, and
+    /// replaces the functions whose signatures changed.
+    #[tokio::test]
+    async fn version_3_keeps_version_2_budgets_lifetime() {
+        let Some(url) = server() else { return };
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        let schema = stowage_conformance::unique_namespace("stowage_migration").to_lowercase();
+        let fill = |sql: &str| {
+            sql.replace("__SCHEMA__", &schema)
+                .replace("__LOCK__", "2147483645")
+        };
+        conn.execute(format!("CREATE SCHEMA {schema}").as_str())
+            .await
+            .unwrap();
+        conn.execute(fill(MIGRATIONS[0]).as_str()).await.unwrap();
+        conn.execute(fill(MIGRATIONS[1]).as_str()).await.unwrap();
+        conn.execute(
+            fill(
+                "SELECT __SCHEMA__.set_policy('b', ARRAY['t'], ARRAY[5::bigint], ARRAY[10::bigint]);
+                 SELECT * FROM __SCHEMA__.report_usage('b', ARRAY['t'], ARRAY[4::bigint], NULL, NULL, 0, 1000);",
+            )
+            .as_str(),
+        )
+        .await
+        .unwrap();
+        conn.execute(fill(MIGRATIONS[2]).as_str()).await.unwrap();
+        let status: String = sqlx::query_scalar(&fill(
+            "SELECT status FROM __SCHEMA__.report_usage('b', ARRAY['t'], ARRAY[2::bigint], NULL, NULL, \
+             5, 1000, NULL, NULL, NULL)",
+        ))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(status, "soft", "4 + 2 counts over the lifetime");
+        let old: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+             WHERE n.nspname = $1 AND p.proname IN ('report_usage', 'set_policy', 'delete_policy')",
+        )
+        .bind(&schema)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(old, 3, "one version of each function");
         conn.execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
             .await
             .unwrap();

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use stowage_core::{
-    BudgetBackend, BudgetPolicy, ConnectOptions, DimensionLimit, PersistenceBackend, UsageReport,
+    BudgetBackend, BudgetPolicy, ConnectOptions, DimensionLimit, ManualClock, PersistenceBackend,
+    UsageReport, Window,
 };
 use stowage_postgres::PostgresBackend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -76,11 +77,9 @@ async fn proxy(server_port: u16, turns: Arc<Turns>) -> u16 {
     port
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn report_usage_is_one_round_trip() {
-    let Some(url) = common::shared_url() else {
-        return;
-    };
+/// The shared server's URL behind a counting proxy, and the counter.
+async fn proxied() -> Option<(String, Arc<Turns>)> {
+    let url = common::shared_url()?;
     let server_port: u16 = url
         .rsplit_once(':')
         .and_then(|(_, rest)| rest.split('/').next())
@@ -88,7 +87,26 @@ async fn report_usage_is_one_round_trip() {
         .expect("the URL names a port");
     let turns = Arc::new(Turns::default());
     let port = proxy(server_port, turns.clone()).await;
-    let proxied = format!("postgres://stowage@127.0.0.1:{port}/postgres?max_connections=1");
+    Some((
+        format!("postgres://stowage@127.0.0.1:{port}/postgres?max_connections=1"),
+        turns,
+    ))
+}
+
+/// The round trips `report` takes.
+async fn trips(turns: &Turns, backend: &dyn BudgetBackend, report: &UsageReport) -> u64 {
+    // The previous answer was read in full: the next client bytes open a new round trip.
+    turns.server_sent();
+    let before = turns.count.load(Ordering::SeqCst);
+    backend.report_usage("b", report).await.unwrap();
+    turns.count.load(Ordering::SeqCst) - before
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_usage_is_one_round_trip() {
+    let Some((proxied, turns)) = proxied().await else {
+        return;
+    };
     let namespace = stowage_conformance::unique_namespace("rt");
     let backend = PostgresBackend::open(&proxied, ConnectOptions::new().namespace(namespace))
         .await
@@ -115,13 +133,60 @@ async fn report_usage_is_one_round_trip() {
         UsageReport::new().add("t", 1).add("u", 7),       // two dimensions
     ];
     for report in &reports {
-        // The previous answer was read in full: the next client bytes open a new round trip.
-        turns.server_sent();
-        let before = turns.count.load(Ordering::SeqCst);
-        backend.report_usage("b", report).await.unwrap();
-        let spent = turns.count.load(Ordering::SeqCst) - before;
+        let spent = trips(&turns, &backend, report).await;
         assert_eq!(spent, 1, "report {report:?} took {spent} round trips");
     }
+}
+
+/// A windowed report inside its window is one round trip; the first after a rollover two (the
+/// server names the window, Rust computes its bounds, the call is repeated); the next one again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windowed_report_round_trips() {
+    let Some((proxied, turns)) = proxied().await else {
+        return;
+    };
+    let clock = Arc::new(ManualClock::new(10_500));
+    let namespace = stowage_conformance::unique_namespace("rtw");
+    let backend = PostgresBackend::open(
+        &proxied,
+        ConnectOptions::new()
+            .namespace(namespace)
+            .clock(clock.clone()),
+    )
+    .await
+    .unwrap();
+    backend.initialize().await.unwrap();
+    backend
+        .set_policy(
+            "b",
+            &BudgetPolicy::new()
+                .limit("t", DimensionLimit::both(5, 10))
+                .window(Window::fixed(1_000, 0)),
+        )
+        .await
+        .unwrap();
+    // Warm up (statement preparation), inside the window set_policy stored.
+    let one = UsageReport::new().add("t", 1);
+    backend.report_usage("b", &one).await.unwrap();
+
+    let steps: [(u64, UsageReport, u64); 7] = [
+        (10_600, one.clone(), 1),                                      // inside
+        (10_700, UsageReport::new().add("t", 4).dedup_key("k1"), 1),   // soft, inside
+        (11_000, one.clone(), 2),                                      // first after the rollover
+        (11_001, one.clone(), 1),                                      // inside the new window
+        (15_000, UsageReport::new().add("t", 100).dedup_key("k2"), 2), // hard after a rollover: nothing written
+        (15_001, one.clone(), 2),                                      // so this one rolls over
+        (15_002, UsageReport::new().add("t", 4).dedup_key("k1"), 1), // replay of k1 in a later window
+    ];
+    for (at, report, want) in &steps {
+        clock.set(*at);
+        let spent = trips(&turns, &backend, report).await;
+        assert_eq!(
+            spent, *want,
+            "report {report:?} at {at} took {spent} round trips"
+        );
+    }
+    assert_eq!(backend.usage("b").await.unwrap().counters["t"], 1);
 }
 
 /// The plpgsql functions need READ COMMITTED; stowage pins it even where the database default differs.
