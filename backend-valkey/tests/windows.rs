@@ -290,6 +290,30 @@ async fn calendar_month_in_berlin(url: String) {
     p.report_fails("b", &add("t", 1)).await;
     let v = p.valkey.usage("b").await.unwrap_err();
     assert_eq!(v.kind(), p.memory.usage("b").await.unwrap_err().kind());
+    // Setting the same window again changes nothing and needs no bounds; a new calendar window
+    // whose bounds cannot be computed fails on both, writing nothing.
+    p.set_policy(
+        "b",
+        &BudgetPolicy::new()
+            .limit("t", DimensionLimit::hard(20))
+            .window(Window::month("Europe/Berlin")),
+    )
+    .await;
+    let day = BudgetPolicy::new().window(Window::day("Europe/Berlin"));
+    let v = p.valkey.set_policy("b", &day).await.unwrap_err();
+    assert_eq!(
+        v.kind(),
+        p.memory.set_policy("b", &day).await.unwrap_err().kind()
+    );
+    let v = p.valkey.delete_policy("b").await.unwrap_err();
+    assert_eq!(
+        v.kind(),
+        p.memory.delete_policy("b").await.unwrap_err().kind()
+    );
+    p.at(end_of_march + 2);
+    assert_eq!(p.usage("b").await.counters["t"], 10);
+    let policy = p.valkey.policy("b").await.unwrap();
+    assert_eq!(policy, p.memory.policy("b").await.unwrap());
 }
 
 impl Pair {
@@ -333,6 +357,17 @@ async fn bounds_near_max_amount(url: String) {
     );
     p.report_fails("b", &add("t", 1)).await;
     p.report("b", &add("u", MAX_AMOUNT)).await;
+    // The last window never ends; a calendar window cannot start at MAX_AMOUNT: both refuse.
+    let month = BudgetPolicy::new().window(Window::month("UTC"));
+    let v = p.valkey.set_policy("b", &month).await.unwrap_err();
+    assert_eq!(
+        v.kind(),
+        p.memory.set_policy("b", &month).await.unwrap_err().kind()
+    );
+    assert_eq!(p.usage("b").await.counters["u"], MAX_AMOUNT);
+    // Removing the window keeps the counters as lifetime counters.
+    p.set_policy("b", &BudgetPolicy::new()).await;
+    assert_eq!(p.usage("b").await.counters["t"], MAX_AMOUNT);
 }
 
 macro_rules! on_both {
