@@ -28,6 +28,8 @@ fn cluster() -> Option<String> {
 
 /// Valkey and the reference model on one manual clock.
 struct Pair {
+    url: String,
+    namespace: String,
     clock: Arc<ManualClock>,
     valkey: Checked<ValkeyBackend>,
     memory: Checked<MemoryBackend>,
@@ -47,13 +49,16 @@ fn same<T: PartialEq + std::fmt::Debug>(what: &str, valkey: Result<T>, memory: R
 impl Pair {
     async fn open(url: &str, now: u64) -> Pair {
         let clock = Arc::new(ManualClock::new(now));
+        let namespace = stowage_conformance::unique_namespace("win");
         let options = ConnectOptions::new()
-            .namespace(stowage_conformance::unique_namespace("win"))
+            .namespace(namespace.clone())
             .clock(clock.clone());
         let valkey = ValkeyBackend::open(url, options.clone()).await.unwrap();
         valkey.initialize().await.unwrap();
         let memory = MemoryBackend::with_options(options).unwrap();
         Pair {
+            url: url.to_owned(),
+            namespace,
             clock,
             valkey,
             memory,
@@ -161,7 +166,11 @@ async fn fixed_window_rollover(url: String) {
     );
     p.usage("b").await;
     p.report("b", &add("t", 2)).await;
+    let raw = common::RawClient::open(&p.url).await;
+    let keys = stowage_valkey::raw::budget_call_keys(&p.namespace, "b", None);
+    assert_eq!(raw.existing(&keys).await, keys, "counters, policy, window");
     same("purge", p.valkey.purge().await, p.memory.purge().await);
+    assert!(raw.existing(&keys).await.is_empty());
     assert_eq!(p.usage("b").await, BudgetUsage::default());
 }
 
