@@ -3,16 +3,22 @@
 -- added digit by digit and compared by length, then bytes.
 --
 -- KEYS[1] counters hash (dimension -> decimal)
--- KEYS[2] policy hash (dimension -> "soft,hard", "" for no limit; field "" marks a policy)
+-- KEYS[2] policy hash (dimension -> "soft,hard", "" for no limit; field "" marks a policy and
+--         holds its window spec, "1" for none)
 -- KEYS[3] dedup record hash (only when the report has a key): fp, at, exp, st, out
 --         (exp: the expiry its writer computed; a record without it, written before records
 --         carried one, expires at at + 24 h, capped at MAX)
+-- KEYS[#KEYS] (last) stored window hash: spec, start, end (the counters' window)
 -- ARGV[1] now (ms)   ARGV[2] expiry of a record written now: now + this handle's dedup TTL,
 -- capped at MAX (stowage_core::dedup_expiry)   ARGV[3] fingerprint
 -- ARGV[4] server-side expiry (ms, garbage collection only, from this handle's TTL)
 -- ARGV[5] n          ARGV[6 .. 5+n] dimensions (sorted)   ARGV[6+n .. 5+2n] deltas
+-- ARGV[6+2n .. 8+2n] (optional) spec, start, end: the window containing now, computed by the
+-- client (Window::bounds_at) for that spec
 -- Returns {status, breaches} with status ok|soft|hard|replay-ok|replay-soft|replay-hard|conflict|overflow|corrupt
--- and breaches as "dim\0usage\0limit\0crossed\0" repeated (overflow: "dim\0counter\0delta\0").
+-- and breaches as "dim\0usage\0limit\0crossed\0" repeated (overflow: "dim\0counter\0delta\0"),
+-- or {'window', spec}: the policy's window needs bounds at now the call did not bring (nothing
+-- applied, nothing recorded; the client repeats the call with them).
 
 local MAX = '9223372036854775807'
 
@@ -42,7 +48,8 @@ end
 -- The backfill of records without an expiry: written at + DEFAULT_DEDUP_TTL_MS, capped at MAX.
 local LEGACY_TTL = '86400000'
 
-local keyed = #KEYS == 3
+local keyed = #KEYS == 4
+local WINDOW = KEYS[#KEYS]
 if keyed then
   local rec = redis.call('HMGET', KEYS[3], 'fp', 'at', 'st', 'out', 'exp')
   if rec[1] then
@@ -65,7 +72,26 @@ for i = 1, n do
   dims[i] = ARGV[5 + i]
   deltas[i] = ARGV[5 + n + i]
 end
-local cur = redis.call('HMGET', KEYS[1], unpack(dims))
+
+-- SEMANTICS §4.1, stowage_core::WindowStep::at: lifetime, current, or roll to the client's bounds.
+local pspec = redis.call('HGET', KEYS[2], '')
+local roll, keep = false, true
+if pspec and pspec ~= '1' then
+  local w = redis.call('HMGET', WINDOW, 'spec', 'start', 'end')
+  local current = w[1] == pspec and w[3] and (w[3] == MAX or gt(w[3], ARGV[1]))
+  if not current then
+    if ARGV[6 + 2 * n] ~= pspec then return {'window', pspec} end
+    roll = true
+    keep = not w[1]
+  end
+end
+
+local cur
+if keep then
+  cur = redis.call('HMGET', KEYS[1], unpack(dims))
+else
+  cur = {}
+end
 local lim = redis.call('HMGET', KEYS[2], unpack(dims))
 
 local nxt, soft, hard = {}, {}, {}
@@ -101,6 +127,10 @@ if status == 'ok' then
   for i = 1, n do
     fields[#fields + 1] = dims[i]
     fields[#fields + 1] = nxt[i]
+  end
+  if roll then
+    if not keep then redis.call('DEL', KEYS[1]) end
+    redis.call('HSET', WINDOW, 'spec', pspec, 'start', ARGV[7 + 2 * n], 'end', ARGV[8 + 2 * n])
   end
   redis.call('HSET', KEYS[1], unpack(fields))
   for i = 1, n do

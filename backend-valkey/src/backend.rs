@@ -103,7 +103,8 @@ impl Access for ValkeyBackend {
     }
 
     async fn set_policy(&self, budget: &str, policy: &BudgetPolicy) -> Result<()> {
-        budget::set_policy(self.conn(), &self.inner.scripts, self.ns(), budget, policy).await
+        let inner = &*self.inner;
+        budget::set_policy(&inner.conn, &inner.scripts, &inner.options, budget, policy).await
     }
 
     async fn policy(&self, budget: &str) -> Result<Option<BudgetPolicy>> {
@@ -111,7 +112,8 @@ impl Access for ValkeyBackend {
     }
 
     async fn delete_policy(&self, budget: &str) -> Result<bool> {
-        budget::delete_policy(self.conn(), self.ns(), budget).await
+        let inner = &*self.inner;
+        budget::delete_policy(&inner.conn, &inner.scripts, &inner.options, budget).await
     }
 
     async fn report_usage(&self, budget: &str, report: &UsageReport) -> Result<UsageReceipt> {
@@ -120,7 +122,8 @@ impl Access for ValkeyBackend {
     }
 
     async fn usage(&self, budget: &str) -> Result<BudgetUsage> {
-        budget::usage(self.conn(), self.ns(), budget).await
+        let inner = &*self.inner;
+        budget::usage(&inner.conn, &inner.scripts, &inner.options, budget).await
     }
 
     async fn reset_usage(&self, budget: &str) -> Result<()> {

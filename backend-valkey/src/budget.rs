@@ -3,17 +3,26 @@
 
 use std::collections::BTreeMap;
 
-use stowage_core::raw::{show, ReportReply, ResolvedOptions};
+use stowage_core::raw::{show, ReportReply, ResolvedOptions, StoredWindow, WindowStep};
 use stowage_core::{
     Breach, BudgetPolicy, BudgetUsage, DimensionLimit, Error, Result, UsageReceipt, UsageReport,
-    MAX_AMOUNT,
+    Window, WindowBounds, MAX_AMOUNT,
 };
 
 use crate::connection::Connection;
 use crate::keys::budget_keys;
-use crate::scripts::{report_usage_call, Scripts};
+use crate::scripts::{report_usage_call_in, Scripts};
 
-/// One atomic, deduplicated report: one EVALSHA.
+/// The policy hash's `""` field for a policy without a window.
+const NO_WINDOW: &str = "1";
+
+/// How many times a report asks for new window bounds before giving up: once after a rollover,
+/// again only if a concurrent `set_policy` changed the window between the calls.
+const WINDOW_ATTEMPTS: usize = 4;
+
+/// One atomic, deduplicated report: one EVALSHA inside a window; after a rollover the script
+/// answers `window` with the policy's spec, and the call is repeated once with
+/// `Window::bounds_at(now)`.
 pub(crate) async fn report_usage(
     conn: &Connection,
     scripts: &Scripts,
@@ -23,15 +32,34 @@ pub(crate) async fn report_usage(
 ) -> Result<UsageReceipt> {
     let op = "report_usage";
     let now = options.now(op)?;
-    let call = report_usage_call(
-        &options.namespace,
-        budget,
-        report,
-        now,
-        options.dedup_ttl_ms,
-    );
-    let (status, blob) = scripts.report(conn, call).await?;
-    report_reply(op, status, &blob)?.into_receipt(op, budget, report.dedup_key.as_deref())
+    let mut window: Option<(String, WindowBounds)> = None;
+    for _ in 0..WINDOW_ATTEMPTS {
+        let call = report_usage_call_in(
+            &options.namespace,
+            budget,
+            report,
+            now,
+            options.dedup_ttl_ms,
+            window
+                .as_ref()
+                .map(|(spec, bounds)| (spec.as_str(), *bounds)),
+        );
+        let (status, blob) = scripts.report(conn, call).await?;
+        if status == "window" {
+            let bounds = Window::from_spec(op, &blob)?.bounds_at(now)?;
+            window = Some((blob, bounds));
+            continue;
+        }
+        return report_reply(op, status, &blob)?.into_receipt(
+            op,
+            budget,
+            report.dedup_key.as_deref(),
+        );
+    }
+    Err(Error::conflict(format!(
+        "{op}: the window of budget {} kept changing during the report",
+        show(budget)
+    )))
 }
 
 /// Decodes the script's answer: the breaches of `ok`/`soft`/`hard` (replayed or not) as
@@ -76,21 +104,94 @@ fn parse_decimal(op: &str, what: &str, text: &str) -> Result<u64> {
         })
 }
 
-/// Replaces the policy: one EVALSHA.
+/// Replaces the policy, with the window change of `WindowChange::at` decided by the script:
+/// one EVALSHA (a second only when the old window has passed and changes, to check its bounds).
 pub(crate) async fn set_policy(
     conn: &Connection,
     scripts: &Scripts,
-    namespace: &str,
+    options: &ResolvedOptions,
     budget: &str,
     policy: &BudgetPolicy,
 ) -> Result<()> {
-    let keys = budget_keys(namespace, budget);
     let text = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
-    let limits = policy
-        .limits
-        .iter()
-        .map(|(dimension, limit)| (dimension.as_str(), text(limit.soft), text(limit.hard)));
-    scripts.set_policy(conn, &keys.policy, limits).await
+    let limits = || {
+        policy
+            .limits
+            .iter()
+            .map(|(dimension, limit)| (dimension.as_str(), text(limit.soft), text(limit.hard)))
+    };
+    change_policy(
+        conn,
+        scripts,
+        options,
+        "set_policy",
+        budget,
+        policy.window.as_ref(),
+        Some(limits),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// One `set_policy.lua` exchange: the new window's bounds at now go with the call; the script
+/// asks back for a check of the old window's bounds (`old`), or fails the change where the new
+/// bounds could not be computed (`new`).
+async fn change_policy<'a, I: Iterator<Item = (&'a str, String, String)>>(
+    conn: &Connection,
+    scripts: &Scripts,
+    options: &ResolvedOptions,
+    op: &str,
+    budget: &str,
+    new: Option<&Window>,
+    limits: Option<impl Fn() -> I>,
+) -> Result<bool> {
+    let now = options.now(op)?;
+    let keys = budget_keys(&options.namespace, budget);
+    let new_spec = new.map(Window::spec).unwrap_or_default();
+    let new_bounds = new.map(|w| w.bounds_at(now));
+    let (start, end) = match &new_bounds {
+        Some(Ok(b)) => (b.start_ms.to_string(), b.end_ms.to_string()),
+        _ => (String::new(), String::new()),
+    };
+    let now_text = now.to_string();
+    let mut checked_old = String::new();
+    for _ in 0..WINDOW_ATTEMPTS {
+        let change = [
+            now_text.as_str(),
+            new_spec.as_str(),
+            start.as_str(),
+            end.as_str(),
+            checked_old.as_str(),
+        ];
+        let (status, detail): (String, String) = scripts
+            .set_policy(conn, op, &keys, change, limits.as_ref().map(|f| f()))
+            .await?;
+        match status.as_str() {
+            "ok" => return Ok(detail == "1"),
+            "old" => {
+                Window::from_spec(op, &detail)?.bounds_at(now)?;
+                checked_old = detail;
+            }
+            "new" => {
+                return match new_bounds {
+                    Some(Err(e)) => Err(e),
+                    _ => Err(Error::internal(format!(
+                        "{op}: the script asked for window bounds it was given"
+                    ))),
+                }
+            }
+            _ => {
+                return Err(Error::corruption(format!(
+                    "{op}: unexpected script answer {}",
+                    show(&status)
+                )))
+            }
+        }
+    }
+    Err(Error::conflict(format!(
+        "{op}: the window of budget {} kept changing during the call",
+        show(budget)
+    )))
 }
 
 /// The policy last set: one `HGETALL`.
@@ -106,6 +207,12 @@ pub(crate) async fn policy(
         .await?;
     if fields.is_empty() {
         return Ok(None);
+    }
+    let mut window = None;
+    if let Some((_, spec)) = fields.iter().find(|(d, _)| d.is_empty()) {
+        if spec != NO_WINDOW {
+            window = Some(Window::from_spec(op, spec)?);
+        }
     }
     let mut limits = BTreeMap::new();
     for (dimension, value) in fields.into_iter().filter(|(d, _)| !d.is_empty()) {
@@ -128,40 +235,75 @@ pub(crate) async fn policy(
             },
         );
     }
-    Ok(Some(BudgetPolicy {
-        limits,
-        ..BudgetPolicy::default()
-    }))
+    Ok(Some(BudgetPolicy { limits, window }))
 }
 
-/// Removes the policy: one `DEL`.
+/// Removes the policy, keeping the counters `usage` shows as lifetime counters: one EVALSHA
+/// (see [`set_policy`]).
 pub(crate) async fn delete_policy(
     conn: &Connection,
-    namespace: &str,
+    scripts: &Scripts,
+    options: &ResolvedOptions,
     budget: &str,
 ) -> Result<bool> {
-    let keys = budget_keys(namespace, budget);
-    let deleted: i64 = conn
-        .run("delete_policy", redis::cmd("DEL").arg(&keys.policy))
-        .await?;
-    Ok(deleted > 0)
+    type NoLimits = std::iter::Empty<(&'static str, String, String)>;
+    change_policy(
+        conn,
+        scripts,
+        options,
+        "delete_policy",
+        budget,
+        None,
+        None::<fn() -> NoLimits>,
+    )
+    .await
 }
 
-/// The counters: one `HGETALL`.
-pub(crate) async fn usage(conn: &Connection, namespace: &str, budget: &str) -> Result<BudgetUsage> {
+/// The counters an operation at now counts into, with their window: one EVALSHA reading the
+/// policy's window, the stored window and the counters; `WindowStep::at` runs here.
+pub(crate) async fn usage(
+    conn: &Connection,
+    scripts: &Scripts,
+    options: &ResolvedOptions,
+    budget: &str,
+) -> Result<BudgetUsage> {
     let op = "usage";
-    let keys = budget_keys(namespace, budget);
-    let fields: Vec<(String, String)> = conn
-        .run(op, redis::cmd("HGETALL").arg(&keys.counters))
-        .await?;
+    let now = options.now(op)?;
+    let keys = budget_keys(&options.namespace, budget);
+    let reply = scripts.usage(conn, &keys).await?;
+    let (head, fields) = reply.split_at(reply.len().min(4));
+    let [policy_spec, spec, start, end] = head else {
+        return Err(Error::corruption(format!("{op}: short script answer")));
+    };
+    let window = match policy_spec.as_str() {
+        "" | NO_WINDOW => None,
+        spec => Some(Window::from_spec(op, spec)?),
+    };
+    let stored = if spec.is_empty() {
+        None
+    } else {
+        Some(StoredWindow {
+            spec: spec.clone(),
+            bounds: WindowBounds {
+                start_ms: parse_decimal(op, "window start", start)?,
+                end_ms: parse_decimal(op, "window end", end)?,
+            },
+        })
+    };
+    let step = WindowStep::at(window.as_ref(), stored.as_ref(), now)?;
     let mut counters = BTreeMap::new();
-    for (dimension, value) in fields {
-        let value = parse_decimal(op, "counter", &value)?;
-        counters.insert(dimension, value);
+    if step.keeps_counters() {
+        for pair in fields.chunks(2) {
+            let [dimension, value] = pair else {
+                return Err(Error::corruption(format!("{op}: odd counter list")));
+            };
+            counters.insert(dimension.clone(), parse_decimal(op, "counter", value)?);
+        }
     }
     Ok(BudgetUsage {
         counters,
-        ..BudgetUsage::default()
+        pending: BTreeMap::new(),
+        window: step.bounds(),
     })
 }
 

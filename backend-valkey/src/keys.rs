@@ -40,14 +40,18 @@ fn key(kind: &str, names: &[&str], tagged: usize) -> String {
 pub(crate) struct BudgetKeys {
     /// Hash: dimension → counter.
     pub(crate) counters: String,
-    /// Hash: dimension → "soft,hard"; field "" marks that a policy exists.
+    /// Hash: dimension → "soft,hard"; field "" marks that a policy exists and holds its window
+    /// spec (`"1"`: no window).
     pub(crate) policy: String,
+    /// Hash: the window the counters belong to: `spec`, `start`, `end` (decimal ms).
+    pub(crate) window: String,
 }
 
 pub(crate) fn budget_keys(namespace: &str, budget: &str) -> BudgetKeys {
     BudgetKeys {
         counters: key("c", &[namespace, budget], 2),
         policy: key("p", &[namespace, budget], 2),
+        window: key("w", &[namespace, budget], 2),
     }
 }
 
@@ -80,13 +84,15 @@ pub(crate) fn name_index(namespace: &str) -> String {
     key("n", &[namespace], 1)
 }
 
-/// Every key a budget call touches (counters, policy, and the dedup record when `dedup_key` is given).
+/// Every key a budget call touches: counters, policy, the dedup record when `dedup_key` is
+/// given, and last the stored window.
 pub fn budget_call_keys(namespace: &str, budget: &str, dedup_key: Option<&str>) -> Vec<String> {
     let k = budget_keys(namespace, budget);
     let mut all = vec![k.counters, k.policy];
     if let Some(key) = dedup_key {
         all.push(self::dedup_key(namespace, budget, key));
     }
+    all.push(k.window);
     all
 }
 
@@ -176,6 +182,7 @@ mod tests {
             name_index("ns"),
             budget_keys("ns", "b").counters,
             budget_keys("ns", "b").policy,
+            budget_keys("ns", "b").window,
             dedup_key("ns", "b", "k"),
             record_keys("ns", "r").rows,
             record_keys("ns", "r").seq,
@@ -205,6 +212,7 @@ mod tests {
                 let b = budget_keys(ns, a);
                 claim(b.counters, format!("counters {ns:?} {a:?}"));
                 claim(b.policy, format!("policy {ns:?} {a:?}"));
+                claim(b.window, format!("window {ns:?} {a:?}"));
                 let r = record_keys(ns, a);
                 claim(r.rows, format!("rows {ns:?} {a:?}"));
                 claim(r.seq, format!("seq {ns:?} {a:?}"));
@@ -229,6 +237,7 @@ mod tests {
                 let b = budget_keys(ns, name);
                 let slot = hash_slot(&b.counters);
                 assert_eq!(hash_slot(&b.policy), slot);
+                assert_eq!(hash_slot(&b.window), slot);
                 for key in NAMES {
                     assert_eq!(hash_slot(&dedup_key(ns, name, key)), slot);
                 }

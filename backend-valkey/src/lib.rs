@@ -1,7 +1,11 @@
 //! Valkey backend of stowage: `valkey://`, `redis://` (standalone), `valkey+cluster://`, `redis+cluster://`.
 //!
-//! Every budget operation is one atomic script call (EVALSHA, reloaded on NOSCRIPT). Amounts stay
-//! decimal strings inside Lua, never doubles. Every key one call touches shares one hash tag
+//! Every budget write is one atomic script call (EVALSHA, reloaded on NOSCRIPT). Windows (SEMANTICS
+//! §4.1) are computed only in Rust (`Window::bounds_at`): a budget's stored window (spec and
+//! bounds) lives in its own hash next to the counters; the first report after a rollover is
+//! answered `window` by the script and repeated once with the new bounds, so a report costs one
+//! round trip inside a window and two after a rollover. Amounts and times stay decimal strings
+//! inside Lua, never doubles. Every key one call touches shares one hash tag
 //! derived from namespace + budget (or namespace + record), so scripts are cluster-safe; names are
 //! length-prefixed in keys, so no two names share storage and no name can steer the hash slot.
 #![deny(missing_docs)]

@@ -9,7 +9,7 @@ use stowage_core::raw::decode_value;
 use stowage_core::{Result, StoredValue};
 
 pub use crate::keys::{budget_call_keys, record_call_keys};
-pub use crate::scripts::{report_usage_call, REPORT_USAGE_LUA};
+pub use crate::scripts::{report_usage_call, report_usage_call_in, REPORT_USAGE_LUA};
 
 /// The member `store.lua` writes for one row: time, store order, key length, key, value.
 pub fn encode_row(stored_at: u64, seq: u64, key: &str, value: &str) -> String {

@@ -6,7 +6,7 @@
 
 use redis::{Script, ScriptInvocation};
 use stowage_core::raw::{dedup_expiry, dedup_fingerprint, NewRow};
-use stowage_core::{Result, UsageReport};
+use stowage_core::{Result, UsageReport, WindowBounds};
 
 use crate::connection::Connection;
 use crate::keys;
@@ -16,6 +16,8 @@ use crate::rows::time_hex;
 pub const REPORT_USAGE_LUA: &str = include_str!("../scripts/report_usage.lua");
 /// The Lua source of `set_policy`.
 const SET_POLICY_LUA: &str = include_str!("../scripts/set_policy.lua");
+/// The Lua source of `usage`.
+const USAGE_LUA: &str = include_str!("../scripts/usage.lua");
 /// The Lua source of `store` and `store_idempotent`.
 const STORE_LUA: &str = include_str!("../scripts/store.lua");
 /// The Lua source of one `cleanup` batch of one record.
@@ -27,11 +29,12 @@ const DEDUP_GC_MARGIN_MS: u64 = 3_600_000;
 /// pass `i64::MAX` once added to the server's clock, and a refusal after the writes would be too late.
 const MAX_DEDUP_GC_MS: u64 = 1_000_000_000_000_000;
 
-/// The four scripts, hashed once.
+/// The five scripts, hashed once.
 #[derive(Debug)]
 pub(crate) struct Scripts {
     report: Script,
     set_policy: Script,
+    usage: Script,
     store: Script,
     cleanup: Script,
 }
@@ -41,6 +44,7 @@ impl Scripts {
         Scripts {
             report: Script::new(REPORT_USAGE_LUA),
             set_policy: Script::new(SET_POLICY_LUA),
+            usage: Script::new(USAGE_LUA),
             store: Script::new(STORE_LUA),
             cleanup: Script::new(CLEANUP_LUA),
         }
@@ -49,7 +53,13 @@ impl Scripts {
     /// `SCRIPT LOAD`s every script on the server, or on every primary of a cluster (the driver
     /// sends `SCRIPT LOAD` to all of them).
     pub(crate) async fn load(conn: &Connection) -> Result<()> {
-        for source in [REPORT_USAGE_LUA, SET_POLICY_LUA, STORE_LUA, CLEANUP_LUA] {
+        for source in [
+            REPORT_USAGE_LUA,
+            SET_POLICY_LUA,
+            USAGE_LUA,
+            STORE_LUA,
+            CLEANUP_LUA,
+        ] {
             let _: redis::Value = conn
                 .run("initialize", redis::cmd("SCRIPT").arg("LOAD").arg(source))
                 .await?;
@@ -73,20 +83,40 @@ impl Scripts {
         conn.script("report_usage", &call).await
     }
 
-    /// Replaces the policy hash `policy_key` with `limits` (dimension, soft, hard; `""` for none).
+    /// Replaces (`limits` given) or removes the policy of the budget `keys`, with the window
+    /// change: `change` is now, the new window's spec (`""`: none) and bounds (`""` when they
+    /// cannot be computed), and the old spec the client checked (see `set_policy.lua`).
+    /// Answers `(status, existed)`.
     pub(crate) async fn set_policy<'a>(
         &self,
         conn: &Connection,
-        policy_key: &str,
-        limits: impl Iterator<Item = (&'a str, String, String)>,
-    ) -> Result<()> {
+        op: &str,
+        keys: &keys::BudgetKeys,
+        change: [&str; 5],
+        limits: Option<impl Iterator<Item = (&'a str, String, String)>>,
+    ) -> Result<(String, String)> {
         let mut call = self.set_policy.prepare_invoke();
-        call.key(policy_key);
-        for (dimension, soft, hard) in limits {
+        call.key(&keys.policy).key(&keys.counters).key(&keys.window);
+        for arg in change {
+            call.arg(arg);
+        }
+        call.arg(if limits.is_some() { "set" } else { "delete" });
+        for (dimension, soft, hard) in limits.into_iter().flatten() {
             call.arg(dimension).arg(soft).arg(hard);
         }
-        let _: i64 = conn.script("set_policy", &call).await?;
-        Ok(())
+        conn.script(op, &call).await
+    }
+
+    /// What `usage` needs: policy window spec, stored window (spec, start, end), then counters
+    /// as dimension, value pairs.
+    pub(crate) async fn usage(
+        &self,
+        conn: &Connection,
+        keys: &keys::BudgetKeys,
+    ) -> Result<Vec<String>> {
+        let mut call = self.usage.prepare_invoke();
+        call.key(&keys.counters).key(&keys.policy).key(&keys.window);
+        conn.script("usage", &call).await
     }
 
     /// Appends `row` (`key` is `""` for a plain store); `index` is the name index the script
@@ -134,12 +164,27 @@ impl Scripts {
 
 /// The keys and arguments of one `report_usage` call, in the order the script reads them: a
 /// record written by this call expires at `dedup_expiry(now, dedup_ttl_ms)`, passed as a decimal.
+/// Brings no window bounds: on a windowed budget whose stored window has passed, the script
+/// answers `window` (see [`report_usage_call_in`]).
 pub fn report_usage_call(
     namespace: &str,
     budget: &str,
     report: &UsageReport,
     now: u64,
     dedup_ttl_ms: u64,
+) -> (Vec<String>, Vec<String>) {
+    report_usage_call_in(namespace, budget, report, now, dedup_ttl_ms, None)
+}
+
+/// [`report_usage_call`] bringing the window containing `now` for a window spec, as the script
+/// asks for it after a rollover.
+pub fn report_usage_call_in(
+    namespace: &str,
+    budget: &str,
+    report: &UsageReport,
+    now: u64,
+    dedup_ttl_ms: u64,
+    window: Option<(&str, WindowBounds)>,
 ) -> (Vec<String>, Vec<String>) {
     let call_keys = keys::budget_call_keys(namespace, budget, report.dedup_key.as_deref());
     let gc_ms = dedup_ttl_ms
@@ -159,6 +204,11 @@ pub fn report_usage_call(
     ];
     args.extend(report.dimensions.keys().cloned());
     args.extend(report.dimensions.values().map(u64::to_string));
+    if let Some((spec, bounds)) = window {
+        args.push(spec.to_owned());
+        args.push(bounds.start_ms.to_string());
+        args.push(bounds.end_ms.to_string());
+    }
     (call_keys, args)
 }
 

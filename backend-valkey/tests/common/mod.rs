@@ -8,6 +8,7 @@ use stowage_core::{Backend, BoxFuture, ConnectOptions, Result};
 use stowage_valkey::{ValkeyBackend, ValkeyConfig, ValkeyTopology};
 
 /// A harness that opens backends on `url` (standalone or cluster).
+#[allow(dead_code)]
 pub fn valkey_harness(url: String) -> Arc<dyn Harness> {
     Arc::new(
         move |options: ConnectOptions| -> BoxFuture<'static, Result<Arc<dyn Backend>>> {
