@@ -56,7 +56,9 @@ pub(crate) async fn report_usage(
             report.dedup_key.as_deref(),
         );
     }
-    Err(Error::conflict(format!(
+    // The same rule as PostgreSQL: a policy whose window keeps changing under the call is a
+    // transient condition; retrying is safe (the report applied nothing).
+    Err(Error::unavailable(format!(
         "{op}: the window of budget {} kept changing during the report",
         show(budget)
     )))
@@ -188,7 +190,7 @@ async fn change_policy<'a, I: Iterator<Item = (&'a str, String, String)>>(
             }
         }
     }
-    Err(Error::conflict(format!(
+    Err(Error::unavailable(format!(
         "{op}: the window of budget {} kept changing during the call",
         show(budget)
     )))
