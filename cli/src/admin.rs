@@ -10,6 +10,7 @@ use stowage::{
     Backend, BudgetPolicy, ConnectOptions, DimensionLimit, Error, QueryParams, Result,
     UsageOutcome, UsageReport,
 };
+use stowage_core::{CalendarUnit, Window, WindowBounds, MAX_AMOUNT};
 
 /// Where to connect, shared by the admin commands.
 #[derive(Debug, Args)]
@@ -46,13 +47,16 @@ impl Target {
 /// Budget commands.
 #[derive(Debug, Subcommand)]
 pub enum BudgetCommand {
-    /// Replace a budget's policy: --limit DIMENSION=SOFT:HARD (either side may be empty for no limit).
+    /// Replace a budget's policy: --limit DIMENSION=SOFT:HARD (either side may be empty for no
+    /// limit), counted per --window (in --tz) or per --period (from --offset), else for its lifetime.
     Set {
         /// The budget.
         budget: String,
         /// A limit, e.g. tokens=8000:10000, usd_micros=:2000000, requests=100: .
         #[arg(long = "limit", value_name = "DIM=SOFT:HARD")]
         limits: Vec<String>,
+        #[command(flatten)]
+        window: WindowArgs,
         #[command(flatten)]
         target: Target,
     },
@@ -90,6 +94,90 @@ pub enum BudgetCommand {
         #[command(flatten)]
         target: Target,
     },
+}
+
+/// When a budget's counters start again (none of these: lifetime counters).
+#[derive(Debug, Args)]
+pub struct WindowArgs {
+    /// Count usage per calendar day, ISO week (from Monday), month or year, in --tz.
+    #[arg(long, value_enum, conflicts_with_all = ["period", "offset"])]
+    window: Option<WindowUnit>,
+    /// The IANA time zone of --window, e.g. Europe/Berlin (default UTC).
+    #[arg(
+        long = "tz",
+        value_name = "ZONE",
+        requires = "window",
+        conflicts_with_all = ["period", "offset"]
+    )]
+    time_zone: Option<String>,
+    /// Count usage per fixed period, e.g. 90s, 1h, 7d.
+    #[arg(long, value_parser = crate::duration::parse)]
+    period: Option<std::time::Duration>,
+    /// Where fixed periods start, past every multiple of --period since the epoch (default 0).
+    #[arg(long, value_parser = crate::duration::parse, requires = "period")]
+    offset: Option<std::time::Duration>,
+}
+
+/// The calendar units of `--window`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum WindowUnit {
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
+fn millis(what: &str, duration: std::time::Duration) -> Result<u64> {
+    u64::try_from(duration.as_millis())
+        .ok()
+        .filter(|ms| *ms <= MAX_AMOUNT)
+        .ok_or_else(|| Error::invalid_input(format!("{what} is too long")))
+}
+
+impl WindowArgs {
+    /// The window these flags ask for (`None`: lifetime), validated before anything connects.
+    fn window(&self) -> Result<Option<Window>> {
+        let window = match (self.window, self.period) {
+            (Some(unit), _) => {
+                let unit = match unit {
+                    WindowUnit::Day => CalendarUnit::Day,
+                    WindowUnit::Week => CalendarUnit::Week,
+                    WindowUnit::Month => CalendarUnit::Month,
+                    WindowUnit::Year => CalendarUnit::Year,
+                };
+                let zone = self.time_zone.clone().unwrap_or_else(|| "UTC".to_owned());
+                Window::calendar(unit, zone)
+            }
+            (None, Some(period)) => {
+                let offset = self.offset.unwrap_or_default();
+                Window::fixed(millis("--period", period)?, millis("--offset", offset)?)
+            }
+            (None, None) => return Ok(None),
+        };
+        window.validate("budget set")?;
+        Ok(Some(window))
+    }
+}
+
+/// A time in ms as RFC 3339 UTC text (or the ms themselves when out of range).
+fn instant(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map_or_else(|| format!("{ms} ms"), |t| t.to_string())
+}
+
+/// How `show` describes a window: its spec and its current bounds.
+fn window_json(window: Option<&Window>, bounds: Option<WindowBounds>) -> serde_json::Value {
+    match (window, bounds) {
+        (Some(w), Some(b)) => json!({
+            "spec": w.spec(),
+            "start_ms": b.start_ms,
+            "end_ms": b.end_ms,
+            "ends_at": instant(b.end_ms),
+        }),
+        _ => serde_json::Value::Null,
+    }
 }
 
 /// Record commands.
@@ -176,6 +264,7 @@ pub async fn budget(command: BudgetCommand) -> Result<ExitCode> {
         BudgetCommand::Set {
             budget,
             limits,
+            window,
             target,
         } => {
             let mut policy = BudgetPolicy::new();
@@ -183,19 +272,42 @@ pub async fn budget(command: BudgetCommand) -> Result<ExitCode> {
                 let (dimension, limit) = parse_limit(text)?;
                 policy = policy.limit(dimension, limit);
             }
+            policy.window = window.window()?;
             target.connect().await?.set_policy(&budget, &policy).await?;
             target.print(json!({"budget": budget, "policy": policy}), || {
-                format!("policy of {budget} set: {} limit(s)", policy.limits.len())
+                let per = policy
+                    .window
+                    .as_ref()
+                    .map_or_else(|| "lifetime".to_owned(), |w| format!("per window {w}"));
+                format!(
+                    "policy of {budget} set: {} limit(s), {per}",
+                    policy.limits.len()
+                )
             });
         }
         BudgetCommand::Show { budget, target } => {
             let store = target.connect().await?;
             let policy = store.policy(&budget).await?;
             let usage = store.usage(&budget).await?;
+            let window = policy.as_ref().and_then(|p| p.window.as_ref());
             target.print(
-                json!({"budget": budget, "policy": policy, "usage": usage.counters}),
+                json!({
+                    "budget": budget,
+                    "policy": policy,
+                    "usage": usage.counters,
+                    "window": window_json(window, usage.window),
+                }),
                 || {
                     let mut out = format!("budget {budget}\n");
+                    match (window, usage.window) {
+                        (Some(w), Some(b)) => out.push_str(&format!(
+                            "  window {w}: usage since {}, ends {}\n",
+                            instant(b.start_ms),
+                            instant(b.end_ms)
+                        )),
+                        (Some(w), None) => out.push_str(&format!("  window {w}\n")),
+                        (None, _) => out.push_str("  lifetime usage (no window)\n"),
+                    }
                     let mut dims: BTreeMap<&str, (Option<DimensionLimit>, Option<u64>)> =
                         BTreeMap::new();
                     if let Some(p) = &policy {
@@ -359,6 +471,45 @@ pub async fn records(command: RecordsCommand) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn args(window: Option<WindowUnit>, tz: Option<&str>, period: Option<u64>) -> WindowArgs {
+        WindowArgs {
+            window,
+            time_zone: tz.map(str::to_owned),
+            period: period.map(std::time::Duration::from_millis),
+            offset: Some(std::time::Duration::from_millis(5)),
+        }
+    }
+
+    #[test]
+    fn window_flags_make_the_window_or_invalid_input() {
+        assert_eq!(args(None, None, None).window().unwrap(), None);
+        assert_eq!(
+            args(Some(WindowUnit::Week), None, None).window().unwrap(),
+            Some(Window::week("UTC"))
+        );
+        assert_eq!(
+            args(Some(WindowUnit::Month), Some("Europe/Berlin"), None)
+                .window()
+                .unwrap(),
+            Some(Window::month("Europe/Berlin"))
+        );
+        assert_eq!(
+            args(None, None, Some(3_600_000)).window().unwrap(),
+            Some(Window::fixed(3_600_000, 5))
+        );
+        for bad in [
+            args(Some(WindowUnit::Day), Some("Nowhere/Land"), None),
+            args(None, None, Some(5)),
+            args(None, None, Some(0)),
+        ] {
+            assert_eq!(
+                bad.window().unwrap_err().kind(),
+                stowage::ErrorKind::InvalidInput,
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn limits_parse_with_either_side_empty() {

@@ -57,6 +57,131 @@ fn budget_commands_set_report_show_and_reset() {
 }
 
 #[test]
+fn budget_windows_set_and_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("win.db").display());
+    let u = ["--url", url.as_str(), "--json"];
+    let set = json(&stowage(
+        &[
+            &[
+                "budget",
+                "set",
+                "team",
+                "--limit",
+                "tokens=:10",
+                "--window",
+                "day",
+                "--tz",
+                "America/New_York",
+            ],
+            &u[..],
+        ]
+        .concat(),
+    ));
+    let day = serde_json::json!({"Calendar": {"unit": "Day", "time_zone": "America/New_York"}});
+    assert_eq!(set["policy"]["window"], day);
+    json(&stowage(
+        &[&["budget", "report", "team", "tokens=3"], &u[..]].concat(),
+    ));
+    let now = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let shown = json(&stowage(&[&["budget", "show", "team"], &u[..]].concat()));
+    assert_eq!(shown["policy"]["window"], day);
+    assert_eq!(shown["usage"]["tokens"], 3);
+    let window = &shown["window"];
+    assert_eq!(window["spec"], "calendar:day:America/New_York");
+    let (start, end) = (
+        window["start_ms"].as_u64().unwrap(),
+        window["end_ms"].as_u64().unwrap(),
+    );
+    assert!(start <= now && now < end + 60_000, "{window}");
+    assert!(
+        [23, 24, 25].contains(&((end - start) / 3_600_000)) && (end - start) % 3_600_000 == 0,
+        "{window}"
+    );
+    assert!(
+        window["ends_at"].as_str().unwrap().ends_with('Z'),
+        "{window}"
+    );
+    // A fixed period with an offset; the counters of the current window stay.
+    json(&stowage(
+        &[
+            &["budget", "set", "team", "--period", "1h", "--offset", "15m"],
+            &u[..],
+        ]
+        .concat(),
+    ));
+    let shown = json(&stowage(&[&["budget", "show", "team"], &u[..]].concat()));
+    assert_eq!(
+        shown["policy"]["window"],
+        serde_json::json!({"Fixed": {"period_ms": 3_600_000, "offset_ms": 900_000}})
+    );
+    assert_eq!(shown["usage"]["tokens"], 3);
+    let window = &shown["window"];
+    assert_eq!(window["spec"], "fixed:3600000:900000");
+    let start = window["start_ms"].as_u64().unwrap();
+    assert_eq!(start % 3_600_000, 900_000, "{window}");
+    assert_eq!(window["end_ms"].as_u64().unwrap(), start + 3_600_000);
+    // Human output names the window and when it ends.
+    let out = stowage(&["budget", "show", "team", "--url", &url]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("window fixed:3600000:900000") && text.contains("ends "),
+        "{text}"
+    );
+    // Without a window: lifetime counters, no window shown.
+    json(&stowage(&[&["budget", "set", "team"], &u[..]].concat()));
+    let shown = json(&stowage(&[&["budget", "show", "team"], &u[..]].concat()));
+    assert_eq!(shown["window"], serde_json::Value::Null);
+    assert_eq!(shown["usage"]["tokens"], 3);
+}
+
+#[test]
+fn bad_windows_exit_with_status_2_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("badwin.db").display());
+    json(&stowage(&[
+        "budget",
+        "set",
+        "team",
+        "--limit",
+        "tokens=:10",
+        "--url",
+        &url,
+        "--json",
+    ]));
+    for bad in [
+        &["--window", "day", "--tz", "Mars/Olympus_Mons"][..],
+        &["--window", "day", "--period", "1h"],
+        &["--window", "fortnight"],
+        &["--tz", "UTC"],
+        &["--period", "0"],
+        &["--period", "1h", "--offset", "1h"],
+        &["--period", "1h", "--tz", "UTC"],
+        &["--offset", "5m"],
+    ] {
+        let args = [&["budget", "set", "team", "--url", &url], bad].concat();
+        let out = stowage(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+    }
+    let shown = json(&stowage(&[
+        "budget", "show", "team", "--url", &url, "--json",
+    ]));
+    assert_eq!(
+        shown["policy"],
+        serde_json::json!({"limits": {"tokens": {"soft": null, "hard": 10}}, "window": null})
+    );
+}
+
+#[test]
 fn records_commands_put_query_and_cleanup() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("rec.db").display());

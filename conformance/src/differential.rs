@@ -1,5 +1,10 @@
 //! The randomized differential test: seeded operation sequences on a backend and on `MemoryBackend` must agree step by step.
 //!
+//! Policies are windowed half of the time (fixed windows of a few seconds with offsets, a
+//! calendar day in UTC and in America/New_York: see [`WINDOWS`]), and the clock moves to, or just
+//! before, the end of a window now and then, so that reports, usage and policy changes cross
+//! window boundaries (the clock's moves use `Window::bounds_at`; the model answers for the rest).
+//!
 //! Each sequence draws its dedup TTLs from [`TTLS`]; on a `shared` backend it opens a second
 //! handle on the same namespace with the second TTL (the model side: [`MemoryBackend::share`],
 //! same clock) and sends every operation through one of the two at random. Names include
@@ -21,7 +26,7 @@ use serde_json::{json, Value};
 use stowage_core::{
     Backend, BudgetPolicy, BudgetUsage, Clock, DimensionLimit, ErrorKind, ManualClock,
     MemoryBackend, QueryParams, Result, StoreResult, StoredValue, UsageReceipt, UsageReport,
-    MAX_AMOUNT,
+    Window, MAX_AMOUNT,
 };
 use stowage_testkit::rng::Rng;
 
@@ -123,6 +128,18 @@ static VOCABULARY: LazyLock<Vocabulary> = LazyLock::new(|| {
     }
 });
 
+/// The windows policies draw from: fixed ones of a few seconds (with offsets, one right below
+/// its period) and a calendar day in UTC and in America/New_York.
+pub static WINDOWS: LazyLock<Vec<Window>> = LazyLock::new(|| {
+    vec![
+        Window::fixed(2_000, 0),
+        Window::fixed(3_000, 1_000),
+        Window::fixed(5_000, 4_999),
+        Window::day("UTC"),
+        Window::day("America/New_York"),
+    ]
+});
+
 const DELTAS: &[u64] = &[0, 1, 1, 2, 3, 5, 8, 13, 100, MAX_AMOUNT / 2, MAX_AMOUNT];
 const LIMITS: &[u64] = &[0, 1, 5, 10, 20, 50, 100, MAX_AMOUNT];
 const TIMESTAMPS: &[u64] = &[0, 1, 2, 3, 5, 8, 13, 9_007_199_254_740_993, MAX_AMOUNT];
@@ -168,6 +185,9 @@ pub enum Op {
     Advance(u64),
     /// Moves the shared clock forward to this time, if it is not there yet (the end of time).
     AdvanceTo(u64),
+    /// Moves the shared clock to this many milliseconds before the end of the window (of this
+    /// kind) containing now (0: onto the next window's start); nothing if there is no such window.
+    AdvanceToWindowEnd(Window, u64),
 }
 
 /// An operation's answer, with errors reduced to their kind.
@@ -230,10 +250,11 @@ fn random_value(rng: &mut Rng) -> Value {
     }
 }
 
-/// The clock moves of a sequence whose handles have dedup TTLs `ttls`: small steps, and steps
+/// The clock moves of a sequence whose handles have dedup TTLs `ttls`: small steps (some across
+/// the fixed windows of [`WINDOWS`]), and steps
 /// just below, at and just above each TTL short enough to leave the clock far from the end.
 pub fn advance_steps(ttls: &[u64]) -> Vec<u64> {
-    let mut steps = vec![1, 10];
+    let mut steps = vec![1, 10, 1_500, 2_000];
     for ttl in ttls.iter().filter(|ttl| **ttl < MAX_AMOUNT / 2) {
         steps.extend([ttl - 1, *ttl, ttl + 1]);
     }
@@ -252,6 +273,9 @@ pub fn random_op(rng: &mut Rng, advance_steps: &[u64]) -> Op {
                     soft: random_limit(rng),
                 };
                 policy = policy.limit(random_name(rng, &words.dimensions), limit);
+            }
+            if rng.chance(50) {
+                policy = policy.window(rng.pick(&WINDOWS).clone());
             }
             Op::SetPolicy(random_name(rng, &words.budgets), policy)
         }
@@ -301,6 +325,9 @@ pub fn random_op(rng: &mut Rng, advance_steps: &[u64]) -> Op {
         }
         89..=91 => Op::Cleanup(*rng.pick(TIMESTAMPS)),
         _ if rng.chance(3) => Op::AdvanceTo(*rng.pick(&[MAX_AMOUNT - 1, MAX_AMOUNT])),
+        _ if rng.chance(50) => {
+            Op::AdvanceToWindowEnd(rng.pick(&WINDOWS).clone(), *rng.pick(&[0, 0, 1]))
+        }
         _ => Op::Advance(*rng.pick(advance_steps)),
     }
 }
@@ -326,6 +353,13 @@ pub async fn apply(backend: &dyn Backend, clock: &ManualClock, op: &Op) -> Answe
         }
         Op::AdvanceTo(at) => {
             clock.set(clock.now_ms().max(*at));
+            Answer::Unit
+        }
+        Op::AdvanceToWindowEnd(window, before) => {
+            let now = clock.now_ms();
+            if let Ok(bounds) = window.bounds_at(now) {
+                clock.set(bounds.end_ms.saturating_sub(*before).max(now));
+            }
             Answer::Unit
         }
     }
@@ -436,7 +470,7 @@ pub async fn run_sequence(ctx: &Ctx, seed: u64, ops: usize) -> std::result::Resu
         trace.push(&label, via, &op);
         let want = apply(&*model[via], &clock, &op).await;
         let got = match op {
-            Op::Advance(_) | Op::AdvanceTo(_) => Answer::Unit,
+            Op::Advance(_) | Op::AdvanceTo(_) | Op::AdvanceToWindowEnd(..) => Answer::Unit,
             _ => apply(&*real[via], &clock, &op).await,
         };
         if got != want

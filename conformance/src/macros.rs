@@ -73,6 +73,7 @@ macro_rules! conformance_tests {
         $crate::__conformance_numbers!($backend);
         $crate::__conformance_lifecycle!($backend);
         $crate::__conformance_races!($backend);
+        $crate::__conformance_windows!($backend);
         $crate::__conformance_differential!($backend);
     };
 }

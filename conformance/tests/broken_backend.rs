@@ -121,6 +121,41 @@ async fn the_differential_test_catches_edge_case_defects() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_defects_fail_the_window_cases_and_the_differential_test() {
+    for (defect, must_fail) in [
+        (
+            Defect::NeverRollsOver,
+            &[
+                "windows::fixed_windows_follow_their_offset",
+                "windows::a_berlin_month_spans_the_march_dst_change",
+                "windows::new_york_days_last_23_and_25_hours",
+                "windows::usage_sees_the_rollover_before_any_write",
+                "windows::hard_limits_apply_per_window",
+            ][..],
+        ),
+        (
+            Defect::WindowChangeDropsCounters,
+            &[
+                "windows::changing_the_window_keeps_the_counters",
+                "windows::removing_the_window_keeps_the_counters_as_lifetime",
+            ],
+        ),
+    ] {
+        let (failed, _) = failed_cases(false, defect, Some("windows::")).await;
+        assert_failed(&failed, must_fail);
+        let (caught, first) = differential_catches(false, defect, 0..50).await;
+        assert!(caught > 0, "{defect:?}: no sequence caught it");
+        eprintln!(
+            "{defect:?}: {caught} of 50 sequences caught it; the first:\n{}",
+            first.unwrap_or_default()
+        );
+    }
+    // The model itself passes them all.
+    let (failed, passed) = failed_cases(false, Defect::None, Some("windows::")).await;
+    assert!(failed.is_empty() && passed == 20, "{failed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_whose_purge_reaches_other_namespaces_is_caught() {
     let (failed, _) = failed_cases(true, Defect::PurgesEveryNamespace, Some("lifecycle::")).await;
     assert_eq!(failed, ["lifecycle::purge_removes_only_this_namespace"]);

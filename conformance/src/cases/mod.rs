@@ -11,6 +11,7 @@ pub mod names;
 pub mod numbers;
 pub mod races;
 pub mod records;
+pub mod windows;
 
 pub use crate::differential;
 

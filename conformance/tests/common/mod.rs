@@ -14,7 +14,7 @@ use stowage_core::raw::{
 use stowage_core::{
     Backend, BoxFuture, BudgetBackend, BudgetPolicy, BudgetUsage, Capabilities, Checked,
     ConnectOptions, Error, MemoryBackend, PersistenceBackend, QueryParams, Result, StoreResult,
-    StoredValue, UsageOutcome, UsageReceipt, UsageReport, Value,
+    StoredValue, UsageOutcome, UsageReceipt, UsageReport, Value, Window,
 };
 
 /// A deliberate defect of the wrapped model (or none).
@@ -39,6 +39,12 @@ pub enum Defect {
     PrefixBoundWithoutCarry,
     /// `report_usage` refuses 256-byte names (a column one byte too short).
     Rejects256ByteNames,
+    /// Windows are stored and shown, but counters never start again: usage counts for the
+    /// budget's lifetime (an engine that never rolls over).
+    NeverRollsOver,
+    /// A `set_policy` or `delete_policy` that changes the window drops the counters, even those of
+    /// the current window (an engine that forgets `keep_counters`).
+    WindowChangeDropsCounters,
 }
 
 impl Defect {
@@ -86,6 +92,8 @@ struct Store {
     model: Checked<MemoryBackend>,
     /// (budget, key) → the record, held across the report so that keyed reports stay atomic.
     keys: tokio::sync::Mutex<BTreeMap<(String, String), KeyRecord>>,
+    /// Budget → its policy's window, kept by the wrapper (for `NeverRollsOver`).
+    windows: Mutex<BTreeMap<String, Window>>,
 }
 
 /// A dedup record kept by the wrapper itself (for the dedup defects).
@@ -114,6 +122,7 @@ impl ModelHarness {
             Ok(Arc::new(Store {
                 model: MemoryBackend::with_options(options.clone())?,
                 keys: tokio::sync::Mutex::new(BTreeMap::new()),
+                windows: Mutex::new(BTreeMap::new()),
             }))
         };
         if !self.shared {
@@ -250,15 +259,65 @@ impl PersistenceBackend for Model {
     }
 }
 
+impl Model {
+    /// The window of `budget`'s policy (as the wrapper keeps it for `NeverRollsOver`).
+    fn own_window(&self, budget: &str) -> Option<Window> {
+        lock(&self.store.windows).get(budget).cloned()
+    }
+
+    /// `set_policy` (`None`: `delete_policy`) with the window defects.
+    async fn change_policy(&self, b: &str, p: Option<&BudgetPolicy>) -> Result<bool> {
+        let old = self.inner.policy(b).await?.and_then(|p| p.window);
+        let changed = old != p.and_then(|p| p.window.clone());
+        let existed = match (self.defect, p) {
+            (Defect::NeverRollsOver, Some(p)) => {
+                // Validated and stored like a window, then counted as a lifetime policy.
+                if let Some(w) = &p.window {
+                    w.validate("set_policy")?;
+                    w.bounds_at(self.resolved.now("set_policy")?)?;
+                }
+                let mut lifetime = p.clone();
+                lifetime.window = None;
+                self.inner.set_policy(b, &lifetime).await?;
+                let mut windows = lock(&self.store.windows);
+                match &p.window {
+                    Some(w) => windows.insert(b.to_owned(), w.clone()),
+                    None => windows.remove(b),
+                };
+                true
+            }
+            (Defect::NeverRollsOver, None) => {
+                lock(&self.store.windows).remove(b);
+                self.inner.delete_policy(b).await?
+            }
+            (_, Some(p)) => {
+                self.inner.set_policy(b, p).await?;
+                true
+            }
+            (_, None) => self.inner.delete_policy(b).await?,
+        };
+        if self.defect == Defect::WindowChangeDropsCounters && changed {
+            self.inner.reset_usage(b).await?;
+        }
+        Ok(existed)
+    }
+}
+
 impl BudgetBackend for Model {
     fn set_policy<'a>(&'a self, b: &'a str, p: &'a BudgetPolicy) -> BoxFuture<'a, Result<()>> {
-        self.inner.set_policy(b, p)
+        Box::pin(async move { self.change_policy(b, Some(p)).await.map(|_| ()) })
     }
     fn policy<'a>(&'a self, b: &'a str) -> BoxFuture<'a, Result<Option<BudgetPolicy>>> {
-        self.inner.policy(b)
+        Box::pin(async move {
+            let mut policy = self.inner.policy(b).await?;
+            if let Some(p) = policy.as_mut().filter(|p| p.window.is_none()) {
+                p.window = self.own_window(b);
+            }
+            Ok(policy)
+        })
     }
     fn delete_policy<'a>(&'a self, b: &'a str) -> BoxFuture<'a, Result<bool>> {
-        self.inner.delete_policy(b)
+        Box::pin(async move { self.change_policy(b, None).await })
     }
     fn report_usage<'a>(
         &'a self,
@@ -288,7 +347,13 @@ impl BudgetBackend for Model {
         })
     }
     fn usage<'a>(&'a self, b: &'a str) -> BoxFuture<'a, Result<BudgetUsage>> {
-        self.inner.usage(b)
+        Box::pin(async move {
+            let mut usage = self.inner.usage(b).await?;
+            if let Some(w) = self.own_window(b) {
+                usage.window = Some(w.bounds_at(self.resolved.now("usage")?)?);
+            }
+            Ok(usage)
+        })
     }
     fn reset_usage<'a>(&'a self, b: &'a str) -> BoxFuture<'a, Result<()>> {
         self.inner.reset_usage(b)
@@ -318,6 +383,7 @@ impl Backend for Model {
             }
             self.inner.purge().await?;
             self.store.keys.lock().await.clear();
+            lock(&self.store.windows).clear();
             lock(&self.log.purged).insert(self.resolved.namespace.clone());
             Ok(())
         })
