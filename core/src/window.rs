@@ -1,7 +1,6 @@
 //! Budget windows: usage that starts again every period (SEMANTICS §4.1). [`Window::bounds_at`] is
 //! the one function that computes windows; engines store its answer and never compute their own.
 
-
 use std::fmt;
 
 use jiff::tz::TimeZone;
