@@ -32,10 +32,11 @@ use std::sync::Arc;
 /// For backend implementers: the engine trait, validated inputs and shared helpers.
 pub use stowage_core::raw;
 pub use stowage_core::{
-    Backend, BoxFuture, Breach, BudgetBackend, BudgetPolicy, BudgetUsage, Capabilities, Checked,
-    Clock, ConnectOptions, DimensionLimit, Error, ErrorKind, ManualClock, MemoryBackend,
-    PersistenceBackend, QueryParams, Result, StoreResult, StoredValue, SystemClock, UsageOutcome,
-    UsageReceipt, UsageReport, Value, DEFAULT_DEDUP_TTL_MS, DEFAULT_NAMESPACE, MAX_AMOUNT,
+    Backend, BoxFuture, Breach, BudgetBackend, BudgetPolicy, BudgetUsage, CalendarUnit,
+    Capabilities, Checked, Clock, ConnectOptions, DimensionLimit, Error, ErrorKind, ManualClock,
+    MemoryBackend, PersistenceBackend, QueryParams, Result, StoreResult, StoredValue, SystemClock,
+    UsageOutcome, UsageReceipt, UsageReport, Value, Window, WindowBounds, DEFAULT_DEDUP_TTL_MS,
+    DEFAULT_NAMESPACE, MAX_AMOUNT,
 };
 
 /// The PostgreSQL backend crate (`PostgresBackend`, `PostgresConfig`, …).

@@ -123,6 +123,40 @@ fn report_fresh_key(c: &mut Criterion) {
     single_caller(c, "report_usage/fresh_key", fresh_key);
 }
 
+/// The same fresh-key report on a lifetime budget and on a budget with a monthly window (UTC),
+/// side by side per backend: what a window costs inside it (one round trip on PostgreSQL and
+/// Valkey; the first report of the run rolls the window in).
+fn report_windowed(c: &mut Criterion) {
+    let rt = runtime();
+    let d = deployments();
+    let mut group = c.benchmark_group("report_usage/windowed_vs_lifetime");
+    configure(&mut group);
+    for (name, url) in d.urls() {
+        let backend = rt.block_on(connect_prepared(&url));
+        let monthly = rt
+            .block_on(backend.policy(BUDGET))
+            .expect("policy")
+            .expect("prepared")
+            .window(stowage::Window::month("UTC"));
+        rt.block_on(backend.set_policy("team-monthly", &monthly))
+            .expect("set a windowed policy");
+        for (variant, budget) in [("lifetime", BUDGET), ("windowed", "team-monthly")] {
+            group.bench_function(format!("{name}/{variant}"), |b| {
+                b.to_async(rt).iter(|| {
+                    let backend = backend.clone();
+                    async move {
+                        backend
+                            .report_usage(budget, &gateway_report(fresh_key()))
+                            .await
+                            .expect("report")
+                    }
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 fn report_replay(c: &mut Criterion) {
     single_caller(c, "report_usage/replay", || "the-same-request".to_owned());
 }
@@ -256,6 +290,7 @@ fn report_valkey_50(c: &mut Criterion) {
 criterion_group!(
     budget,
     report_fresh_key,
+    report_windowed,
     report_replay,
     report_concurrent,
     report_valkey_50
