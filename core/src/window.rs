@@ -413,6 +413,17 @@ mod tests {
     }
 
     #[test]
+    fn bounds_contain_their_start_and_not_their_end() {
+        let b = bounds(10, 20);
+        assert!(!b.contains(9));
+        assert!(b.contains(10) && b.contains(19));
+        assert!(!b.contains(20));
+        assert!(b.has_passed(20) && !b.has_passed(19) && !b.has_passed(3));
+        let last = bounds(10, MAX_AMOUNT);
+        assert!(!last.contains(9) && last.contains(MAX_AMOUNT));
+    }
+
+    #[test]
     fn a_berlin_month_spans_the_march_dst_change() {
         // 2026-03-29 12:00 CEST; March starts at 00:00 CET and ends at 00:00 CEST.
         assert_eq!(
@@ -510,6 +521,7 @@ mod tests {
     fn specs_round_trip_and_reject_anything_else() {
         for window in [
             Window::fixed(3_600_000, 5),
+            Window::day("America/New_York"),
             Window::month("Europe/Berlin"),
             Window::week("UTC"),
             Window::year("America/Argentina/Buenos_Aires"),
