@@ -12,8 +12,8 @@ use sqlx::postgres::{PgConnectOptions, PgRow};
 use sqlx::Row;
 use stowage_core::raw::validate::to_i64;
 use stowage_core::raw::{
-    dedup_fingerprint, idempotent_repeat, show, within, Access, NewRow, Pattern, QueryPlan,
-    ResolvedOptions, WindowStep,
+    dedup_fingerprint, idempotent_repeat, show, window_kept_changing, within, Access, NewRow,
+    Pattern, QueryPlan, ResolvedOptions, WindowStep, MAX_WINDOW_CALLS,
 };
 use stowage_core::{
     BudgetPolicy, BudgetUsage, Capabilities, Checked, ConnectOptions, Error, QueryParams, Result,
@@ -30,10 +30,6 @@ use crate::schema::{self, Schema};
 /// How many tries a call gets against transient failures (serialization, deadlock, unique race,
 /// a row that vanished under a concurrent cleanup).
 const TRANSIENT_TRIES: usize = 8;
-
-/// How many calls a windowed report or policy change makes at most before it gives up on a
-/// policy that keeps changing under it (two suffice unless a concurrent `set_policy` intervenes).
-const WINDOW_CALLS: usize = 4;
 
 /// What the window-changing functions answered.
 enum Changed {
@@ -66,14 +62,6 @@ fn window_change(op: &str, row: &PgRow, now: u64) -> Result<Changed> {
             show(other)
         ))),
     }
-}
-
-/// The error of an operation whose budget's policy window kept changing between its calls.
-fn kept_changing(op: &str, budget: &str) -> Error {
-    Error::unavailable(format!(
-        "{op}: the policy window of budget {} kept changing; retry",
-        show(budget)
-    ))
 }
 
 /// The PostgreSQL backend: a connection pool and the SQL of one namespace's schema.
@@ -551,7 +539,7 @@ impl Access for PostgresBackend {
         let now_i = to_i64(op, "clock", now)?;
         let (dims, softs, hards, spec) = (&dims, &softs, &hards, spec.as_deref());
         let mut old_checked = false;
-        for _ in 0..WINDOW_CALLS {
+        for _ in 0..MAX_WINDOW_CALLS {
             let row = self
                 .inner
                 .run(op, Repeat::Once, |mut lease, sql| async move {
@@ -584,7 +572,7 @@ impl Access for PostgresBackend {
                 }
             }
         }
-        Err(kept_changing(op, budget))
+        Err(window_kept_changing(op, budget))
     }
 
     async fn policy(&self, budget: &str) -> Result<Option<BudgetPolicy>> {
@@ -606,7 +594,7 @@ impl Access for PostgresBackend {
         let now = self.inner.options.now(op)?;
         let now_i = to_i64(op, "clock", now)?;
         let mut old_checked = false;
-        for _ in 0..WINDOW_CALLS {
+        for _ in 0..MAX_WINDOW_CALLS {
             let row = self
                 .inner
                 .run(op, Repeat::Once, |mut lease, sql| async move {
@@ -630,7 +618,7 @@ impl Access for PostgresBackend {
                 }
             }
         }
-        Err(kept_changing(op, budget))
+        Err(window_kept_changing(op, budget))
     }
 
     async fn report_usage(&self, budget: &str, report: &UsageReport) -> Result<UsageReceipt> {
@@ -658,7 +646,7 @@ impl Access for PostgresBackend {
         // window, Rust computes its bounds at now (Window::bounds_at, never the server) and calls
         // again with them. More calls only when the policy's window changes in between.
         let mut window: Option<(String, i64, i64)> = None;
-        for _ in 0..WINDOW_CALLS {
+        for _ in 0..MAX_WINDOW_CALLS {
             let bounds = window
                 .as_ref()
                 .map(|(spec, start, end)| (spec.as_str(), *start, *end));
@@ -698,7 +686,7 @@ impl Access for PostgresBackend {
                 }
             }
         }
-        Err(kept_changing(op, budget))
+        Err(window_kept_changing(op, budget))
     }
 
     /// One statement reads the counters, the stored window and the policy's window; the window

@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use stowage_core::raw::{show, ReportReply, ResolvedOptions, StoredWindow, WindowStep};
+use stowage_core::raw::{
+    show, window_kept_changing, ReportReply, ResolvedOptions, StoredWindow, WindowStep,
+    MAX_WINDOW_CALLS,
+};
 use stowage_core::{
     Breach, BudgetPolicy, BudgetUsage, DimensionLimit, Error, Result, UsageReceipt, UsageReport,
     Window, WindowBounds, MAX_AMOUNT,
@@ -15,10 +18,6 @@ use crate::scripts::{report_usage_call_in, Scripts};
 
 /// The policy hash's `""` field for a policy without a window.
 const NO_WINDOW: &str = "1";
-
-/// How many times a report asks for new window bounds before giving up: once after a rollover,
-/// again only if a concurrent `set_policy` changed the window between the calls.
-const WINDOW_ATTEMPTS: usize = 4;
 
 /// One atomic, deduplicated report: one EVALSHA inside a window; after a rollover the script
 /// answers `window` with the policy's spec, and the call is repeated once with
@@ -33,7 +32,7 @@ pub(crate) async fn report_usage(
     let op = "report_usage";
     let now = options.now(op)?;
     let mut window: Option<(String, WindowBounds)> = None;
-    for _ in 0..WINDOW_ATTEMPTS {
+    for _ in 0..MAX_WINDOW_CALLS {
         let call = report_usage_call_in(
             &options.namespace,
             budget,
@@ -56,12 +55,7 @@ pub(crate) async fn report_usage(
             report.dedup_key.as_deref(),
         );
     }
-    // The same rule as PostgreSQL: a policy whose window keeps changing under the call is a
-    // transient condition; retrying is safe (the report applied nothing).
-    Err(Error::unavailable(format!(
-        "{op}: the window of budget {} kept changing during the report",
-        show(budget)
-    )))
+    Err(window_kept_changing(op, budget))
 }
 
 /// Decodes the script's answer: the breaches of `ok`/`soft`/`hard` (replayed or not) as
@@ -157,7 +151,7 @@ async fn change_policy<'a, I: Iterator<Item = (&'a str, String, String)>>(
     };
     let now_text = now.to_string();
     let mut checked_old = String::new();
-    for _ in 0..WINDOW_ATTEMPTS {
+    for _ in 0..MAX_WINDOW_CALLS {
         let change = [
             now_text.as_str(),
             new_spec.as_str(),
@@ -190,10 +184,7 @@ async fn change_policy<'a, I: Iterator<Item = (&'a str, String, String)>>(
             }
         }
     }
-    Err(Error::unavailable(format!(
-        "{op}: the window of budget {} kept changing during the call",
-        show(budget)
-    )))
+    Err(window_kept_changing(op, budget))
 }
 
 /// The policy last set: one `HGETALL`.

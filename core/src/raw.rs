@@ -20,7 +20,9 @@ pub use crate::options::ResolvedOptions;
 pub use crate::query::{NameRange, QueryPlan, RowCollector};
 pub use crate::records::{decode_value, idempotent_repeat, RowSelector};
 pub use crate::reply::ReportReply;
-pub use crate::window::{StoredWindow, WindowChange, WindowStep};
+pub use crate::window::{
+    window_kept_changing, StoredWindow, WindowChange, WindowStep, MAX_WINDOW_CALLS,
+};
 pub use pattern::Pattern;
 
 /// Runs `work` within `limit`; past it, `Unavailable` naming `op` and the limit (the one

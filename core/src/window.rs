@@ -275,6 +275,20 @@ fn midnight(op: &str, tz: &TimeZone, date: Date) -> Result<i64> {
     Ok(zoned.timestamp().as_millisecond())
 }
 
+/// How many calls a windowed operation on a server-side engine makes at most: two suffice (the
+/// server asks for the bounds of a new window once), more only while a concurrent `set_policy`
+/// keeps changing the window between the calls.
+pub const MAX_WINDOW_CALLS: usize = 4;
+
+/// `Unavailable` for an operation that gave up after [`MAX_WINDOW_CALLS`] because the policy's
+/// window kept changing under it; it applied nothing, so retrying is safe.
+pub fn window_kept_changing(op: &str, budget: &str) -> Error {
+    Error::unavailable(format!(
+        "{op}: the policy window of budget {} kept changing; retry",
+        show(budget)
+    ))
+}
+
 /// The window an engine keeps next to a budget's counters: the policy's window spec when it was
 /// stored, and the bounds `bounds_at` gave then.
 #[derive(Debug, Clone, PartialEq, Eq)]
