@@ -33,6 +33,8 @@ pub async fn run_case_within(
         Err(_) => {
             // Stop the case (and drop its handles) before its namespaces are purged.
             task.abort();
+            // Its result is the cancellation (or a finish that raced the abort): the timeout is
+            // the verdict either way; awaiting only makes sure the task is gone.
             let _ = task.await;
             Err(format!("timed out after {timeout:?}"))
         }

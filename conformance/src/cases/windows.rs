@@ -49,6 +49,13 @@ async fn usage(b: &dyn Backend, budget: &str) -> BudgetUsage {
         .unwrap_or_else(|e| panic!("usage {budget:?} failed: {e}"))
 }
 
+/// Moves the clock to the first instant of `next` and asserts that `usage` shows it with empty
+/// counters, before any write.
+async fn starts_empty(ctx: &Ctx, b: &dyn Backend, next: WindowBounds) {
+    ctx.clock.set(next.start_ms);
+    assert_usage(usage(b, "p").await, &[], Some(next));
+}
+
 /// Reports `a = delta` without a key and asserts it was applied with `Ok`.
 async fn add(b: &dyn Backend, budget: &str, delta: u64) {
     assert_eq!(
@@ -108,12 +115,7 @@ pub async fn a_berlin_month_spans_the_march_dst_change(ctx: Ctx) {
     ctx.clock.set(1_774_994_399_999); // 2026-03-31 23:59:59.999 CEST
     add(b, "p", 3).await;
     assert_usage(usage(b, "p").await, &[("a", 6)], Some(march));
-    ctx.clock.set(1_774_994_400_000); // 2026-04-01 00:00 CEST
-    assert_usage(
-        usage(b, "p").await,
-        &[],
-        Some(bounds(1_774_994_400_000, 1_777_586_400_000)),
-    );
+    starts_empty(&ctx, b, bounds(1_774_994_400_000, 1_777_586_400_000)).await; // 2026-04-01 00:00 CEST
 }
 
 /// America/New_York days last 23 hours on 2026-03-08 and 25 hours on 2026-11-01.
@@ -129,12 +131,7 @@ pub async fn new_york_days_last_23_and_25_hours(ctx: Ctx) {
     ctx.clock.set(1_773_028_799_999); // 2026-03-08 23:59:59.999 EDT
     add(b, "p", 1).await;
     assert_usage(usage(b, "p").await, &[("a", 2)], Some(spring));
-    ctx.clock.set(1_773_028_800_000); // 2026-03-09 00:00 EDT
-    assert_usage(
-        usage(b, "p").await,
-        &[],
-        Some(bounds(1_773_028_800_000, 1_773_115_200_000)),
-    );
+    starts_empty(&ctx, b, bounds(1_773_028_800_000, 1_773_115_200_000)).await; // 2026-03-09 00:00 EDT
     let autumn = bounds(1_793_505_600_000, 1_793_595_600_000);
     assert_eq!(autumn.end_ms - autumn.start_ms, 25 * HOUR);
     ctx.clock.set(1_793_505_600_000); // 2026-11-01 00:00 EDT
@@ -142,12 +139,7 @@ pub async fn new_york_days_last_23_and_25_hours(ctx: Ctx) {
     ctx.clock.set(1_793_595_599_999); // 2026-11-01 23:59:59.999 EST
     add(b, "p", 1).await;
     assert_usage(usage(b, "p").await, &[("a", 5)], Some(autumn));
-    ctx.clock.set(1_793_595_600_000); // 2026-11-02 00:00 EST
-    assert_usage(
-        usage(b, "p").await,
-        &[],
-        Some(bounds(1_793_595_600_000, 1_793_682_000_000)),
-    );
+    starts_empty(&ctx, b, bounds(1_793_595_600_000, 1_793_682_000_000)).await; // 2026-11-02 00:00 EST
 }
 
 /// ISO weeks run from Monday 00:00 to the next Monday 00:00: Sunday belongs to the week before.
@@ -170,12 +162,7 @@ pub async fn iso_weeks_start_on_monday(ctx: Ctx) {
     ctx.clock.set(1_795_996_799_999); // Sunday 2026-11-29 23:59:59.999
     add(b, "p", 3).await;
     assert_usage(usage(b, "p").await, &[("a", 5)], Some(week));
-    ctx.clock.set(1_795_996_800_000); // Monday 2026-11-30 00:00
-    assert_usage(
-        usage(b, "p").await,
-        &[],
-        Some(bounds(1_795_996_800_000, 1_796_601_600_000)),
-    );
+    starts_empty(&ctx, b, bounds(1_795_996_800_000, 1_796_601_600_000)).await; // Monday 2026-11-30 00:00
 }
 
 /// February 2028 has 29 days: the leap day counts into February, 1 March starts a new month.
@@ -191,12 +178,7 @@ pub async fn a_leap_day_belongs_to_its_february(ctx: Ctx) {
     ctx.clock.set(1_835_481_599_999);
     add(b, "p", 1).await;
     assert_usage(usage(b, "p").await, &[("a", 2)], Some(february));
-    ctx.clock.set(1_835_481_600_000); // 2028-03-01 00:00
-    assert_usage(
-        usage(b, "p").await,
-        &[],
-        Some(bounds(1_835_481_600_000, 1_838_160_000_000)),
-    );
+    starts_empty(&ctx, b, bounds(1_835_481_600_000, 1_838_160_000_000)).await; // 2028-03-01 00:00
 }
 
 /// A year runs from 1 January 00:00 to the next 1 January 00:00.
@@ -220,12 +202,7 @@ pub async fn a_year_runs_to_the_next_first_of_january(ctx: Ctx) {
         &[],
         Some(bounds(1_767_243_600_000, 1_798_779_600_000)),
     );
-    ctx.clock.set(1_798_761_600_000);
-    assert_usage(
-        usage(b, "p").await,
-        &[],
-        Some(bounds(1_798_761_600_000, 1_830_297_600_000)),
-    );
+    starts_empty(&ctx, b, bounds(1_798_761_600_000, 1_830_297_600_000)).await;
 }
 
 /// America/Santiago skips 2026-09-06 00:00 local: that day starts at 01:00 -03 (04:00Z) and lasts 23 hours.
@@ -336,12 +313,7 @@ pub async fn changing_the_window_keeps_the_counters(ctx: Ctx) {
         &[("a", 9)],
         Some(bounds(1_700_000_060_000, 1_700_000_070_000)),
     );
-    ctx.clock.set(1_700_006_400_000);
-    assert_usage(
-        usage(b, "p").await,
-        &[],
-        Some(bounds(1_700_006_400_000, 1_700_092_800_000)),
-    );
+    starts_empty(&ctx, b, bounds(1_700_006_400_000, 1_700_092_800_000)).await;
 }
 
 /// Changing the window after the stored one has passed keeps nothing: its counters stay zero.

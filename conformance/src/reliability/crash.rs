@@ -138,6 +138,7 @@ pub async fn run(
             let mut err = String::new();
             if let Some(mut stderr) = child.stderr.take() {
                 use tokio::io::AsyncReadExt;
+                // Best effort: the child's stderr only explains a failure the asserts below find.
                 let _ = stderr.read_to_string(&mut err).await;
             }
             assert!(status.success(), "the last run failed: {err}");
