@@ -15,7 +15,7 @@ use tracing::field::Empty;
 use tracing::{Instrument, Level, Span};
 
 use crate::{
-    Backend, BoxFuture, BudgetBackend, BudgetPolicy, BudgetUsage, Capabilities, Error, ErrorKind,
+    Backend, BoxFuture, BudgetBackend, BudgetPolicy, BudgetUsage, Capabilities, ErrorKind,
     PersistenceBackend, QueryParams, Result, StoreResult, StoredValue, UsageOutcome, UsageReceipt,
     UsageReport, Value,
 };
@@ -396,16 +396,5 @@ impl<A: Access> Backend for Checked<A> {
 
     fn purge(&self) -> BoxFuture<'_, Result<()>> {
         self.run("purge", "", self.engine.purge())
-    }
-}
-
-impl Error {
-    /// Names `op` as the operation of this error, unless one is named already.
-    fn in_operation(self, op: &'static str) -> Self {
-        if self.operation().is_some() {
-            self
-        } else {
-            self.with_operation(op)
-        }
     }
 }

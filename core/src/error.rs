@@ -160,6 +160,16 @@ impl Error {
         self
     }
 
+    /// Names `operation` as the operation of this error, unless one is named already (the checked
+    /// layer's rule: the innermost operation wins).
+    pub(crate) fn in_operation(self, operation: &'static str) -> Self {
+        if self.operation.is_some() {
+            self
+        } else {
+            self.with_operation(operation)
+        }
+    }
+
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
         self.kind
