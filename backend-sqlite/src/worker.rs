@@ -116,12 +116,9 @@ impl Ticket {
     }
 }
 
-/// `error` as met by `op`, keeping its kind and its cause's text.
+/// `error` as met by `op`: its kind, `op` in the message, and the error itself as the source.
 fn relay(op: &str, error: &Error) -> Error {
-    let cause = std::error::Error::source(error)
-        .map(|s| format!(" ({s})"))
-        .unwrap_or_default();
-    Error::new(error.kind(), format!("{op}: {}{cause}", error.message()))
+    Error::new(error.kind(), format!("{op}: {}", error.message())).with_source(error.clone())
 }
 
 /// Work on a connection as it is (reads, migrations): runs once, or fails unrun.
@@ -230,7 +227,7 @@ impl Job {
     fn fail(self, error: &Error) {
         match self {
             Job::Plain(job) => job.fail(error),
-            Job::Write(job) => job.finish(&Err(Error::new(error.kind(), error.message()))),
+            Job::Write(job) => job.finish(&Err(error.clone())),
             Job::Die => {}
         }
     }
@@ -568,7 +565,7 @@ fn reader_thread(
         Err(e) => {
             // Answer `connect` first: another reader may hold the channel's lock while it waits
             // for a job, so this one only drains what it can take without waiting.
-            let waiting = Error::new(e.kind(), e.message());
+            let waiting = e.clone();
             let _ = opened.send(Err(e));
             if let Ok(receiver) = receiver.try_lock() {
                 fail_waiting(&receiver, &waiting);
