@@ -5,87 +5,48 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fmt::Debug;
 use std::sync::Arc;
 
+use stowage_conformance::lockstep::Lockstep;
 use stowage_core::{
-    Backend, BudgetPolicy, BudgetUsage, ConnectOptions, DimensionLimit, ErrorKind, ManualClock,
-    MemoryBackend, PersistenceBackend, Result, UsageOutcome, UsageReceipt, UsageReport, Window,
-    WindowBounds,
+    BudgetPolicy, ConnectOptions, DimensionLimit, ErrorKind, ManualClock, PersistenceBackend,
+    UsageOutcome, UsageReceipt, UsageReport, Window, WindowBounds,
 };
 use stowage_sqlite::SqliteBackend;
 
 const HOUR: u64 = 3_600_000;
 
 /// The reference model and a SQLite backend reading the same clock.
-struct Pair {
-    clock: Arc<ManualClock>,
-    memory: Arc<dyn Backend>,
-    sqlite: Arc<dyn Backend>,
+struct Pair(Lockstep);
+
+impl std::ops::Deref for Pair {
+    type Target = Lockstep;
+    fn deref(&self) -> &Lockstep {
+        &self.0
+    }
 }
 
 impl Pair {
     /// A fresh file (reads on the reader threads) or `sqlite::memory:` (reads on the writer thread).
     async fn new(url: &str, now: u64) -> Pair {
         let clock = Arc::new(ManualClock::new(now));
-        let options = || ConnectOptions::new().clock(clock.clone());
-        let memory: Arc<dyn Backend> = Arc::new(MemoryBackend::with_options(options()).unwrap());
-        let sqlite = SqliteBackend::open(url, options()).await.unwrap();
+        let options = ConnectOptions::new().clock(clock.clone());
+        let sqlite = SqliteBackend::open(url, options.clone()).await.unwrap();
         sqlite.initialize().await.unwrap();
-        Pair {
-            clock,
-            memory,
-            sqlite: Arc::new(sqlite),
-        }
+        Pair(Lockstep::new(Arc::new(sqlite), clock, options))
     }
 
     async fn file(name: &str, now: u64) -> Pair {
         Pair::new(&common::fresh_file_url(name), now).await
     }
 
-    fn at(&self, now: u64) {
-        self.clock.set(now);
-    }
-
-    async fn set_policy(&self, budget: &str, policy: &BudgetPolicy) {
-        let m = self.memory.set_policy(budget, policy).await;
-        let s = self.sqlite.set_policy(budget, policy).await;
-        same("set_policy", m, s).unwrap();
-    }
-
-    async fn delete_policy(&self, budget: &str) -> bool {
-        let m = self.memory.delete_policy(budget).await;
-        let s = self.sqlite.delete_policy(budget).await;
-        same("delete_policy", m, s).unwrap()
-    }
-
     async fn report(&self, budget: &str, report: &UsageReport) -> UsageReceipt {
-        let m = self.memory.report_usage(budget, report).await;
-        let s = self.sqlite.report_usage(budget, report).await;
-        same("report_usage", m, s).unwrap()
-    }
-
-    async fn usage(&self, budget: &str) -> BudgetUsage {
-        let m = self.memory.usage(budget).await;
-        let s = self.sqlite.usage(budget).await;
-        same("usage", m, s).unwrap()
-    }
-
-    async fn reset_usage(&self, budget: &str) {
-        let m = self.memory.reset_usage(budget).await;
-        let s = self.sqlite.reset_usage(budget).await;
-        same("reset_usage", m, s).unwrap();
-    }
-
-    async fn purge(&self) {
-        let m = self.memory.purge().await;
-        let s = self.sqlite.purge().await;
-        same("purge", m, s).unwrap();
+        self.0.report_usage(budget, report).await.unwrap()
     }
 
     /// `usage` of `budget`, checked against the expected counters and window.
     async fn expect(&self, budget: &str, counters: &[(&str, u64)], window: Option<(u64, u64)>) {
-        let usage = self.usage(budget).await;
+        let usage = self.usage(budget).await.unwrap();
         let counters: BTreeMap<String, u64> = counters
             .iter()
             .map(|(d, v)| ((*d).to_owned(), *v))
@@ -99,23 +60,6 @@ impl Pair {
             self.now()
         );
     }
-
-    fn now(&self) -> u64 {
-        use stowage_core::Clock;
-        self.clock.now_ms()
-    }
-}
-
-/// The model's answer and SQLite's must agree (errors by kind); returns the common answer.
-fn same<T: PartialEq + Debug>(
-    op: &str,
-    memory: Result<T>,
-    sqlite: Result<T>,
-) -> std::result::Result<T, ErrorKind> {
-    let memory = memory.map_err(|e| e.kind());
-    let sqlite = sqlite.map_err(|e| e.kind());
-    assert_eq!(memory, sqlite, "{op}: the model and SQLite differ");
-    sqlite
 }
 
 fn hourly(limit: DimensionLimit) -> BudgetPolicy {
@@ -141,7 +85,9 @@ const W2: (u64, u64) = (2 * HOUR, 3 * HOUR);
 const W3: (u64, u64) = (3 * HOUR, 4 * HOUR);
 
 async fn rollover_on(p: &Pair) {
-    p.set_policy("b", &hourly(DimensionLimit::hard(100))).await;
+    p.set_policy("b", &hourly(DimensionLimit::hard(100)))
+        .await
+        .unwrap();
     // Before any write: no counters, the bounds of the window holding now.
     p.expect("b", &[], Some(W2)).await;
     assert_eq!(p.report("b", &add("t", 30)).await, ok());
@@ -162,13 +108,13 @@ async fn rollover_on(p: &Pair) {
     p.expect("b", &[("t", 1)], Some((27 * HOUR, 28 * HOUR)))
         .await;
     // reset_usage drops the counters and keeps the window.
-    p.reset_usage("b").await;
+    p.reset_usage("b").await.unwrap();
     p.expect("b", &[], Some((27 * HOUR, 28 * HOUR))).await;
     assert_eq!(p.report("b", &add("t", 2)).await, ok());
     p.expect("b", &[("t", 2)], Some((27 * HOUR, 28 * HOUR)))
         .await;
     // purge removes policies, counters and windows.
-    p.purge().await;
+    p.purge().await.unwrap();
     p.expect("b", &[], None).await;
 }
 
@@ -185,7 +131,9 @@ async fn a_fixed_window_rolls_over_lazily_in_memory() {
 #[tokio::test]
 async fn a_lagging_clock_counts_into_the_stored_window() {
     let p = Pair::file("windows-lagging", IN_W2).await;
-    p.set_policy("b", &hourly(DimensionLimit::hard(100))).await;
+    p.set_policy("b", &hourly(DimensionLimit::hard(100)))
+        .await
+        .unwrap();
     assert_eq!(p.report("b", &add("t", 10)).await, ok());
     // A process whose clock lags, before the stored window's start.
     p.at(5_000_000);
@@ -209,9 +157,11 @@ async fn set_policy_changes_the_window_keeping_the_counters_usage_shows() {
     let day = (0, 24 * HOUR);
 
     // Inside the stored window: the counters move to the new window.
-    p.set_policy("b", &hourly(DimensionLimit::hard(100))).await;
+    p.set_policy("b", &hourly(DimensionLimit::hard(100)))
+        .await
+        .unwrap();
     assert_eq!(p.report("b", &add("t", 40)).await, ok());
-    p.set_policy("b", &daily).await;
+    p.set_policy("b", &daily).await.unwrap();
     p.expect("b", &[("t", 40)], Some(day)).await;
     assert_eq!(p.report("b", &add("t", 1)).await, ok());
     p.expect("b", &[("t", 41)], Some(day)).await;
@@ -222,14 +172,17 @@ async fn set_policy_changes_the_window_keeping_the_counters_usage_shows() {
             .limit("t", DimensionLimit::hard(500))
             .window(Window::day("UTC")),
     )
-    .await;
+    .await
+    .unwrap();
     p.expect("b", &[("t", 41)], Some(day)).await;
 
     // The stored window has passed: its counters are zero and stay zero in the new window.
-    p.set_policy("c", &hourly(DimensionLimit::hard(100))).await;
+    p.set_policy("c", &hourly(DimensionLimit::hard(100)))
+        .await
+        .unwrap();
     assert_eq!(p.report("c", &add("t", 40)).await, ok());
     p.at(3 * HOUR + 1);
-    p.set_policy("c", &daily).await;
+    p.set_policy("c", &daily).await.unwrap();
     p.expect("c", &[], Some(day)).await;
     assert_eq!(p.report("c", &add("t", 3)).await, ok());
     p.expect("c", &[("t", 3)], Some(day)).await;
@@ -239,10 +192,13 @@ async fn set_policy_changes_the_window_keeping_the_counters_usage_shows() {
         "d",
         &BudgetPolicy::new().limit("t", DimensionLimit::hard(100)),
     )
-    .await;
+    .await
+    .unwrap();
     assert_eq!(p.report("d", &add("t", 9)).await, ok());
     p.expect("d", &[("t", 9)], None).await;
-    p.set_policy("d", &hourly(DimensionLimit::hard(100))).await;
+    p.set_policy("d", &hourly(DimensionLimit::hard(100)))
+        .await
+        .unwrap();
     p.expect("d", &[("t", 9)], Some(W3)).await;
     // The window set by set_policy is stored: a lagging clock counts into it.
     p.at(IN_W2);
@@ -252,34 +208,41 @@ async fn set_policy_changes_the_window_keeping_the_counters_usage_shows() {
 #[tokio::test]
 async fn delete_policy_keeps_the_counters_as_lifetime_counters() {
     let p = Pair::file("windows-delete-policy", IN_W2).await;
-    p.set_policy("b", &hourly(DimensionLimit::hard(100))).await;
+    p.set_policy("b", &hourly(DimensionLimit::hard(100)))
+        .await
+        .unwrap();
     assert_eq!(p.report("b", &add("t", 25)).await, ok());
     p.at(10_500_000);
-    assert!(p.delete_policy("b").await);
+    assert!(p.delete_policy("b").await.unwrap());
     p.expect("b", &[("t", 25)], None).await;
     assert_eq!(p.report("b", &add("t", 5)).await, ok());
     p.at(100 * HOUR);
     p.expect("b", &[("t", 30)], None).await;
-    assert!(!p.delete_policy("b").await);
+    assert!(!p.delete_policy("b").await.unwrap());
     p.expect("b", &[("t", 30)], None).await;
 
     // Deleted after the window passed: its counters are zero and stay so.
     p.at(IN_W2);
-    p.set_policy("c", &hourly(DimensionLimit::hard(100))).await;
+    p.set_policy("c", &hourly(DimensionLimit::hard(100)))
+        .await
+        .unwrap();
     assert_eq!(p.report("c", &add("t", 25)).await, ok());
     p.at(3 * HOUR);
-    assert!(p.delete_policy("c").await);
+    assert!(p.delete_policy("c").await.unwrap());
     p.expect("c", &[], None).await;
 
     // Removing the window by set_policy works the same way.
     p.at(IN_W2);
-    p.set_policy("e", &hourly(DimensionLimit::hard(100))).await;
+    p.set_policy("e", &hourly(DimensionLimit::hard(100)))
+        .await
+        .unwrap();
     assert_eq!(p.report("e", &add("t", 4)).await, ok());
     p.set_policy(
         "e",
         &BudgetPolicy::new().limit("t", DimensionLimit::hard(100)),
     )
-    .await;
+    .await
+    .unwrap();
     p.at(50 * HOUR);
     p.expect("e", &[("t", 4)], None).await;
 }
@@ -287,7 +250,9 @@ async fn delete_policy_keeps_the_counters_as_lifetime_counters() {
 #[tokio::test]
 async fn a_hard_breach_in_a_new_window_writes_nothing() {
     let p = Pair::file("windows-hard-breach", IN_W2).await;
-    p.set_policy("b", &hourly(DimensionLimit::hard(50))).await;
+    p.set_policy("b", &hourly(DimensionLimit::hard(50)))
+        .await
+        .unwrap();
     assert_eq!(p.report("b", &add("t", 40)).await, ok());
     p.at(3 * HOUR);
     let receipt = p.report("b", &add("t", 60)).await;
@@ -312,7 +277,9 @@ async fn a_hard_breach_in_a_new_window_writes_nothing() {
 #[tokio::test]
 async fn a_dedup_replay_in_the_next_window_applies_nothing() {
     let p = Pair::file("windows-dedup", IN_W2).await;
-    p.set_policy("b", &hourly(DimensionLimit::soft(5))).await;
+    p.set_policy("b", &hourly(DimensionLimit::soft(5)))
+        .await
+        .unwrap();
     let report = add("t", 10).dedup_key("k");
     let first = p.report("b", &report).await;
     assert!(!first.replayed);
@@ -327,15 +294,8 @@ async fn a_dedup_replay_in_the_next_window_applies_nothing() {
     p.expect("b", &[("t", 10)], Some(W2)).await;
     // The same key with another report conflicts, in any window.
     p.at(3 * HOUR);
-    let m = p
-        .memory
-        .report_usage("b", &add("t", 11).dedup_key("k"))
-        .await;
-    let s = p
-        .sqlite
-        .report_usage("b", &add("t", 11).dedup_key("k"))
-        .await;
-    assert_eq!(same("report_usage", m, s), Err(ErrorKind::Conflict));
+    let answer = p.report_usage("b", &add("t", 11).dedup_key("k")).await;
+    assert_eq!(answer.map_err(|e| e.kind()), Err(ErrorKind::Conflict));
 }
 
 #[tokio::test]
@@ -352,7 +312,8 @@ async fn a_calendar_month_in_berlin() {
             .limit("t", DimensionLimit::hard(1_000))
             .window(Window::month("Europe/Berlin")),
     )
-    .await;
+    .await
+    .unwrap();
     p.expect("b", &[], Some((OCT, NOV))).await;
     assert_eq!(p.report("b", &add("t", 300)).await, ok());
     // The last millisecond of October in Berlin (after the switch back to CET).

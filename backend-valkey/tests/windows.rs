@@ -6,11 +6,11 @@ mod common;
 
 use std::sync::Arc;
 
+use stowage_conformance::lockstep::Lockstep;
 use stowage_conformance::servers::valkey::{self, ValkeySettings};
 use stowage_core::{
-    Backend, BudgetBackend, BudgetPolicy, BudgetUsage, Checked, ConnectOptions, DimensionLimit,
-    ManualClock, MemoryBackend, PersistenceBackend, Result, UsageReceipt, UsageReport, Window,
-    WindowBounds, MAX_AMOUNT,
+    BudgetPolicy, BudgetUsage, ConnectOptions, DimensionLimit, ManualClock, PersistenceBackend,
+    UsageReceipt, UsageReport, Window, WindowBounds, MAX_AMOUNT,
 };
 use stowage_valkey::ValkeyBackend;
 
@@ -30,19 +30,13 @@ fn cluster() -> Option<String> {
 struct Pair {
     url: String,
     namespace: String,
-    clock: Arc<ManualClock>,
-    valkey: Checked<ValkeyBackend>,
-    memory: Checked<MemoryBackend>,
+    lockstep: Lockstep,
 }
 
-fn same<T: PartialEq + std::fmt::Debug>(what: &str, valkey: Result<T>, memory: Result<T>) -> T {
-    match (valkey, memory) {
-        (Ok(v), Ok(m)) => {
-            assert_eq!(v, m, "{what}");
-            v
-        }
-        (Err(v), Err(m)) => panic!("{what}: both failed: {v} / {m}"),
-        (v, m) => panic!("{what}: valkey {v:?}, memory {m:?}"),
+impl std::ops::Deref for Pair {
+    type Target = Lockstep;
+    fn deref(&self) -> &Lockstep {
+        &self.lockstep
     }
 }
 
@@ -55,64 +49,38 @@ impl Pair {
             .clock(clock.clone());
         let valkey = ValkeyBackend::open(url, options.clone()).await.unwrap();
         valkey.initialize().await.unwrap();
-        let memory = MemoryBackend::with_options(options).unwrap();
         Pair {
             url: url.to_owned(),
             namespace,
-            clock,
-            valkey,
-            memory,
+            lockstep: Lockstep::new(Arc::new(valkey), clock, options),
         }
     }
 
-    fn at(&self, now: u64) {
-        self.clock.set(now);
-    }
-
     async fn set_policy(&self, budget: &str, policy: &BudgetPolicy) {
-        same(
-            "set_policy",
-            self.valkey.set_policy(budget, policy).await,
-            self.memory.set_policy(budget, policy).await,
-        );
-        same(
-            "policy",
-            self.valkey.policy(budget).await,
-            self.memory.policy(budget).await,
-        );
+        self.lockstep.set_policy(budget, policy).await.unwrap();
+        self.lockstep.policy(budget).await.unwrap();
     }
 
     async fn delete_policy(&self, budget: &str) -> bool {
-        same(
-            "delete_policy",
-            self.valkey.delete_policy(budget).await,
-            self.memory.delete_policy(budget).await,
-        )
+        self.lockstep.delete_policy(budget).await.unwrap()
     }
 
     async fn report(&self, budget: &str, report: &UsageReport) -> UsageReceipt {
-        let receipt = same(
-            "report_usage",
-            self.valkey.report_usage(budget, report).await,
-            self.memory.report_usage(budget, report).await,
-        );
+        let receipt = self.lockstep.report_usage(budget, report).await.unwrap();
         self.usage(budget).await;
         receipt
     }
 
     async fn usage(&self, budget: &str) -> BudgetUsage {
-        same(
-            "usage",
-            self.valkey.usage(budget).await,
-            self.memory.usage(budget).await,
-        )
+        self.lockstep.usage(budget).await.unwrap()
     }
 
     /// Both fail, with the same kind.
     async fn report_fails(&self, budget: &str, report: &UsageReport) {
-        let v = self.valkey.report_usage(budget, report).await.unwrap_err();
-        let m = self.memory.report_usage(budget, report).await.unwrap_err();
-        assert_eq!(v.kind(), m.kind());
+        self.lockstep
+            .report_usage(budget, report)
+            .await
+            .unwrap_err();
     }
 }
 
@@ -159,17 +127,13 @@ async fn fixed_window_rollover(url: String) {
     let usage = p.usage("b").await;
     assert_eq!(usage.counters.len(), 1);
     // reset_usage keeps the window; purge removes it.
-    same(
-        "reset_usage",
-        p.valkey.reset_usage("b").await,
-        p.memory.reset_usage("b").await,
-    );
+    p.reset_usage("b").await.unwrap();
     p.usage("b").await;
     p.report("b", &add("t", 2)).await;
     let raw = common::RawClient::open(&p.url).await;
     let keys = stowage_valkey::raw::budget_call_keys(&p.namespace, "b", None);
     assert_eq!(raw.existing(&keys).await, keys, "counters, policy, window");
-    same("purge", p.valkey.purge().await, p.memory.purge().await);
+    p.purge().await.unwrap();
     assert!(raw.existing(&keys).await.is_empty());
     assert_eq!(p.usage("b").await, BudgetUsage::default());
 }
@@ -297,8 +261,7 @@ async fn calendar_month_in_berlin(url: String) {
     // Outside the calendar's years: the same error kind on both.
     p.at(MAX_AMOUNT);
     p.report_fails("b", &add("t", 1)).await;
-    let v = p.valkey.usage("b").await.unwrap_err();
-    assert_eq!(v.kind(), p.memory.usage("b").await.unwrap_err().kind());
+    p.lockstep.usage("b").await.unwrap_err();
     // Setting the same window again changes nothing and needs no bounds; a new calendar window
     // whose bounds cannot be computed fails on both, writing nothing.
     p.set_policy(
@@ -309,20 +272,11 @@ async fn calendar_month_in_berlin(url: String) {
     )
     .await;
     let day = BudgetPolicy::new().window(Window::day("Europe/Berlin"));
-    let v = p.valkey.set_policy("b", &day).await.unwrap_err();
-    assert_eq!(
-        v.kind(),
-        p.memory.set_policy("b", &day).await.unwrap_err().kind()
-    );
-    let v = p.valkey.delete_policy("b").await.unwrap_err();
-    assert_eq!(
-        v.kind(),
-        p.memory.delete_policy("b").await.unwrap_err().kind()
-    );
+    p.lockstep.set_policy("b", &day).await.unwrap_err();
+    p.lockstep.delete_policy("b").await.unwrap_err();
     p.at(end_of_march + 2);
     assert_eq!(p.usage("b").await.counters["t"], 10);
-    let policy = p.valkey.policy("b").await.unwrap();
-    assert_eq!(policy, p.memory.policy("b").await.unwrap());
+    p.policy("b").await.unwrap();
 }
 
 impl Pair {
@@ -368,11 +322,7 @@ async fn bounds_near_max_amount(url: String) {
     p.report("b", &add("u", MAX_AMOUNT)).await;
     // The last window never ends; a calendar window cannot start at MAX_AMOUNT: both refuse.
     let month = BudgetPolicy::new().window(Window::month("UTC"));
-    let v = p.valkey.set_policy("b", &month).await.unwrap_err();
-    assert_eq!(
-        v.kind(),
-        p.memory.set_policy("b", &month).await.unwrap_err().kind()
-    );
+    p.lockstep.set_policy("b", &month).await.unwrap_err();
     assert_eq!(p.usage("b").await.counters["u"], MAX_AMOUNT);
     // Removing the window keeps the counters as lifetime counters.
     p.set_policy("b", &BudgetPolicy::new()).await;
@@ -422,7 +372,7 @@ async fn evalsha_calls(raw: &common::RawClient) -> u64 {
 /// The EVALSHA calls one report takes.
 async fn report_trips(p: &Pair, raw: &common::RawClient, report: UsageReport) -> u64 {
     let before = evalsha_calls(raw).await;
-    p.valkey.report_usage("b", &report).await.unwrap();
+    p.backend().report_usage("b", &report).await.unwrap();
     evalsha_calls(raw).await - before
 }
 
@@ -450,8 +400,8 @@ async fn one_round_trip_inside_a_window_two_after_a_rollover() {
     assert_eq!(report_trips(&p, &raw, add("t", 1)).await, 2);
     // usage: one round trip; set_policy changing a current window: one.
     let before = evalsha_calls(&raw).await;
-    p.valkey.usage("b").await.unwrap();
-    p.valkey
+    p.backend().usage("b").await.unwrap();
+    p.backend()
         .set_policy("b", &hourly(100).window(Window::day("UTC")))
         .await
         .unwrap();
@@ -459,6 +409,6 @@ async fn one_round_trip_inside_a_window_two_after_a_rollover() {
     // Changing a window that has passed: a second one checks the old window's bounds.
     p.at(T0 + 100 * HOUR);
     let before = evalsha_calls(&raw).await;
-    p.valkey.set_policy("b", &hourly(100)).await.unwrap();
+    p.backend().set_policy("b", &hourly(100)).await.unwrap();
     assert_eq!(evalsha_calls(&raw).await - before, 2);
 }

@@ -36,6 +36,7 @@ mod macros;
 pub mod cases;
 mod context;
 pub mod differential;
+pub mod lockstep;
 mod memory;
 pub mod process_race;
 pub mod reliability;
