@@ -34,9 +34,10 @@ pub use stowage_core::raw;
 pub use stowage_core::{
     Backend, BoxFuture, Breach, BudgetBackend, BudgetPolicy, BudgetUsage, CalendarUnit,
     Capabilities, Checked, Clock, ConnectOptions, DimensionLimit, Error, ErrorKind, ManualClock,
-    MemoryBackend, PersistenceBackend, QueryParams, Result, StoreResult, StoredValue, SystemClock,
-    UsageOutcome, UsageReceipt, UsageReport, Value, Window, WindowBounds, DEFAULT_DEDUP_TTL_MS,
-    DEFAULT_NAMESPACE, MAX_AMOUNT,
+    MemoryBackend, MultiOutcome, MultiReceipt, MultiReserveOutcome, MultiReserveReceipt,
+    PersistenceBackend, QueryParams, Reservation, ReservationState, ReserveOutcome, ReserveReceipt,
+    ReserveRequest, Result, StoreResult, StoredValue, SystemClock, UsageOutcome, UsageReceipt,
+    UsageReport, Value, Window, WindowBounds, DEFAULT_DEDUP_TTL_MS, DEFAULT_NAMESPACE, MAX_AMOUNT,
 };
 
 /// The PostgreSQL backend crate (`PostgresBackend`, `PostgresConfig`, …).

@@ -372,6 +372,44 @@ impl Inner {
 }
 
 impl Access for PostgresBackend {
+    // TODO(issue-12): placeholder until this engine implements SEMANTICS §4.2; must not be merged.
+    fn now(&self, op: &str) -> Result<u64> {
+        self.inner.options.now(op)
+    }
+
+    async fn reserve(
+        &self,
+        _budget: &str,
+        _request: &stowage_core::ReserveRequest,
+    ) -> Result<stowage_core::ReserveReceipt> {
+        Err(stowage_core::Error::unsupported("TODO(issue-12)"))
+    }
+
+    async fn commit(
+        &self,
+        _budget: &str,
+        _id: &str,
+        _actual: &std::collections::BTreeMap<String, u64>,
+    ) -> Result<UsageReceipt> {
+        Err(stowage_core::Error::unsupported("TODO(issue-12)"))
+    }
+
+    async fn release(&self, _budget: &str, _id: &str) -> Result<bool> {
+        Err(stowage_core::Error::unsupported("TODO(issue-12)"))
+    }
+
+    async fn reservation(
+        &self,
+        _budget: &str,
+        _id: &str,
+    ) -> Result<Option<stowage_core::Reservation>> {
+        Err(stowage_core::Error::unsupported("TODO(issue-12)"))
+    }
+
+    async fn reservations(&self, _budget: &str) -> Result<Vec<stowage_core::Reservation>> {
+        Err(stowage_core::Error::unsupported("TODO(issue-12)"))
+    }
+
     const NAME: &'static str = "postgres";
 
     fn capabilities(&self) -> Capabilities {
@@ -380,6 +418,7 @@ impl Access for PostgresBackend {
             shared: true,
             distributed: false,
             max_value_bytes: Capabilities::MAX_VALUE_BYTES,
+            atomic_multi_budget: false,
         }
     }
 

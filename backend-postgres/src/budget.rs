@@ -102,6 +102,7 @@ pub(crate) fn decode_report(budget: &str, row: &PgRow) -> Result<Report> {
                     usage: from_i64(op, "usage", usage)?,
                     limit: from_i64(op, "limit", limit)?,
                     crossed,
+                    pending: 0, // TODO(issue-12): the breach's held amount
                 })
             })
             .collect::<Result<Vec<_>>>()?

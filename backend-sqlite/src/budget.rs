@@ -95,7 +95,8 @@ pub(crate) fn report_usage(
     } else {
         BTreeMap::new()
     };
-    let decision = decide(budget, &current, policy.as_ref(), report)?;
+    let pending = BTreeMap::new(); // TODO(issue-12): the budget's live holds
+    let decision = decide(budget, &current, &pending, policy.as_ref(), report)?;
     if !decision.new_counters.is_empty() {
         // Lazy rollover: a report that applies replaces a passed window's counters.
         if let (

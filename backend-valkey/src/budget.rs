@@ -81,6 +81,7 @@ fn report_reply(op: &str, status: String, blob: &str) -> Result<ReportReply> {
                     usage: parse_decimal(op, "usage", group[1])?,
                     limit: parse_decimal(op, "limit", group[2])?,
                     crossed: group[3] == "1",
+                    pending: 0, // TODO(issue-12): the breach's held amount
                 });
             }
         }
@@ -323,7 +324,8 @@ mod tests {
                 dimension: "t".into(),
                 usage: 5,
                 limit: 4,
-                crossed: true
+                crossed: true,
+                pending: 0,
             }]
         );
         let reply = report_reply("op", "overflow".into(), "t\u{0}7\u{0}9\u{0}").unwrap();

@@ -14,10 +14,14 @@ use std::time::Instant;
 use tracing::field::Empty;
 use tracing::{Instrument, Level, Span};
 
+use std::collections::BTreeMap;
+
+use crate::multi::{self, MultiOutcome, MultiReserveOutcome, Steps};
 use crate::{
     Backend, BoxFuture, BudgetBackend, BudgetPolicy, BudgetUsage, Capabilities, ErrorKind,
-    PersistenceBackend, QueryParams, Result, StoreResult, StoredValue, UsageOutcome, UsageReceipt,
-    UsageReport, Value,
+    MultiReceipt, MultiReserveReceipt, PersistenceBackend, QueryParams, Reservation,
+    ReserveOutcome, ReserveReceipt, ReserveRequest, Result, StoreResult, StoredValue, UsageOutcome,
+    UsageReceipt, UsageReport, Value,
 };
 
 use crate::raw::{validate, Pattern};
@@ -40,7 +44,7 @@ pub struct NewRow<'a> {
 /// (1–256 bytes, no NUL), amounts and times are at most `MAX_AMOUNT`, policies and reports keep
 /// their limits, patterns are parsed, and query time ranges are ordered. Engines check nothing of
 /// that again; they implement the semantics against their store.
-pub trait Access: Send + Sync + 'static {
+pub trait Access: Sized + Send + Sync + 'static {
     /// The engine's name in spans: `"memory"`, `"sqlite"`, `"postgres"`, `"valkey"`.
     const NAME: &'static str;
 
@@ -98,6 +102,127 @@ pub trait Access: Send + Sync + 'static {
 
     /// Removes the counters (`BudgetBackend::reset_usage`).
     fn reset_usage(&self, budget: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// The handle's clock for operation `op` (`ResolvedOptions::now`): what "now" is to the
+    /// checks core runs on the engine's behalf.
+    fn now(&self, op: &str) -> Result<u64>;
+
+    /// One atomic reservation (`BudgetBackend::reserve`); the request is valid.
+    fn reserve(
+        &self,
+        budget: &str,
+        request: &ReserveRequest,
+    ) -> impl Future<Output = Result<ReserveReceipt>> + Send;
+
+    /// One atomic commit (`BudgetBackend::commit`); `actual`'s names and amounts are valid.
+    fn commit(
+        &self,
+        budget: &str,
+        id: &str,
+        actual: &BTreeMap<String, u64>,
+    ) -> impl Future<Output = Result<UsageReceipt>> + Send;
+
+    /// One atomic release (`BudgetBackend::release`).
+    fn release(&self, budget: &str, id: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    /// The reservation remembered under `id` at now, or `None` (`BudgetBackend::reservation`).
+    fn reservation(
+        &self,
+        budget: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Reservation>>> + Send;
+
+    /// Every reservation remembered at now, by id (`BudgetBackend::reservations`).
+    fn reservations(&self, budget: &str) -> impl Future<Output = Result<Vec<Reservation>>> + Send;
+
+    /// `BudgetBackend::check_commit`: the reservation read, then `raw::check_commit` at
+    /// [`Access::now`]. An engine may answer it inside one read of its own.
+    fn check_commit(
+        &self,
+        budget: &str,
+        id: &str,
+        actual: &BTreeMap<String, u64>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            let op = "check_commit";
+            let known = self.reservation(budget, id).await?;
+            let now = self.now(op)?;
+            crate::raw::check_commit(op, budget, id, known.as_ref(), actual, now).map(|_| ())
+        }
+    }
+
+    /// `BudgetBackend::report_usage_all` over budgets in name order, distinct, 1 to 16, and a
+    /// valid keyed report. The default is the composed sequence of §4.2 calls (not atomic); an
+    /// engine that holds every budget in one store overrides it with one atomic step.
+    fn report_usage_all(
+        &self,
+        budgets: &[&str],
+        report: &UsageReport,
+    ) -> impl Future<Output = Result<MultiReceipt>> + Send {
+        async move { multi::report_usage_all(&mut Composed(self), budgets, report).await }
+    }
+
+    /// `BudgetBackend::reserve_all` (budgets as for [`Access::report_usage_all`]).
+    fn reserve_all(
+        &self,
+        budgets: &[&str],
+        request: &ReserveRequest,
+    ) -> impl Future<Output = Result<MultiReserveReceipt>> + Send {
+        async move { multi::reserve_all(&mut Composed(self), budgets, request).await }
+    }
+
+    /// `BudgetBackend::commit_all` (budgets as for [`Access::report_usage_all`]).
+    fn commit_all(
+        &self,
+        budgets: &[&str],
+        id: &str,
+        actual: &BTreeMap<String, u64>,
+    ) -> impl Future<Output = Result<MultiReceipt>> + Send {
+        async move { multi::commit_all(&mut Composed(self), budgets, id, actual).await }
+    }
+
+    /// `BudgetBackend::release_all` (budgets as for [`Access::report_usage_all`]).
+    fn release_all(&self, budgets: &[&str], id: &str) -> impl Future<Output = Result<()>> + Send {
+        async move { multi::release_all(&mut Composed(self), budgets, id).await }
+    }
+}
+
+/// The §4.3 sequence over an engine's single-budget calls, one network call each: the default of
+/// [`Access`]'s multi-budget functions.
+#[derive(Debug)]
+pub struct Composed<'a, A>(pub &'a A);
+
+#[allow(refining_impl_trait)]
+impl<A: Access> Steps for Composed<'_, A> {
+    fn reserve(
+        &mut self,
+        budget: &str,
+        request: &ReserveRequest,
+    ) -> impl Future<Output = Result<ReserveReceipt>> + Send {
+        self.0.reserve(budget, request)
+    }
+
+    fn check_commit(
+        &mut self,
+        budget: &str,
+        id: &str,
+        actual: &BTreeMap<String, u64>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.0.check_commit(budget, id, actual)
+    }
+
+    fn commit(
+        &mut self,
+        budget: &str,
+        id: &str,
+        actual: &BTreeMap<String, u64>,
+    ) -> impl Future<Output = Result<UsageReceipt>> + Send {
+        self.0.commit(budget, id, actual)
+    }
+
+    fn release(&mut self, budget: &str, id: &str) -> impl Future<Output = Result<bool>> + Send {
+        self.0.release(budget, id)
+    }
 }
 
 /// The checked layer: validates every call once, names the operation on errors, traces it, and
@@ -266,6 +391,62 @@ impl Traced for UsageReceipt {
     }
 }
 
+impl Traced for ReserveReceipt {
+    fn outcome(&self) -> &'static str {
+        match self.outcome {
+            ReserveOutcome::Reserved => "reserved",
+            ReserveOutcome::HardBreach(_) => "hard_breach",
+        }
+    }
+
+    fn replayed(&self) -> Option<bool> {
+        Some(self.replayed)
+    }
+}
+
+impl Traced for MultiReceipt {
+    fn outcome(&self) -> &'static str {
+        match self.outcome {
+            MultiOutcome::Ok => "ok",
+            MultiOutcome::SoftBreach(_) => "soft_breach",
+            MultiOutcome::HardBreach(_) => "hard_breach",
+        }
+    }
+
+    fn replayed(&self) -> Option<bool> {
+        Some(self.replayed)
+    }
+}
+
+impl Traced for MultiReserveReceipt {
+    fn outcome(&self) -> &'static str {
+        match self.outcome {
+            MultiReserveOutcome::Reserved => "reserved",
+            MultiReserveOutcome::HardBreach(_) => "hard_breach",
+        }
+    }
+
+    fn replayed(&self) -> Option<bool> {
+        Some(self.replayed)
+    }
+}
+
+impl Traced for Option<Reservation> {
+    fn outcome(&self) -> &'static str {
+        if self.is_some() {
+            "found"
+        } else {
+            "none"
+        }
+    }
+}
+
+impl Traced for Vec<Reservation> {
+    fn outcome(&self) -> &'static str {
+        "ok"
+    }
+}
+
 impl<A: Access> PersistenceBackend for Checked<A> {
     fn store<'a>(
         &'a self,
@@ -385,6 +566,136 @@ impl<A: Access> BudgetBackend for Checked<A> {
         self.run(op, budget, async move {
             validate::name(op, "budget", budget)?;
             self.engine.reset_usage(budget).await
+        })
+    }
+
+    fn reserve<'a>(
+        &'a self,
+        budget: &'a str,
+        request: &'a ReserveRequest,
+    ) -> BoxFuture<'a, Result<ReserveReceipt>> {
+        let op = "reserve";
+        self.run(op, budget, async move {
+            validate::reserve(op, budget, request)?;
+            self.engine.reserve(budget, request).await
+        })
+    }
+
+    fn commit<'a>(
+        &'a self,
+        budget: &'a str,
+        reservation_id: &'a str,
+        actual: &'a BTreeMap<String, u64>,
+    ) -> BoxFuture<'a, Result<UsageReceipt>> {
+        let op = "commit";
+        self.run(op, budget, async move {
+            validate::commit(op, budget, reservation_id, actual)?;
+            self.engine.commit(budget, reservation_id, actual).await
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        budget: &'a str,
+        reservation_id: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        let op = "release";
+        self.run(op, budget, async move {
+            validate::name(op, "budget", budget)?;
+            validate::name(op, "reservation id", reservation_id)?;
+            self.engine.release(budget, reservation_id).await
+        })
+    }
+
+    fn check_commit<'a>(
+        &'a self,
+        budget: &'a str,
+        reservation_id: &'a str,
+        actual: &'a BTreeMap<String, u64>,
+    ) -> BoxFuture<'a, Result<()>> {
+        let op = "check_commit";
+        self.run(op, budget, async move {
+            validate::commit(op, budget, reservation_id, actual)?;
+            self.engine
+                .check_commit(budget, reservation_id, actual)
+                .await
+        })
+    }
+
+    fn reservation<'a>(
+        &'a self,
+        budget: &'a str,
+        reservation_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Reservation>>> {
+        let op = "reservation";
+        self.run(op, budget, async move {
+            validate::name(op, "budget", budget)?;
+            validate::name(op, "reservation id", reservation_id)?;
+            self.engine.reservation(budget, reservation_id).await
+        })
+    }
+
+    fn reservations<'a>(&'a self, budget: &'a str) -> BoxFuture<'a, Result<Vec<Reservation>>> {
+        let op = "reservations";
+        self.run(op, budget, async move {
+            validate::name(op, "budget", budget)?;
+            self.engine.reservations(budget).await
+        })
+    }
+
+    fn report_usage_all<'a>(
+        &'a self,
+        budgets: &'a [&'a str],
+        report: &'a UsageReport,
+    ) -> BoxFuture<'a, Result<MultiReceipt>> {
+        let op = "report_usage_all";
+        self.run(op, budgets.first().copied().unwrap_or(""), async move {
+            let budgets = multi::sorted_budgets(op, budgets)?;
+            validate::report(op, budgets[0], report)?;
+            multi::report_all_request(op, report)?;
+            self.engine.report_usage_all(&budgets, report).await
+        })
+    }
+
+    fn reserve_all<'a>(
+        &'a self,
+        budgets: &'a [&'a str],
+        request: &'a ReserveRequest,
+    ) -> BoxFuture<'a, Result<MultiReserveReceipt>> {
+        let op = "reserve_all";
+        self.run(op, budgets.first().copied().unwrap_or(""), async move {
+            let budgets = multi::sorted_budgets(op, budgets)?;
+            validate::reserve(op, budgets[0], request)?;
+            self.engine.reserve_all(&budgets, request).await
+        })
+    }
+
+    fn commit_all<'a>(
+        &'a self,
+        budgets: &'a [&'a str],
+        reservation_id: &'a str,
+        actual: &'a BTreeMap<String, u64>,
+    ) -> BoxFuture<'a, Result<MultiReceipt>> {
+        let op = "commit_all";
+        self.run(op, budgets.first().copied().unwrap_or(""), async move {
+            let budgets = multi::sorted_budgets(op, budgets)?;
+            validate::commit(op, budgets[0], reservation_id, actual)?;
+            self.engine
+                .commit_all(&budgets, reservation_id, actual)
+                .await
+        })
+    }
+
+    fn release_all<'a>(
+        &'a self,
+        budgets: &'a [&'a str],
+        reservation_id: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        let op = "release_all";
+        self.run(op, budgets.first().copied().unwrap_or(""), async move {
+            let budgets = multi::sorted_budgets(op, budgets)?;
+            validate::name(op, "reservation id", reservation_id)?;
+            self.engine.release_all(&budgets, reservation_id).await
         })
     }
 }

@@ -4,7 +4,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BoxFuture, Error, Result, Window, WindowBounds, MAX_AMOUNT};
+use crate::multi::{self, MultiReceipt, MultiReserveReceipt, Steps};
+use crate::{
+    BoxFuture, Error, Reservation, ReserveReceipt, ReserveRequest, Result, Window, WindowBounds,
+    MAX_AMOUNT,
+};
 
 use crate::raw::show;
 
@@ -136,8 +140,13 @@ pub struct Breach {
     pub usage: u64,
     /// The limit exceeded.
     pub limit: u64,
-    /// True when this report moved usage from at-or-below the limit to above it.
+    /// True when this report moved usage from at-or-below the limit to above it (for a hard
+    /// breach: `usage + pending <= limit`).
     pub crossed: bool,
+    /// For a hard breach: the amount held by live reservations of the dimension, which counts
+    /// against the limit (SEMANTICS §4.2); 0 in soft breaches.
+    #[serde(default)]
+    pub pending: u64,
 }
 
 /// The counters of one budget.
@@ -146,7 +155,8 @@ pub struct BudgetUsage {
     /// Dimension → usage since the last reset (in the current window, for a windowed budget), for
     /// every dimension of an applied report.
     pub counters: BTreeMap<String, u64>,
-    /// Dimension → amount held by live reservations (SEMANTICS §4.2; empty until reservations land).
+    /// Dimension → amount held by live reservations (SEMANTICS §4.2); dimensions with nothing
+    /// held are absent.
     #[serde(default)]
     pub pending: BTreeMap<String, u64>,
     /// The window the counters belong to; `None` for a budget whose policy has no window.
@@ -179,8 +189,135 @@ pub trait BudgetBackend: Send + Sync {
     /// The counters of `budget`; empty for an unknown budget.
     fn usage<'a>(&'a self, budget: &'a str) -> BoxFuture<'a, Result<BudgetUsage>>;
 
-    /// Removes every counter of `budget`; policy and dedup records stay.
+    /// Removes every counter of `budget`; policy, holds and dedup records stay.
     fn reset_usage<'a>(&'a self, budget: &'a str) -> BoxFuture<'a, Result<()>>;
+
+    /// Holds amounts of `budget` until commit, release or expiry, if hard limits allow them with
+    /// every other hold (SEMANTICS §4.2). A retry with the same id replays the first answer.
+    fn reserve<'a>(
+        &'a self,
+        budget: &'a str,
+        request: &'a ReserveRequest,
+    ) -> BoxFuture<'a, Result<ReserveReceipt>>;
+
+    /// Frees the hold of reservation `reservation_id` and applies `actual` (each amount at most
+    /// the reserved one) in one atomic step; soft limits are checked, hard ones were at reserve.
+    fn commit<'a>(
+        &'a self,
+        budget: &'a str,
+        reservation_id: &'a str,
+        actual: &'a BTreeMap<String, u64>,
+    ) -> BoxFuture<'a, Result<UsageReceipt>>;
+
+    /// Frees a live hold: `true`; `false` when nothing is held (released, expired, refused).
+    fn release<'a>(
+        &'a self,
+        budget: &'a str,
+        reservation_id: &'a str,
+    ) -> BoxFuture<'a, Result<bool>>;
+
+    /// The error `commit(budget, reservation_id, actual)` would answer now, changing nothing:
+    /// `Ok(())` when it would apply or replay.
+    fn check_commit<'a>(
+        &'a self,
+        budget: &'a str,
+        reservation_id: &'a str,
+        actual: &'a BTreeMap<String, u64>,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// The reservation `budget` remembers under `reservation_id`, or `None` (never made, or
+    /// forgotten).
+    fn reservation<'a>(
+        &'a self,
+        budget: &'a str,
+        reservation_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Reservation>>>;
+
+    /// Every reservation `budget` remembers, by id: holding, expired and ended ones.
+    fn reservations<'a>(&'a self, budget: &'a str) -> BoxFuture<'a, Result<Vec<Reservation>>>;
+
+    /// A keyed report on several budgets at once: applied on every one or none (SEMANTICS §4.3).
+    ///
+    /// The default composes §4.2 budget by budget; a backend that holds every budget in one store
+    /// overrides it with one atomic step that gives the same answers.
+    fn report_usage_all<'a>(
+        &'a self,
+        budgets: &'a [&'a str],
+        report: &'a UsageReport,
+    ) -> BoxFuture<'a, Result<MultiReceipt>> {
+        Box::pin(async move {
+            let budgets = multi::sorted_budgets("report_usage_all", budgets)?;
+            multi::report_usage_all(&mut OverBackend(self), &budgets, report).await
+        })
+    }
+
+    /// `reserve` on several budgets: held on every one or none (SEMANTICS §4.3).
+    fn reserve_all<'a>(
+        &'a self,
+        budgets: &'a [&'a str],
+        request: &'a ReserveRequest,
+    ) -> BoxFuture<'a, Result<MultiReserveReceipt>> {
+        Box::pin(async move {
+            let budgets = multi::sorted_budgets("reserve_all", budgets)?;
+            multi::reserve_all(&mut OverBackend(self), &budgets, request).await
+        })
+    }
+
+    /// `commit` on several budgets, after checking that every one would succeed (SEMANTICS §4.3).
+    fn commit_all<'a>(
+        &'a self,
+        budgets: &'a [&'a str],
+        reservation_id: &'a str,
+        actual: &'a BTreeMap<String, u64>,
+    ) -> BoxFuture<'a, Result<MultiReceipt>> {
+        Box::pin(async move {
+            let budgets = multi::sorted_budgets("commit_all", budgets)?;
+            multi::commit_all(&mut OverBackend(self), &budgets, reservation_id, actual).await
+        })
+    }
+
+    /// `release` on several budgets; the first error in name order, after all were tried.
+    fn release_all<'a>(
+        &'a self,
+        budgets: &'a [&'a str],
+        reservation_id: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let budgets = multi::sorted_budgets("release_all", budgets)?;
+            multi::release_all(&mut OverBackend(self), &budgets, reservation_id).await
+        })
+    }
+}
+
+/// The §4.3 sequence over any [`BudgetBackend`]'s public calls (its provided methods' default).
+struct OverBackend<'a, B: ?Sized>(&'a B);
+
+impl<B: BudgetBackend + ?Sized> Steps for OverBackend<'_, B> {
+    async fn reserve(&mut self, budget: &str, request: &ReserveRequest) -> Result<ReserveReceipt> {
+        self.0.reserve(budget, request).await
+    }
+
+    async fn check_commit(
+        &mut self,
+        budget: &str,
+        id: &str,
+        actual: &BTreeMap<String, u64>,
+    ) -> Result<()> {
+        self.0.check_commit(budget, id, actual).await
+    }
+
+    async fn commit(
+        &mut self,
+        budget: &str,
+        id: &str,
+        actual: &BTreeMap<String, u64>,
+    ) -> Result<UsageReceipt> {
+        self.0.commit(budget, id, actual).await
+    }
+
+    async fn release(&mut self, budget: &str, id: &str) -> Result<bool> {
+        self.0.release(budget, id).await
+    }
 }
 
 /// What [`decide`] concluded for one report.
@@ -192,61 +329,84 @@ pub struct Decision {
     pub new_counters: BTreeMap<String, u64>,
 }
 
-/// The rules of SEMANTICS §3 steps 3–5 for one validated report, given current counters and the policy.
+/// The admission rule of SEMANTICS §3 steps 3–4 with §4.2's holds, for `report_usage` and
+/// `reserve`: per dimension (in name order) `counters + pending + delta`; above `MAX_AMOUNT` is an
+/// `Overflow` error (apply and record nothing); above a hard limit is a breach with
+/// `usage = counters`, `pending`, and `crossed = usage + pending <= limit`. Returns the breaches,
+/// empty when the amounts are admitted.
 ///
-/// `current` holds the counters of the report's dimensions (missing means 0). An overflow is an
-/// `Overflow` error; the caller must then apply and record nothing.
-pub fn decide(
+/// `current` and `pending` hold the budget's counters (of the window containing now) and held
+/// amounts; missing means 0.
+pub fn admit(
+    op: &str,
+    budget: &str,
+    current: &BTreeMap<String, u64>,
+    pending: &BTreeMap<String, u64>,
+    policy: Option<&BudgetPolicy>,
+    amounts: &BTreeMap<String, u64>,
+) -> Result<Vec<Breach>> {
+    let mut breaches = Vec::new();
+    for (dimension, delta) in amounts {
+        let before = current.get(dimension).copied().unwrap_or(0);
+        let held = pending.get(dimension).copied().unwrap_or(0);
+        let committed_and_held = before.checked_add(held).filter(|sum| *sum <= MAX_AMOUNT);
+        let Some(after) = committed_and_held
+            .and_then(|sum| sum.checked_add(*delta))
+            .filter(|sum| *sum <= MAX_AMOUNT)
+        else {
+            let current = format!("{before} + pending {held}");
+            return Err(Error::counter_overflow(
+                op, budget, dimension, current, delta,
+            ));
+        };
+        let hard = policy
+            .and_then(|p| p.limits.get(dimension))
+            .and_then(|l| l.hard);
+        if let Some(limit) = hard.filter(|h| after > *h) {
+            breaches.push(Breach {
+                dimension: dimension.clone(),
+                usage: before,
+                limit,
+                crossed: before.saturating_add(held) <= limit,
+                pending: held,
+            });
+        }
+    }
+    Ok(breaches)
+}
+
+/// SEMANTICS §3 step 5: applies `amounts` to `current` and checks soft limits (usage after,
+/// `crossed = before <= limit`). Used by `report_usage` once admitted and by `commit`, which
+/// checks no hard limit. Overflow is impossible once admitted (`counters + pending <= MAX_AMOUNT`)
+/// but still an error here rather than a wrapped counter.
+pub fn settle(
+    op: &str,
     budget: &str,
     current: &BTreeMap<String, u64>,
     policy: Option<&BudgetPolicy>,
-    report: &UsageReport,
+    amounts: &BTreeMap<String, u64>,
 ) -> Result<Decision> {
     let mut new_counters = BTreeMap::new();
-    for (dimension, delta) in &report.dimensions {
+    let mut soft = Vec::new();
+    for (dimension, delta) in amounts {
         let before = current.get(dimension).copied().unwrap_or(0);
         let after = before
             .checked_add(*delta)
             .filter(|sum| *sum <= MAX_AMOUNT)
-            .ok_or_else(|| {
-                Error::counter_overflow("report_usage", budget, dimension, before, delta)
-            })?;
+            .ok_or_else(|| Error::counter_overflow(op, budget, dimension, before, delta))?;
+        let limit = policy
+            .and_then(|p| p.limits.get(dimension))
+            .and_then(|l| l.soft);
+        if let Some(limit) = limit.filter(|s| after > *s) {
+            soft.push(Breach {
+                dimension: dimension.clone(),
+                usage: after,
+                limit,
+                crossed: before <= limit,
+                pending: 0,
+            });
+        }
         new_counters.insert(dimension.clone(), after);
-    }
-    let limit_of = |dimension: &str| policy.and_then(|p| p.limits.get(dimension)).copied();
-    let mut hard = Vec::new();
-    for (dimension, after) in &new_counters {
-        if let Some(h) = limit_of(dimension).and_then(|l| l.hard) {
-            let before = current.get(dimension).copied().unwrap_or(0);
-            if *after > h {
-                hard.push(Breach {
-                    dimension: dimension.clone(),
-                    usage: before,
-                    limit: h,
-                    crossed: before <= h,
-                });
-            }
-        }
-    }
-    if !hard.is_empty() {
-        return Ok(Decision {
-            outcome: UsageOutcome::HardBreach(hard),
-            new_counters: BTreeMap::new(),
-        });
-    }
-    let mut soft = Vec::new();
-    for (dimension, after) in &new_counters {
-        if let Some(s) = limit_of(dimension).and_then(|l| l.soft) {
-            let before = current.get(dimension).copied().unwrap_or(0);
-            if *after > s {
-                soft.push(Breach {
-                    dimension: dimension.clone(),
-                    usage: *after,
-                    limit: s,
-                    crossed: before <= s,
-                });
-            }
-        }
     }
     let outcome = if soft.is_empty() {
         UsageOutcome::Ok
@@ -257,6 +417,29 @@ pub fn decide(
         outcome,
         new_counters,
     })
+}
+
+/// The rules of SEMANTICS §3 steps 3–5 (with §4.2's holds) for one validated report, given the
+/// current counters, the held amounts and the policy: [`admit`], then [`settle`].
+///
+/// `current` and `pending` hold the budget's counters and held amounts (missing means 0). An
+/// overflow is an `Overflow` error; the caller must then apply and record nothing.
+pub fn decide(
+    budget: &str,
+    current: &BTreeMap<String, u64>,
+    pending: &BTreeMap<String, u64>,
+    policy: Option<&BudgetPolicy>,
+    report: &UsageReport,
+) -> Result<Decision> {
+    let op = "report_usage";
+    let hard = admit(op, budget, current, pending, policy, &report.dimensions)?;
+    if !hard.is_empty() {
+        return Ok(Decision {
+            outcome: UsageOutcome::HardBreach(hard),
+            new_counters: BTreeMap::new(),
+        });
+    }
+    settle(op, budget, current, policy, &report.dimensions)
 }
 
 /// The canonical, unambiguous text of a report's dimensions and deltas, compared to detect a reused dedup key.
@@ -362,6 +545,7 @@ mod tests {
             usage: MAX_AMOUNT,
             limit: 9_007_199_254_740_993,
             crossed: true,
+            pending: 0,
         }]);
         let text = encode_outcome(&outcome);
         assert_eq!(decode_outcome("op", &text).unwrap(), outcome);
@@ -388,16 +572,71 @@ mod tests {
     fn hard_breach_reports_usage_before_and_applies_nothing() {
         let policy = BudgetPolicy::new().limit("t", DimensionLimit::hard(10));
         let current = BTreeMap::from([("t".to_owned(), 8)]);
-        let d = decide("b", &current, Some(&policy), &report(&[("t", 3)])).unwrap();
+        let none = BTreeMap::new();
+        let d = decide("b", &current, &none, Some(&policy), &report(&[("t", 3)])).unwrap();
         assert_eq!(
             d.outcome,
             UsageOutcome::HardBreach(vec![Breach {
                 dimension: "t".into(),
                 usage: 8,
                 limit: 10,
-                crossed: true
+                crossed: true,
+                pending: 0,
             }])
         );
         assert!(d.new_counters.is_empty());
+    }
+
+    #[test]
+    fn holds_count_against_hard_limits_and_overflow_but_not_soft_limits() {
+        let policy = BudgetPolicy::new().limit("t", DimensionLimit::both(5, 10));
+        let current = BTreeMap::from([("t".to_owned(), 4)]);
+        let pending = BTreeMap::from([("t".to_owned(), 6)]);
+        // 4 + 6 + 0 = 10: reaching the limit exactly is allowed; soft looks at counters (4 + 0).
+        let d = decide("b", &current, &pending, Some(&policy), &report(&[("t", 0)])).unwrap();
+        assert_eq!(d.outcome, UsageOutcome::Ok);
+        let d = decide("b", &current, &pending, Some(&policy), &report(&[("t", 1)])).unwrap();
+        assert_eq!(
+            d.outcome,
+            UsageOutcome::HardBreach(vec![Breach {
+                dimension: "t".into(),
+                usage: 4,
+                limit: 10,
+                crossed: true,
+                pending: 6,
+            }])
+        );
+        let over = BTreeMap::from([("t".to_owned(), 7)]);
+        let breaches = admit(
+            "reserve",
+            "b",
+            &current,
+            &over,
+            Some(&policy),
+            &report(&[("t", 0)]).dimensions,
+        )
+        .unwrap();
+        assert!(!breaches[0].crossed, "4 + 7 was already above 10");
+        let full = BTreeMap::from([("t".to_owned(), MAX_AMOUNT - 4)]);
+        let err = decide("b", &current, &full, None, &report(&[("t", 1)])).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Overflow);
+        let d = settle(
+            "commit",
+            "b",
+            &current,
+            Some(&policy),
+            &report(&[("t", 2)]).dimensions,
+        )
+        .unwrap();
+        assert_eq!(
+            d.outcome,
+            UsageOutcome::SoftBreach(vec![Breach {
+                dimension: "t".into(),
+                usage: 6,
+                limit: 5,
+                crossed: true,
+                pending: 0,
+            }])
+        );
     }
 }

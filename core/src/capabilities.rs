@@ -13,6 +13,10 @@ pub struct Capabilities {
     pub distributed: bool,
     /// The largest serialized record value accepted, in bytes.
     pub max_value_bytes: u64,
+    /// `report_usage_all`, `reserve_all`, `commit_all` and `release_all` are one atomic step (all
+    /// budgets in one store); false where they run budget by budget (SEMANTICS §4.3: a Valkey
+    /// cluster). The answers are the same either way.
+    pub atomic_multi_budget: bool,
 }
 
 impl Capabilities {

@@ -25,6 +25,10 @@ pub enum ErrorKind {
     Misconfigured,
     /// A bug or an unexpected engine error.
     Internal,
+    /// No reservation with that id: never made, or forgotten after its memory passed (SEMANTICS §4.2).
+    NotFound,
+    /// The reservation's TTL passed before it was committed; nothing was applied (SEMANTICS §4.2).
+    Expired,
 }
 
 impl ErrorKind {
@@ -39,6 +43,8 @@ impl ErrorKind {
             ErrorKind::Unsupported => "Unsupported",
             ErrorKind::Misconfigured => "Misconfigured",
             ErrorKind::Internal => "Internal",
+            ErrorKind::NotFound => "NotFound",
+            ErrorKind::Expired => "Expired",
         }
     }
 }
@@ -152,6 +158,30 @@ impl Error {
             show(budget),
             show(dimension)
         ))
+    }
+
+    /// `NotFound`: budget `budget` knows no reservation `id`.
+    pub fn reservation_not_found(op: &str, budget: &str, id: &str) -> Self {
+        Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "{op}: budget {} knows no reservation {}",
+                show(budget),
+                show(id)
+            ),
+        )
+    }
+
+    /// `Expired`: reservation `id` of `budget` stopped holding at `expires_at`.
+    pub fn reservation_expired(op: &str, budget: &str, id: &str, expires_at: u64) -> Self {
+        Error::new(
+            ErrorKind::Expired,
+            format!(
+                "{op}: reservation {} of budget {} expired at {expires_at}",
+                show(id),
+                show(budget)
+            ),
+        )
     }
 
     /// Names the operation that failed.

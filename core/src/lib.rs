@@ -16,11 +16,13 @@ mod clock;
 mod driver;
 mod error;
 mod memory;
+mod multi;
 mod options;
 mod query;
 pub mod raw;
 mod records;
 mod reply;
+mod reservation;
 mod window;
 
 pub use access::Checked;
@@ -32,8 +34,12 @@ pub use capabilities::Capabilities;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
 pub use memory::MemoryBackend;
+pub use multi::{MultiOutcome, MultiReceipt, MultiReserveOutcome, MultiReserveReceipt};
 pub use options::{ConnectOptions, DEFAULT_DEDUP_TTL_MS, DEFAULT_NAMESPACE};
 pub use records::{PersistenceBackend, QueryParams, StoreResult, StoredValue};
+pub use reservation::{
+    Reservation, ReservationState, ReserveOutcome, ReserveReceipt, ReserveRequest,
+};
 /// Record values are JSON values.
 pub use serde_json::Value;
 pub use window::{CalendarUnit, Window, WindowBounds};

@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::raw::{StoredWindow, WindowChange, WindowStep};
+use crate::raw::{CommitStep, Steps, StoredWindow, WindowChange, WindowStep};
 use crate::{
-    budget, BudgetPolicy, BudgetUsage, Capabilities, Checked, ConnectOptions, Error, QueryParams,
-    Result, StoreResult, StoredValue, UsageReceipt, UsageReport,
+    budget, multi, BudgetPolicy, BudgetUsage, Capabilities, Checked, ConnectOptions, Error,
+    MultiReceipt, MultiReserveReceipt, QueryParams, Reservation, ReservationState, ReserveReceipt,
+    ReserveRequest, Result, StoreResult, StoredValue, UsageReceipt, UsageReport,
 };
 
 use crate::raw::{Access, NewRow, Pattern, ResolvedOptions};
@@ -30,6 +31,9 @@ struct State {
     windows: BTreeMap<String, StoredWindow>,
     /// (budget, dedup key) → what was recorded.
     dedup: BTreeMap<(String, String), DedupRecord>,
+    /// (budget, reservation id) → the reservation, while remembered (forgotten ones are skipped
+    /// by every read and removed by the budget's next reserve).
+    reservations: BTreeMap<(String, String), Reservation>,
 }
 
 #[derive(Debug)]
@@ -184,43 +188,12 @@ impl MemoryBackend {
                 }
             }
         }
+        let step = state.window_step(budget, now)?;
+        let current = state.current(budget, &report.dimensions, &step);
+        let pending = state.pending(budget, now);
         let policy = state.policies.get(budget);
-        let step = WindowStep::at(
-            policy.and_then(|p| p.window.as_ref()),
-            state.windows.get(budget),
-            now,
-        )?;
-        let current: BTreeMap<String, u64> = state
-            .counters
-            .get(budget)
-            .filter(|_| step.keeps_counters())
-            .map(|counters| {
-                report
-                    .dimensions
-                    .keys()
-                    .filter_map(|d| counters.get(d).map(|v| (d.clone(), *v)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let decision = budget::decide(budget, &current, policy, report)?;
-        if !decision.new_counters.is_empty() {
-            // Lazy rollover: a report that applies replaces a passed window's counters.
-            if let WindowStep::Roll {
-                bounds,
-                keep_counters,
-            } = step
-            {
-                if !keep_counters {
-                    state.counters.remove(budget);
-                }
-                let spec = policy_window_spec(&state, budget);
-                state
-                    .windows
-                    .insert(budget.to_owned(), StoredWindow { spec, bounds });
-            }
-            let counters = state.counters.entry(budget.to_owned()).or_default();
-            counters.extend(decision.new_counters);
-        }
+        let decision = budget::decide(budget, &current, &pending, policy, report)?;
+        state.apply(budget, step, decision.new_counters);
         if let (Some(key), Some(fingerprint)) = (&report.dedup_key, fingerprint) {
             state.dedup.insert(
                 (budget.to_owned(), key.clone()),
@@ -236,6 +209,145 @@ impl MemoryBackend {
             replayed: false,
         })
     }
+
+    /// Runs `steps` on one transaction over the state: the model's multi-budget calls are one
+    /// atomic step, the §4.3 sequence run under one lock at one clock reading.
+    fn atomically<T>(
+        &self,
+        op: &'static str,
+        steps: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let now = self.options.now(op)?;
+        let mut state = self.state();
+        let mut tx = Transaction {
+            state: &mut state,
+            now,
+            remember_ms: self.options.dedup_ttl_ms,
+        };
+        steps(&mut tx)
+    }
+}
+
+/// The state under the lock at one clock reading: the §4.2 calls as plain functions.
+struct Transaction<'a> {
+    state: &'a mut State,
+    now: u64,
+    /// The handle's dedup TTL: how long a reservation it creates is remembered after it ends.
+    remember_ms: u64,
+}
+
+impl Transaction<'_> {
+    fn reserve(&mut self, budget: &str, request: &ReserveRequest) -> Result<ReserveReceipt> {
+        let op = "reserve";
+        let now = self.now;
+        let state = &mut *self.state;
+        let known = state.known(budget, &request.id, now);
+        if let Some(replay) = crate::raw::check_reserve(op, budget, known, request, now)? {
+            return Ok(replay);
+        }
+        let step = state.window_step(budget, now)?;
+        let current = state.current(budget, &request.dimensions, &step);
+        let pending = state.pending(budget, now);
+        let policy = state.policies.get(budget);
+        let breaches = budget::admit(op, budget, &current, &pending, policy, &request.dimensions)?;
+        let mut reservation = Reservation::new(request, now, self.remember_ms);
+        if !breaches.is_empty() {
+            reservation.state = ReservationState::Refused { at: now, breaches };
+        }
+        let receipt = reservation.receipt(false);
+        state.forget(budget, now);
+        state
+            .reservations
+            .insert((budget.to_owned(), request.id.clone()), reservation);
+        Ok(receipt)
+    }
+
+    fn commit_step(
+        &self,
+        budget: &str,
+        id: &str,
+        actual: &BTreeMap<String, u64>,
+    ) -> Result<CommitStep> {
+        let known = self.state.known(budget, id, self.now);
+        crate::raw::check_commit("commit", budget, id, known, actual, self.now)
+    }
+
+    fn commit(
+        &mut self,
+        budget: &str,
+        id: &str,
+        actual: &BTreeMap<String, u64>,
+    ) -> Result<UsageReceipt> {
+        let op = "commit";
+        if let CommitStep::Replay(receipt) = self.commit_step(budget, id, actual)? {
+            return Ok(receipt);
+        }
+        let now = self.now;
+        let state = &mut *self.state;
+        let step = state.window_step(budget, now)?;
+        let current = state.current(budget, actual, &step);
+        let policy = state.policies.get(budget);
+        let decision = budget::settle(op, budget, &current, policy, actual)?;
+        state.apply(budget, step, decision.new_counters);
+        if let Some(reservation) = state
+            .reservations
+            .get_mut(&(budget.to_owned(), id.to_owned()))
+        {
+            reservation.state = ReservationState::Committed {
+                at: now,
+                actual: actual.clone(),
+                outcome: decision.outcome.clone(),
+            };
+        }
+        Ok(UsageReceipt {
+            outcome: decision.outcome,
+            replayed: false,
+        })
+    }
+
+    fn release(&mut self, budget: &str, id: &str) -> Result<bool> {
+        let now = self.now;
+        let known = self.state.known(budget, id, now);
+        let free = crate::raw::check_release("release", budget, id, known, now)?;
+        if free {
+            if let Some(reservation) = self
+                .state
+                .reservations
+                .get_mut(&(budget.to_owned(), id.to_owned()))
+            {
+                reservation.state = ReservationState::Released { at: now };
+            }
+        }
+        Ok(free)
+    }
+}
+
+impl Steps for Transaction<'_> {
+    async fn reserve(&mut self, budget: &str, request: &ReserveRequest) -> Result<ReserveReceipt> {
+        Transaction::reserve(self, budget, request)
+    }
+
+    async fn check_commit(
+        &mut self,
+        budget: &str,
+        id: &str,
+        actual: &BTreeMap<String, u64>,
+    ) -> Result<()> {
+        self.commit_step(budget, id, actual).map(|_| ())
+    }
+
+    async fn commit(
+        &mut self,
+        budget: &str,
+        id: &str,
+        actual: &BTreeMap<String, u64>,
+    ) -> Result<UsageReceipt> {
+        Transaction::commit(self, budget, id, actual)
+    }
+
+    async fn release(&mut self, budget: &str, id: &str) -> Result<bool> {
+        Transaction::release(self, budget, id)
+    }
 }
 
 /// The spec of `budget`'s policy window (called only where the policy has one).
@@ -249,6 +361,90 @@ fn policy_window_spec(state: &State, budget: &str) -> String {
 }
 
 impl State {
+    /// Where `budget`'s counters stand at `now` (`WindowStep::at` of its policy window).
+    fn window_step(&self, budget: &str, now: u64) -> Result<WindowStep> {
+        WindowStep::at(
+            self.policies.get(budget).and_then(|p| p.window.as_ref()),
+            self.windows.get(budget),
+            now,
+        )
+    }
+
+    /// The counters of `dimensions` an operation at `step` counts into (missing: 0).
+    fn current(
+        &self,
+        budget: &str,
+        dimensions: &BTreeMap<String, u64>,
+        step: &WindowStep,
+    ) -> BTreeMap<String, u64> {
+        self.counters
+            .get(budget)
+            .filter(|_| step.keeps_counters())
+            .map(|counters| {
+                dimensions
+                    .keys()
+                    .filter_map(|d| counters.get(d).map(|v| (d.clone(), *v)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Writes `new_counters` (nothing when empty), replacing a passed window's counters first
+    /// (lazy rollover).
+    fn apply(&mut self, budget: &str, step: WindowStep, new_counters: BTreeMap<String, u64>) {
+        if new_counters.is_empty() {
+            return;
+        }
+        if let WindowStep::Roll {
+            bounds,
+            keep_counters,
+        } = step
+        {
+            if !keep_counters {
+                self.counters.remove(budget);
+            }
+            let spec = policy_window_spec(self, budget);
+            self.windows
+                .insert(budget.to_owned(), StoredWindow { spec, bounds });
+        }
+        self.counters
+            .entry(budget.to_owned())
+            .or_default()
+            .extend(new_counters);
+    }
+
+    /// The reservations `budget` remembers (forgotten ones included; callers filter).
+    fn reservations_of<'a>(&'a self, budget: &'a str) -> impl Iterator<Item = &'a Reservation> {
+        self.reservations
+            .range((budget.to_owned(), String::new())..)
+            .take_while(move |((b, _), _)| b == budget)
+            .map(|(_, reservation)| reservation)
+    }
+
+    /// The amounts `budget`'s live reservations hold at `now`.
+    fn pending(&self, budget: &str, now: u64) -> BTreeMap<String, u64> {
+        crate::raw::pending_of(self.reservations_of(budget), now)
+    }
+
+    /// The reservation `budget` remembers under `id` at `now`.
+    fn known(&self, budget: &str, id: &str, now: u64) -> Option<&Reservation> {
+        self.reservations
+            .get(&(budget.to_owned(), id.to_owned()))
+            .filter(|r| r.is_remembered(now))
+    }
+
+    /// Removes `budget`'s forgotten reservations.
+    fn forget(&mut self, budget: &str, now: u64) {
+        let forgotten: Vec<String> = self
+            .reservations_of(budget)
+            .filter(|r| !r.is_remembered(now))
+            .map(|r| r.id.clone())
+            .collect();
+        for id in forgotten {
+            self.reservations.remove(&(budget.to_owned(), id));
+        }
+    }
+
     /// Applies the window change of a new policy window `new` (`None`: lifetime) at `now`.
     fn change_window(&mut self, budget: &str, new: Option<&crate::Window>, now: u64) -> Result<()> {
         let old = self.policies.get(budget).and_then(|p| p.window.as_ref());
@@ -298,6 +494,7 @@ impl Access for MemoryBackend {
             shared: false,
             distributed: false,
             max_value_bytes: crate::Capabilities::MAX_VALUE_BYTES,
+            atomic_multi_budget: true,
         }
     }
 
@@ -353,18 +550,14 @@ impl Access for MemoryBackend {
     async fn usage(&self, budget: &str) -> Result<BudgetUsage> {
         let now = self.options.now("usage")?;
         let state = self.state();
-        let step = WindowStep::at(
-            state.policies.get(budget).and_then(|p| p.window.as_ref()),
-            state.windows.get(budget),
-            now,
-        )?;
+        let step = state.window_step(budget, now)?;
         let counters = match state.counters.get(budget) {
             Some(counters) if step.keeps_counters() => counters.clone(),
             _ => BTreeMap::new(),
         };
         Ok(BudgetUsage {
             counters,
-            pending: BTreeMap::new(),
+            pending: state.pending(budget, now),
             window: step.bounds(),
         })
     }
@@ -372,5 +565,82 @@ impl Access for MemoryBackend {
     async fn reset_usage(&self, budget: &str) -> Result<()> {
         self.state().counters.remove(budget);
         Ok(())
+    }
+
+    fn now(&self, op: &str) -> Result<u64> {
+        self.options.now(op)
+    }
+
+    async fn reserve(&self, budget: &str, request: &ReserveRequest) -> Result<ReserveReceipt> {
+        self.atomically("reserve", |tx| tx.reserve(budget, request))
+    }
+
+    async fn commit(
+        &self,
+        budget: &str,
+        id: &str,
+        actual: &BTreeMap<String, u64>,
+    ) -> Result<UsageReceipt> {
+        self.atomically("commit", |tx| tx.commit(budget, id, actual))
+    }
+
+    async fn release(&self, budget: &str, id: &str) -> Result<bool> {
+        self.atomically("release", |tx| tx.release(budget, id))
+    }
+
+    async fn reservation(&self, budget: &str, id: &str) -> Result<Option<Reservation>> {
+        let now = self.options.now("reservation")?;
+        Ok(self.state().known(budget, id, now).cloned())
+    }
+
+    async fn reservations(&self, budget: &str) -> Result<Vec<Reservation>> {
+        let now = self.options.now("reservations")?;
+        let state = self.state();
+        Ok(state
+            .reservations_of(budget)
+            .filter(|r| r.is_remembered(now))
+            .cloned()
+            .collect())
+    }
+
+    async fn report_usage_all(
+        &self,
+        budgets: &[&str],
+        report: &UsageReport,
+    ) -> Result<MultiReceipt> {
+        let op = "report_usage_all";
+        self.atomically(op, |tx| {
+            multi::run_now(op, multi::report_usage_all(tx, budgets, report))
+        })
+    }
+
+    async fn reserve_all(
+        &self,
+        budgets: &[&str],
+        request: &ReserveRequest,
+    ) -> Result<MultiReserveReceipt> {
+        let op = "reserve_all";
+        self.atomically(op, |tx| {
+            multi::run_now(op, multi::reserve_all(tx, budgets, request))
+        })
+    }
+
+    async fn commit_all(
+        &self,
+        budgets: &[&str],
+        id: &str,
+        actual: &BTreeMap<String, u64>,
+    ) -> Result<MultiReceipt> {
+        let op = "commit_all";
+        self.atomically(op, |tx| {
+            multi::run_now(op, multi::commit_all(tx, budgets, id, actual))
+        })
+    }
+
+    async fn release_all(&self, budgets: &[&str], id: &str) -> Result<()> {
+        let op = "release_all";
+        self.atomically(op, |tx| {
+            multi::run_now(op, multi::release_all(tx, budgets, id))
+        })
     }
 }

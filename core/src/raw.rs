@@ -9,17 +9,25 @@ pub mod pattern;
 #[path = "validate.rs"]
 pub mod validate;
 
-pub use crate::access::{Access, NewRow};
+pub use crate::access::{Access, Composed, NewRow};
 pub use crate::budget::{
-    decide, decode_outcome, dedup_expiry, dedup_fingerprint, dedup_is_live, encode_outcome,
-    Decision,
+    admit, decide, decode_outcome, dedup_expiry, dedup_fingerprint, dedup_is_live, encode_outcome,
+    settle, Decision,
 };
 pub use crate::driver::{connect_with_drivers, scheme_of, schemes_of, Driver, OpenFn, UrlParams};
 pub use crate::error::show;
+pub use crate::multi::{
+    commit_all, commit_answer, holds_to_release, release_all, report_all_request, report_usage_all,
+    reserve_all, reserve_answer, run_now, sorted_budgets, Steps, MAX_BUDGETS, REPORT_ALL_TTL_MS,
+};
 pub use crate::options::ResolvedOptions;
 pub use crate::query::{NameRange, QueryPlan, RowCollector};
 pub use crate::records::{decode_value, idempotent_repeat, RowSelector};
-pub use crate::reply::ReportReply;
+pub use crate::reply::{ReportReply, ReservationReply};
+pub use crate::reservation::{
+    check_commit, check_release, check_reserve, commit_fingerprint, hold_expiry, not_within,
+    pending_of, refusal, reserve_fingerprint, CommitStep, Refusal,
+};
 pub use crate::window::{
     window_kept_changing, StoredWindow, WindowChange, WindowStep, MAX_WINDOW_CALLS,
 };

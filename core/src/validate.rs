@@ -166,6 +166,63 @@ pub fn report(op: &str, budget: &str, report: &UsageReport) -> Result<()> {
     Ok(())
 }
 
+/// A reserve request: the budget, 1 to 64 dimensions with valid names and amounts in range, the id
+/// a valid name, `ttl_ms` in `1..=MAX_AMOUNT`.
+pub fn reserve(op: &str, budget: &str, request: &crate::ReserveRequest) -> Result<()> {
+    name(op, "budget", budget)?;
+    name(op, "reservation id", &request.id)?;
+    if request.dimensions.is_empty() || request.dimensions.len() > MAX_DIMENSIONS {
+        return Err(Error::invalid_input(format!(
+            "{op}: reservation {} of budget {} has {} dimensions; 1 to {MAX_DIMENSIONS} are allowed",
+            show(&request.id),
+            show(budget),
+            request.dimensions.len()
+        )));
+    }
+    amounts(op, &request.dimensions)?;
+    if request.ttl_ms == 0 || request.ttl_ms > MAX_AMOUNT {
+        return Err(Error::invalid_input(format!(
+            "{op}: ttl_ms {} of reservation {} is out of range 1..={MAX_AMOUNT}",
+            request.ttl_ms,
+            show(&request.id)
+        )));
+    }
+    Ok(())
+}
+
+/// A commit: the budget and id valid names, `actual` 0 to 64 dimensions with valid names and
+/// amounts in range (whether they fit the reservation is checked against it).
+pub fn commit(
+    op: &str,
+    budget: &str,
+    id: &str,
+    actual: &std::collections::BTreeMap<String, u64>,
+) -> Result<()> {
+    name(op, "budget", budget)?;
+    name(op, "reservation id", id)?;
+    if actual.len() > MAX_DIMENSIONS {
+        return Err(Error::invalid_input(format!(
+            "{op}: commit of reservation {} has {} dimensions; at most {MAX_DIMENSIONS}",
+            show(id),
+            actual.len()
+        )));
+    }
+    amounts(op, actual)
+}
+
+/// Dimension names valid and amounts in range.
+fn amounts(op: &str, amounts: &std::collections::BTreeMap<String, u64>) -> Result<()> {
+    for (dimension, value) in amounts {
+        name(op, "dimension name", dimension)?;
+        amount(
+            op,
+            &format!("amount of dimension {}", show(dimension)),
+            *value,
+        )?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

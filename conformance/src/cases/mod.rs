@@ -49,14 +49,25 @@ pub fn policy(limits: &[(&str, Option<u64>, Option<u64>)]) -> BudgetPolicy {
         })
 }
 
-/// One breach.
+/// One breach with nothing pending (every soft breach; hard ones where nothing is held).
 pub fn breach(dimension: &str, usage: u64, limit: u64, crossed: bool) -> Breach {
+    held_breach(dimension, usage, pending_none(), limit, crossed)
+}
+
+/// One hard breach where `pending` is held by live reservations.
+pub fn held_breach(dimension: &str, usage: u64, pending: u64, limit: u64, crossed: bool) -> Breach {
     Breach {
         dimension: dimension.to_owned(),
         usage,
         limit,
         crossed,
+        pending,
     }
+}
+
+/// Nothing held.
+const fn pending_none() -> u64 {
+    0
 }
 
 /// A fresh (not replayed) receipt with `outcome`.

@@ -13,8 +13,9 @@ use stowage_core::raw::{
 };
 use stowage_core::{
     Backend, BoxFuture, BudgetBackend, BudgetPolicy, BudgetUsage, Capabilities, Checked,
-    ConnectOptions, Error, MemoryBackend, PersistenceBackend, QueryParams, Result, StoreResult,
-    StoredValue, UsageOutcome, UsageReceipt, UsageReport, Value, Window,
+    ConnectOptions, Error, MemoryBackend, MultiReceipt, MultiReserveReceipt, PersistenceBackend,
+    QueryParams, Reservation, ReserveReceipt, ReserveRequest, Result, StoreResult, StoredValue,
+    UsageOutcome, UsageReceipt, UsageReport, Value, Window,
 };
 
 /// A deliberate defect of the wrapped model (or none).
@@ -357,6 +358,67 @@ impl BudgetBackend for Model {
     }
     fn reset_usage<'a>(&'a self, b: &'a str) -> BoxFuture<'a, Result<()>> {
         self.inner.reset_usage(b)
+    }
+    fn reserve<'a>(
+        &'a self,
+        b: &'a str,
+        r: &'a ReserveRequest,
+    ) -> BoxFuture<'a, Result<ReserveReceipt>> {
+        self.inner.reserve(b, r)
+    }
+    fn commit<'a>(
+        &'a self,
+        b: &'a str,
+        id: &'a str,
+        actual: &'a BTreeMap<String, u64>,
+    ) -> BoxFuture<'a, Result<UsageReceipt>> {
+        self.inner.commit(b, id, actual)
+    }
+    fn release<'a>(&'a self, b: &'a str, id: &'a str) -> BoxFuture<'a, Result<bool>> {
+        self.inner.release(b, id)
+    }
+    fn check_commit<'a>(
+        &'a self,
+        b: &'a str,
+        id: &'a str,
+        actual: &'a BTreeMap<String, u64>,
+    ) -> BoxFuture<'a, Result<()>> {
+        self.inner.check_commit(b, id, actual)
+    }
+    fn reservation<'a>(
+        &'a self,
+        b: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Reservation>>> {
+        self.inner.reservation(b, id)
+    }
+    fn reservations<'a>(&'a self, b: &'a str) -> BoxFuture<'a, Result<Vec<Reservation>>> {
+        self.inner.reservations(b)
+    }
+    fn report_usage_all<'a>(
+        &'a self,
+        budgets: &'a [&'a str],
+        r: &'a UsageReport,
+    ) -> BoxFuture<'a, Result<MultiReceipt>> {
+        self.inner.report_usage_all(budgets, r)
+    }
+    fn reserve_all<'a>(
+        &'a self,
+        budgets: &'a [&'a str],
+        r: &'a ReserveRequest,
+    ) -> BoxFuture<'a, Result<MultiReserveReceipt>> {
+        self.inner.reserve_all(budgets, r)
+    }
+    fn commit_all<'a>(
+        &'a self,
+        budgets: &'a [&'a str],
+        id: &'a str,
+        actual: &'a BTreeMap<String, u64>,
+    ) -> BoxFuture<'a, Result<MultiReceipt>> {
+        self.inner.commit_all(budgets, id, actual)
+    }
+    fn release_all<'a>(&'a self, budgets: &'a [&'a str], id: &'a str) -> BoxFuture<'a, Result<()>> {
+        self.inner.release_all(budgets, id)
     }
 }
 
