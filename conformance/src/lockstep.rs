@@ -5,8 +5,11 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use stowage_core::{
-    Backend, BudgetPolicy, BudgetUsage, Clock, ConnectOptions, ManualClock, MemoryBackend, Result,
+    Backend, BudgetPolicy, BudgetUsage, Clock, ConnectOptions, ManualClock, MemoryBackend,
+    MultiReceipt, MultiReserveReceipt, Reservation, ReserveReceipt, ReserveRequest, Result,
     UsageReceipt, UsageReport,
 };
 
@@ -136,6 +139,119 @@ impl Lockstep {
             "purge",
             self.backend.purge().await,
             self.model.purge().await,
+        )
+    }
+
+    /// `reserve` on both.
+    pub async fn reserve(&self, budget: &str, request: &ReserveRequest) -> Result<ReserveReceipt> {
+        same(
+            "reserve",
+            self.backend.reserve(budget, request).await,
+            self.model.reserve(budget, request).await,
+        )
+    }
+
+    /// `commit` on both.
+    pub async fn commit(
+        &self,
+        budget: &str,
+        id: &str,
+        actual: &BTreeMap<String, u64>,
+    ) -> Result<UsageReceipt> {
+        same(
+            "commit",
+            self.backend.commit(budget, id, actual).await,
+            self.model.commit(budget, id, actual).await,
+        )
+    }
+
+    /// `release` on both.
+    pub async fn release(&self, budget: &str, id: &str) -> Result<bool> {
+        same(
+            "release",
+            self.backend.release(budget, id).await,
+            self.model.release(budget, id).await,
+        )
+    }
+
+    /// `check_commit` on both.
+    pub async fn check_commit(
+        &self,
+        budget: &str,
+        id: &str,
+        actual: &BTreeMap<String, u64>,
+    ) -> Result<()> {
+        same(
+            "check_commit",
+            self.backend.check_commit(budget, id, actual).await,
+            self.model.check_commit(budget, id, actual).await,
+        )
+    }
+
+    /// `reservation` on both.
+    pub async fn reservation(&self, budget: &str, id: &str) -> Result<Option<Reservation>> {
+        same(
+            "reservation",
+            self.backend.reservation(budget, id).await,
+            self.model.reservation(budget, id).await,
+        )
+    }
+
+    /// `reservations` on both.
+    pub async fn reservations(&self, budget: &str) -> Result<Vec<Reservation>> {
+        same(
+            "reservations",
+            self.backend.reservations(budget).await,
+            self.model.reservations(budget).await,
+        )
+    }
+
+    /// `report_usage_all` on both.
+    pub async fn report_usage_all(
+        &self,
+        budgets: &[&str],
+        report: &UsageReport,
+    ) -> Result<MultiReceipt> {
+        same(
+            "report_usage_all",
+            self.backend.report_usage_all(budgets, report).await,
+            self.model.report_usage_all(budgets, report).await,
+        )
+    }
+
+    /// `reserve_all` on both.
+    pub async fn reserve_all(
+        &self,
+        budgets: &[&str],
+        request: &ReserveRequest,
+    ) -> Result<MultiReserveReceipt> {
+        same(
+            "reserve_all",
+            self.backend.reserve_all(budgets, request).await,
+            self.model.reserve_all(budgets, request).await,
+        )
+    }
+
+    /// `commit_all` on both.
+    pub async fn commit_all(
+        &self,
+        budgets: &[&str],
+        id: &str,
+        actual: &BTreeMap<String, u64>,
+    ) -> Result<MultiReceipt> {
+        same(
+            "commit_all",
+            self.backend.commit_all(budgets, id, actual).await,
+            self.model.commit_all(budgets, id, actual).await,
+        )
+    }
+
+    /// `release_all` on both.
+    pub async fn release_all(&self, budgets: &[&str], id: &str) -> Result<()> {
+        same(
+            "release_all",
+            self.backend.release_all(budgets, id).await,
+            self.model.release_all(budgets, id).await,
         )
     }
 }
