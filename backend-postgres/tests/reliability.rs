@@ -8,6 +8,7 @@ use std::time::Duration;
 use stowage_conformance::reliability::crash::{self, CrashPlan};
 use stowage_conformance::reliability::load::{self, LoadPlan};
 use stowage_conformance::reliability::outage::{self, OutagePlan};
+use stowage_conformance::reliability::reserve_crash::{self, ReserveCrashPlan};
 use stowage_conformance::servers::postgres::{PostgresSettings, URL_ENV};
 use stowage_core::ConnectOptions;
 
@@ -21,6 +22,20 @@ async fn process_crashes_lose_nothing_and_count_nothing_twice() {
         "process_crashes_lose_nothing_and_count_nothing_twice",
         &[(URL_ENV, url)],
         CrashPlan::from_env(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservation_crashes_count_once_and_leave_no_hold() {
+    let Some(url) = common::shared_url() else {
+        return;
+    };
+    reserve_crash::run(
+        common::postgres_harness(url.clone()),
+        "reservation_crashes_count_once_and_leave_no_hold",
+        &[(URL_ENV, url)],
+        ReserveCrashPlan::from_env(),
     )
     .await;
 }

@@ -5,6 +5,7 @@ mod common;
 use stowage_conformance::process_race::{self, RaceSize};
 use stowage_conformance::reliability::crash::{self, CrashPlan};
 use stowage_conformance::reliability::load::{self, LoadPlan};
+use stowage_conformance::reliability::reserve_crash::{self, ReserveCrashPlan};
 use stowage_core::ConnectOptions;
 
 const FILE_ENV: &str = "STOWAGE_SQLITE_RELIABILITY_URL";
@@ -21,6 +22,18 @@ async fn process_crashes_lose_nothing_and_count_nothing_twice() {
         "process_crashes_lose_nothing_and_count_nothing_twice",
         &[(FILE_ENV, url)],
         CrashPlan::from_env(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservation_crashes_count_once_and_leave_no_hold() {
+    let url = url("reserve-crash");
+    reserve_crash::run(
+        common::sqlite_harness(url.clone()),
+        "reservation_crashes_count_once_and_leave_no_hold",
+        &[(FILE_ENV, url)],
+        ReserveCrashPlan::from_env(),
     )
     .await;
 }

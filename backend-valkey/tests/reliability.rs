@@ -9,6 +9,7 @@ use std::time::Duration;
 use stowage_conformance::reliability::crash::{self, CrashPlan};
 use stowage_conformance::reliability::load::{self, LoadPlan};
 use stowage_conformance::reliability::outage::{self, OutagePlan};
+use stowage_conformance::reliability::reserve_crash::{self, ReserveCrashPlan};
 use stowage_conformance::servers::valkey::{self, ValkeySettings};
 use stowage_core::ConnectOptions;
 
@@ -38,6 +39,54 @@ async fn process_crashes_lose_nothing_and_count_nothing_twice() {
     )
     .await;
     drop(server);
+}
+
+/// The reservation crash scenario on a durable server (`cluster`: false) or a durable 3-master
+/// cluster of the test's own, where `reserve_all`/`commit_all` are composed budget by budget.
+async fn reservation_crashes(test_name: &str, cluster: bool) {
+    const URL_ENV: &str = "STOWAGE_VALKEY_RESERVE_CRASH_URL";
+    let mut servers = (None, None);
+    let url = match std::env::var(URL_ENV) {
+        Ok(url) => url,
+        Err(_) if cluster => {
+            let Some(c) = common::own_cluster(ValkeySettings { durable: true }) else {
+                return;
+            };
+            let url = c.url();
+            servers.1 = Some(c);
+            url
+        }
+        Err(_) => {
+            let Some(s) = common::own_server(ValkeySettings { durable: true }) else {
+                return;
+            };
+            let url = s.url();
+            servers.0 = Some(s);
+            url
+        }
+    };
+    reserve_crash::run(
+        common::valkey_harness(url.clone()),
+        test_name,
+        &[(URL_ENV, url)],
+        ReserveCrashPlan::from_env(),
+    )
+    .await;
+    drop(servers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservation_crashes_count_once_and_leave_no_hold() {
+    reservation_crashes("reservation_crashes_count_once_and_leave_no_hold", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservation_crashes_on_the_cluster_count_once_and_leave_no_hold() {
+    reservation_crashes(
+        "reservation_crashes_on_the_cluster_count_once_and_leave_no_hold",
+        true,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@
 pub mod crash;
 pub mod load;
 pub mod outage;
+pub mod reserve_crash;
 
 /// Kept for compatibility: the knob reader now lives in `stowage_testkit::env`.
 pub use stowage_testkit::env_number;
