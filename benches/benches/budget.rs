@@ -287,9 +287,96 @@ fn report_valkey_50(c: &mut Criterion) {
     group.finish();
 }
 
+/// What a gateway's admission costs: `reserve` of the most a call can cost, then `commit` of
+/// what it cost, beside one `report_usage` of the same amounts, per backend in the same run.
+fn reserve_commit_vs_report(c: &mut Criterion) {
+    let rt = runtime();
+    let d = deployments();
+    let mut group = c.benchmark_group("reserve_commit_vs_report");
+    configure(&mut group);
+    for (name, url) in d.urls() {
+        let backend = rt.block_on(connect_prepared(&url));
+        group.bench_function(format!("{name}/report_usage"), |b| {
+            b.to_async(rt).iter(|| {
+                let backend = backend.clone();
+                async move {
+                    backend
+                        .report_usage(BUDGET, &gateway_report(fresh_key()))
+                        .await
+                        .expect("report")
+                }
+            })
+        });
+        group.bench_function(format!("{name}/reserve+commit"), |b| {
+            b.to_async(rt).iter(|| {
+                let backend = backend.clone();
+                async move {
+                    let request = gateway_reservation(fresh_key());
+                    let receipt = backend.reserve(BUDGET, &request).await.expect("reserve");
+                    assert!(receipt.outcome.is_reserved());
+                    let actual = gateway_report(String::new()).dimensions;
+                    backend
+                        .commit(BUDGET, &request.id, &actual)
+                        .await
+                        .expect("commit")
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+/// The gateway's reservation: twice the report's amounts, for 60 s.
+fn gateway_reservation(id: String) -> stowage::ReserveRequest {
+    let report = gateway_report(String::new());
+    let mut request = stowage::ReserveRequest::new(id, 60_000);
+    for (dimension, amount) in report.dimensions {
+        request = request.add(dimension, amount * 2);
+    }
+    request
+}
+
+/// Key → team → org: one `report_usage_all` over three budgets beside three `report_usage`s, per
+/// backend in the same run (one atomic step where `atomic_multi_budget`, composed on a cluster).
+fn report_all_vs_three_reports(c: &mut Criterion) {
+    let rt = runtime();
+    let d = deployments();
+    let mut group = c.benchmark_group("report_usage_all_3_vs_3_reports");
+    configure(&mut group);
+    let budgets = ["key-1", BUDGET, "org"];
+    for (name, url) in d.urls() {
+        let backend = rt.block_on(connect_prepared(&url));
+        group.bench_function(format!("{name}/report_usage_all"), |b| {
+            b.to_async(rt).iter(|| {
+                let backend = backend.clone();
+                async move {
+                    backend
+                        .report_usage_all(&budgets, &gateway_report(fresh_key()))
+                        .await
+                        .expect("report_usage_all")
+                }
+            })
+        });
+        group.bench_function(format!("{name}/3x_report_usage"), |b| {
+            b.to_async(rt).iter(|| {
+                let backend = backend.clone();
+                async move {
+                    let report = gateway_report(fresh_key());
+                    for budget in budgets {
+                        backend.report_usage(budget, &report).await.expect("report");
+                    }
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     budget,
     report_fresh_key,
+    reserve_commit_vs_report,
+    report_all_vs_three_reports,
     report_windowed,
     report_replay,
     report_concurrent,
