@@ -23,6 +23,7 @@ mod config;
 mod error;
 pub mod raw;
 mod records;
+mod reservation;
 mod schema;
 mod worker;
 
