@@ -11,11 +11,14 @@ use stowage_core::{
     StoreResult, StoredValue, UsageReceipt, UsageReport,
 };
 
-use stowage_core::raw::{commit_all, release_all, report_usage_all, reserve_all, run_now, Access, NewRow, Pattern, ResolvedOptions};
+use stowage_core::raw::{
+    commit_all, release_all, report_usage_all, reserve_all, run_now, Access, NewRow, Pattern,
+    ResolvedOptions,
+};
 
 use crate::config::{SqliteConfig, SqliteLocation};
-use crate::worker::Worker;
 use crate::reservation::Tx;
+use crate::worker::Worker;
 use crate::{budget, records, reservation, schema};
 
 /// Write and commit counts of one backend.

@@ -70,8 +70,7 @@ type StoredRow = (
     Option<String>,
 );
 
-const COLUMNS: &str =
-    "id, ttl_ms, expires_at, remember_ms, state, at, actual, outcome, breaches";
+const COLUMNS: &str = "id, ttl_ms, expires_at, remember_ms, state, at, actual, outcome, breaches";
 
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
     Ok((
@@ -228,9 +227,13 @@ fn store(
 ) -> Result<()> {
     let (state, at, actual, outcome, breaches) = match &reservation.state {
         ReservationState::Held => ("held", None, None, None, None),
-        ReservationState::Refused { at, breaches } => {
-            ("refused", Some(*at), None, None, Some(json(op, serde_json::to_string(breaches))?))
-        }
+        ReservationState::Refused { at, breaches } => (
+            "refused",
+            Some(*at),
+            None,
+            None,
+            Some(json(op, serde_json::to_string(breaches))?),
+        ),
         ReservationState::Committed {
             at,
             actual,
@@ -322,8 +325,10 @@ fn forget_some(conn: &Connection, op: &str, ns: &str, now: u64) -> Result<()> {
              WHERE ns = ?1 AND forget_at <= ?2 LIMIT ?3",
         )
         .and_then(|mut s| {
-            s.query_map(params![ns, at, FORGET_BATCH], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()
+            s.query_map(params![ns, at, FORGET_BATCH], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(|e| error::map(op, e))?;
     for (budget, id) in forgotten {
