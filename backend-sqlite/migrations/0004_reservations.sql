@@ -24,7 +24,7 @@ CREATE INDEX stowage_reservations_by_forget ON stowage_reservations (ns, forget_
 
 -- The dimensions and amounts of each reservation. held and expires_at repeat the reservation's
 -- (held = 1 while its state is 'held') so that pending, the sum over live holds, reads only the
--- partial index below: the budget's held rows with expires_at > now.
+-- partial, covering index below: the budget's held rows with expires_at > now.
 CREATE TABLE stowage_reservation_amounts (
     ns         TEXT NOT NULL,
     budget     TEXT NOT NULL,
@@ -36,4 +36,4 @@ CREATE TABLE stowage_reservation_amounts (
     PRIMARY KEY (ns, budget, id, dimension)
 ) WITHOUT ROWID;
 CREATE INDEX stowage_reservation_holds
-    ON stowage_reservation_amounts (ns, budget, expires_at) WHERE held = 1;
+    ON stowage_reservation_amounts (ns, budget, expires_at, dimension, amount) WHERE held = 1;

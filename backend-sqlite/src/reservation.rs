@@ -36,12 +36,13 @@ pub(crate) fn pending(
     now: u64,
 ) -> Result<BTreeMap<String, u64>> {
     let now = to_i64(op, "clock", now)?;
-    // Served by stowage_reservation_holds: only the live rows are read.
+    // Read from the covering index stowage_reservation_holds alone: only the live rows. Summed
+    // here, as `raw::pending_of` sums: exact in u64 even where holds that a lagging clock sees
+    // live again add up beyond i64 (SQLite's SUM would fail there).
     let mut statement = conn
         .prepare_cached(
-            "SELECT dimension, SUM(amount) FROM stowage_reservation_amounts
-             WHERE ns = ?1 AND budget = ?2 AND held = 1 AND expires_at > ?3
-             GROUP BY dimension HAVING SUM(amount) > 0",
+            "SELECT dimension, amount FROM stowage_reservation_amounts INDEXED BY stowage_reservation_holds
+             WHERE ns = ?1 AND budget = ?2 AND held = 1 AND expires_at > ?3 AND amount > 0",
         )
         .map_err(|e| error::map(op, e))?;
     let rows = statement
@@ -49,10 +50,12 @@ pub(crate) fn pending(
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
         })
         .map_err(|e| error::map(op, e))?;
-    let mut pending = BTreeMap::new();
+    let mut pending: BTreeMap<String, u64> = BTreeMap::new();
     for row in rows {
-        let (dimension, sum) = row.map_err(|e| error::map(op, e))?;
-        pending.insert(dimension, from_i64(op, "pending amount", sum)?);
+        let (dimension, amount) = row.map_err(|e| error::map(op, e))?;
+        let amount = from_i64(op, "reserved amount", amount)?;
+        let sum = pending.entry(dimension).or_insert(0);
+        *sum = sum.saturating_add(amount);
     }
     Ok(pending)
 }

@@ -473,9 +473,8 @@ async fn pending_reads_only_the_live_holds() {
     let conn = rusqlite::Connection::open(path).unwrap();
     let plan: Vec<String> = conn
         .prepare(
-            "EXPLAIN QUERY PLAN SELECT dimension, SUM(amount) FROM stowage_reservation_amounts
-             WHERE ns = 'default' AND budget = 'b' AND held = 1 AND expires_at > 5
-             GROUP BY dimension HAVING SUM(amount) > 0",
+            "EXPLAIN QUERY PLAN SELECT dimension, amount FROM stowage_reservation_amounts
+             WHERE ns = 'default' AND budget = 'b' AND held = 1 AND expires_at > 5 AND amount > 0",
         )
         .unwrap()
         .query_map([], |r| r.get::<_, String>(3))
@@ -533,4 +532,57 @@ async fn forgotten_ids_are_removed_on_writes() {
     assert_eq!(count(), 3);
     let r = sqlite.reservation("b", "r0").await.unwrap().unwrap();
     assert_eq!(r.dimensions, held("t", 5));
+}
+
+#[tokio::test]
+async fn holds_a_lagging_clock_sees_live_again_add_up_exactly() {
+    let p = lockstep(&common::fresh_file_url("reservations-lagging"), 100).await;
+    let whole = ReserveRequest::new("r1", 10).add("t", MAX_AMOUNT);
+    assert!(p.reserve("b", &whole).await.unwrap().outcome.is_reserved());
+    p.at(200);
+    let again = ReserveRequest::new("r2", 1_000).add("t", MAX_AMOUNT);
+    assert!(p.reserve("b", &again).await.unwrap().outcome.is_reserved());
+    // A process whose clock lags sees both live: beyond i64, still exact, as the model has it.
+    p.at(105);
+    let usage = p.usage("b").await.unwrap();
+    assert_eq!(usage.pending["t"], 2 * MAX_AMOUNT);
+    let more = ReserveRequest::new("r3", 10).add("t", 1);
+    assert_eq!(
+        p.reserve("b", &more).await.unwrap_err().kind(),
+        ErrorKind::Overflow
+    );
+}
+
+#[tokio::test]
+async fn a_reservation_is_remembered_for_its_creators_ttl() {
+    let url = common::fresh_file_url("reservations-creator-ttl");
+    let clock = Arc::new(ManualClock::new(1_000));
+    let open = |ttl: u64| {
+        let url = url.clone();
+        let options = ConnectOptions::new().clock(clock.clone()).dedup_ttl_ms(ttl);
+        async move {
+            let sqlite = SqliteBackend::open(&url, options).await.unwrap();
+            sqlite.initialize().await.unwrap();
+            sqlite
+        }
+    };
+    let short = open(500).await;
+    let long = open(60_000).await;
+    short
+        .reserve("b", &ReserveRequest::new("r", 100).add("t", 1))
+        .await
+        .unwrap();
+    assert!(long.release("b", "r").await.unwrap());
+    let r = long.reservation("b", "r").await.unwrap().unwrap();
+    assert_eq!(r.remember_ms, 500);
+    assert_eq!(r.state, ReservationState::Released { at: 1_000 });
+    // Forgotten at 1_500 by the creator's TTL, whichever handle asks.
+    clock.set(1_499);
+    assert!(long.reservation("b", "r").await.unwrap().is_some());
+    clock.set(1_500);
+    assert!(long.reservation("b", "r").await.unwrap().is_none());
+    assert_eq!(
+        long.release("b", "r").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
 }
