@@ -3,16 +3,23 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use stowage_core::{
-    BudgetPolicy, BudgetUsage, Capabilities, Checked, ConnectOptions, Error, QueryParams, Result,
+    BudgetPolicy, BudgetUsage, Capabilities, Checked, ConnectOptions, Error, MultiReceipt,
+    MultiReserveReceipt, QueryParams, Reservation, ReserveReceipt, ReserveRequest, Result,
     StoreResult, StoredValue, UsageReceipt, UsageReport,
 };
 
-use stowage_core::raw::{Access, NewRow, Pattern, ResolvedOptions};
+use stowage_core::raw::{
+    commit_all, release_all, report_usage_all, reserve_all, run_now, Access, NewRow, Pattern,
+    ResolvedOptions,
+};
 
 use crate::config::{SqliteConfig, SqliteLocation};
+use crate::reservation::Tx;
 use crate::worker::Worker;
-use crate::{budget, records, schema};
+use crate::{budget, records, reservation, schema};
 
 /// Write and commit counts of one backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -69,6 +76,27 @@ impl SqliteBackend {
         }
     }
 
+    /// Runs `steps` as one write (one savepoint of the writer's group-committed transaction) on a
+    /// [`Tx`] at one clock reading: the effects are kept whatever the answer, unless the store
+    /// itself failed, which rolls the write back.
+    async fn in_transaction<T, F>(&self, op: &'static str, steps: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
+    {
+        let ns = self.namespace.clone();
+        let options = self.options.clone();
+        self.worker
+            .write(op, move |c| {
+                // Read the clock inside the serialized step: expiry is judged at apply time.
+                let now = options.now(op)?;
+                let mut tx = Tx::new(c, &ns, now, options.dedup_ttl_ms);
+                let answer = steps(&mut tx);
+                tx.finish(answer)
+            })
+            .await?
+    }
+
     /// Test hooks that put the backend's threads in states a test cannot otherwise provoke.
     /// Not part of the API: they break the backend on purpose.
     #[doc(hidden)]
@@ -117,44 +145,6 @@ pub enum TestHook {
 }
 
 impl Access for SqliteBackend {
-    // TODO(issue-12): placeholder until this engine implements SEMANTICS §4.2; must not be merged.
-    fn now(&self, op: &str) -> Result<u64> {
-        self.options.now(op)
-    }
-
-    async fn reserve(
-        &self,
-        _budget: &str,
-        _request: &stowage_core::ReserveRequest,
-    ) -> Result<stowage_core::ReserveReceipt> {
-        Err(stowage_core::Error::unsupported("TODO(issue-12)"))
-    }
-
-    async fn commit(
-        &self,
-        _budget: &str,
-        _id: &str,
-        _actual: &std::collections::BTreeMap<String, u64>,
-    ) -> Result<UsageReceipt> {
-        Err(stowage_core::Error::unsupported("TODO(issue-12)"))
-    }
-
-    async fn release(&self, _budget: &str, _id: &str) -> Result<bool> {
-        Err(stowage_core::Error::unsupported("TODO(issue-12)"))
-    }
-
-    async fn reservation(
-        &self,
-        _budget: &str,
-        _id: &str,
-    ) -> Result<Option<stowage_core::Reservation>> {
-        Err(stowage_core::Error::unsupported("TODO(issue-12)"))
-    }
-
-    async fn reservations(&self, _budget: &str) -> Result<Vec<stowage_core::Reservation>> {
-        Err(stowage_core::Error::unsupported("TODO(issue-12)"))
-    }
-
     const NAME: &'static str = "sqlite";
 
     fn capabilities(&self) -> Capabilities {
@@ -164,7 +154,7 @@ impl Access for SqliteBackend {
             shared: file,
             distributed: false,
             max_value_bytes: Capabilities::MAX_VALUE_BYTES,
-            atomic_multi_budget: false,
+            atomic_multi_budget: true,
         }
     }
 
@@ -286,4 +276,130 @@ impl Access for SqliteBackend {
             .write("reset_usage", move |c| budget::reset_usage(c, &ns, &budget))
             .await
     }
+
+    fn now(&self, op: &str) -> Result<u64> {
+        self.options.now(op)
+    }
+
+    async fn reserve(&self, budget: &str, request: &ReserveRequest) -> Result<ReserveReceipt> {
+        let budget = budget.to_owned();
+        let request = request.clone();
+        self.in_transaction("reserve", move |tx| tx.reserve(&budget, &request))
+            .await
+    }
+
+    async fn commit(
+        &self,
+        budget: &str,
+        id: &str,
+        actual: &BTreeMap<String, u64>,
+    ) -> Result<UsageReceipt> {
+        let budget = budget.to_owned();
+        let id = id.to_owned();
+        let actual = actual.clone();
+        self.in_transaction("commit", move |tx| tx.commit(&budget, &id, &actual))
+            .await
+    }
+
+    async fn release(&self, budget: &str, id: &str) -> Result<bool> {
+        let budget = budget.to_owned();
+        let id = id.to_owned();
+        self.in_transaction("release", move |tx| tx.release(&budget, &id))
+            .await
+    }
+
+    async fn reservation(&self, budget: &str, id: &str) -> Result<Option<Reservation>> {
+        let op = "reservation";
+        let ns = self.namespace.clone();
+        let budget = budget.to_owned();
+        let id = id.to_owned();
+        let options = self.options.clone();
+        self.worker
+            .read(op, move |c| {
+                let now = options.now(op)?;
+                reservation::reservation(c, &ns, &budget, &id, now)
+            })
+            .await
+    }
+
+    async fn reservations(&self, budget: &str) -> Result<Vec<Reservation>> {
+        let op = "reservations";
+        let ns = self.namespace.clone();
+        let budget = budget.to_owned();
+        let options = self.options.clone();
+        self.worker
+            .read(op, move |c| {
+                let now = options.now(op)?;
+                reservation::reservations(c, &ns, &budget, now)
+            })
+            .await
+    }
+
+    async fn report_usage_all(
+        &self,
+        budgets: &[&str],
+        report: &UsageReport,
+    ) -> Result<MultiReceipt> {
+        let op = "report_usage_all";
+        let budgets = owned(budgets);
+        let report = report.clone();
+        self.in_transaction(op, move |tx| {
+            let budgets = borrowed(&budgets);
+            run_now(op, report_usage_all(tx, &budgets, &report))
+        })
+        .await
+    }
+
+    async fn reserve_all(
+        &self,
+        budgets: &[&str],
+        request: &ReserveRequest,
+    ) -> Result<MultiReserveReceipt> {
+        let op = "reserve_all";
+        let budgets = owned(budgets);
+        let request = request.clone();
+        self.in_transaction(op, move |tx| {
+            let budgets = borrowed(&budgets);
+            run_now(op, reserve_all(tx, &budgets, &request))
+        })
+        .await
+    }
+
+    async fn commit_all(
+        &self,
+        budgets: &[&str],
+        id: &str,
+        actual: &BTreeMap<String, u64>,
+    ) -> Result<MultiReceipt> {
+        let op = "commit_all";
+        let budgets = owned(budgets);
+        let id = id.to_owned();
+        let actual = actual.clone();
+        self.in_transaction(op, move |tx| {
+            let budgets = borrowed(&budgets);
+            run_now(op, commit_all(tx, &budgets, &id, &actual))
+        })
+        .await
+    }
+
+    async fn release_all(&self, budgets: &[&str], id: &str) -> Result<()> {
+        let op = "release_all";
+        let budgets = owned(budgets);
+        let id = id.to_owned();
+        self.in_transaction(op, move |tx| {
+            let budgets = borrowed(&budgets);
+            run_now(op, release_all(tx, &budgets, &id))
+        })
+        .await
+    }
+}
+
+/// Budget names to move onto the writer thread.
+fn owned(budgets: &[&str]) -> Vec<String> {
+    budgets.iter().map(|b| (*b).to_owned()).collect()
+}
+
+/// The names again as the core's sequence takes them.
+fn borrowed(budgets: &[String]) -> Vec<&str> {
+    budgets.iter().map(String::as_str).collect()
 }

@@ -91,46 +91,13 @@ pub(crate) fn report_usage(
     let window = policy.as_ref().and_then(|p| p.window.as_ref());
     let step = WindowStep::at(window, stored_window(conn, op, ns, budget)?.as_ref(), now)?;
     let current = if step.keeps_counters() {
-        counters_of(conn, ns, budget, report)?
+        counters_of(conn, op, ns, budget, &report.dimensions)?
     } else {
         BTreeMap::new()
     };
-    let pending = BTreeMap::new(); // TODO(issue-12): the budget's live holds
+    let pending = crate::reservation::pending(conn, op, ns, budget, now)?;
     let decision = decide(budget, &current, &pending, policy.as_ref(), report)?;
-    if !decision.new_counters.is_empty() {
-        // Lazy rollover: a report that applies replaces a passed window's counters.
-        if let (
-            WindowStep::Roll {
-                bounds,
-                keep_counters,
-            },
-            Some(window),
-        ) = (step, window)
-        {
-            if !keep_counters {
-                delete_counters(conn, op, ns, budget)?;
-            }
-            let stored = StoredWindow {
-                spec: window.spec(),
-                bounds,
-            };
-            write_window(conn, op, ns, budget, Some(&stored))?;
-        }
-    }
-    {
-        let mut upsert = conn
-            .prepare_cached(
-                "INSERT INTO stowage_counters (ns, budget, dimension, value) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (ns, budget, dimension) DO UPDATE SET value = excluded.value",
-            )
-            .map_err(|e| error::map(op, e))?;
-        for (dimension, value) in &decision.new_counters {
-            let value = to_i64(op, "counter", *value)?;
-            upsert
-                .execute(params![ns, budget, dimension, value])
-                .map_err(|e| error::map(op, e))?;
-        }
-    }
+    apply(conn, op, ns, budget, window, step, &decision.new_counters)?;
     if let (Some(key), Some(fingerprint)) = (&report.dedup_key, &fingerprint) {
         record_dedup(
             conn,
@@ -235,21 +202,67 @@ fn record_dedup(
     Ok(())
 }
 
-/// The current counters of the report's dimensions (absent ones are left out, meaning 0).
-fn counters_of(
+/// Writes `new_counters` (nothing when empty) into the window `step` says the write counts into,
+/// replacing a passed window's counters first (lazy rollover), as the reference model's `apply`.
+pub(crate) fn apply(
     conn: &Connection,
+    op: &str,
     ns: &str,
     budget: &str,
-    report: &UsageReport,
+    window: Option<&Window>,
+    step: WindowStep,
+    new_counters: &BTreeMap<String, u64>,
+) -> Result<()> {
+    if new_counters.is_empty() {
+        return Ok(());
+    }
+    if let (
+        WindowStep::Roll {
+            bounds,
+            keep_counters,
+        },
+        Some(window),
+    ) = (step, window)
+    {
+        if !keep_counters {
+            delete_counters(conn, op, ns, budget)?;
+        }
+        let stored = StoredWindow {
+            spec: window.spec(),
+            bounds,
+        };
+        write_window(conn, op, ns, budget, Some(&stored))?;
+    }
+    let mut upsert = conn
+        .prepare_cached(
+            "INSERT INTO stowage_counters (ns, budget, dimension, value) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (ns, budget, dimension) DO UPDATE SET value = excluded.value",
+        )
+        .map_err(|e| error::map(op, e))?;
+    for (dimension, value) in new_counters {
+        let value = to_i64(op, "counter", *value)?;
+        upsert
+            .execute(params![ns, budget, dimension, value])
+            .map_err(|e| error::map(op, e))?;
+    }
+    Ok(())
+}
+
+/// The current counters of `dimensions` (absent ones are left out, meaning 0).
+pub(crate) fn counters_of(
+    conn: &Connection,
+    op: &str,
+    ns: &str,
+    budget: &str,
+    dimensions: &BTreeMap<String, u64>,
 ) -> Result<BTreeMap<String, u64>> {
-    let op = "report_usage";
     let mut select = conn
         .prepare_cached(
             "SELECT value FROM stowage_counters WHERE ns = ?1 AND budget = ?2 AND dimension = ?3",
         )
         .map_err(|e| error::map(op, e))?;
     let mut current = BTreeMap::new();
-    for dimension in report.dimensions.keys() {
+    for dimension in dimensions.keys() {
         let value: Option<i64> = select
             .query_row(params![ns, budget, dimension], |r| r.get(0))
             .optional()
@@ -285,10 +298,11 @@ pub(crate) fn usage(
     } else {
         BTreeMap::new()
     };
+    let pending = crate::reservation::pending(&tx, op, ns, budget, now)?;
     tx.commit().map_err(|e| error::map(op, e))?;
     Ok(BudgetUsage {
         counters,
-        pending: BTreeMap::new(),
+        pending,
         window: step.bounds(),
     })
 }
@@ -328,7 +342,7 @@ fn delete_counters(conn: &Connection, op: &str, ns: &str, budget: &str) -> Resul
 }
 
 /// The window `budget`'s counters belong to, if one is stored.
-fn stored_window(
+pub(crate) fn stored_window(
     conn: &Connection,
     op: &str,
     ns: &str,

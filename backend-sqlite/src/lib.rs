@@ -4,8 +4,12 @@
 //! the async executor. Files use WAL, `BEGIN IMMEDIATE` for writes and a busy timeout, so several
 //! processes may share one file. Namespaces isolate data inside one file. One writer thread
 //! group-commits concurrent writes: one transaction and one fsync for all writes waiting, each in
-//! its own savepoint, each answered after the commit. For a file, reads (`usage`, `policy`,
-//! `query`) run on read-only connections of their own threads and never wait for a write; a
+//! its own savepoint, each answered after the commit. Reservations (`reserve`, `commit`,
+//! `release`) are writes of that kind, and so is each multi-budget call (`reserve_all`,
+//! `commit_all`, `release_all`, `report_usage_all`): the core's §4.3 sequence runs inside one
+//! savepoint, so it is atomic (`atomic_multi_budget`). For a file, reads (`usage`, `policy`,
+//! `query`, `reservation`, `reservations`) run on read-only connections of their own threads, each
+//! in one snapshot, and never wait for a write; a
 //! `sqlite::memory:` database is private to one connection, so its reads run on the writer thread.
 //! Every call is bounded by `operation_timeout_ms` (default 30000): past it the caller gets
 //! `Unavailable`, and a write answered so is never applied (the worker module documents the
@@ -23,6 +27,7 @@ mod config;
 mod error;
 pub mod raw;
 mod records;
+mod reservation;
 mod schema;
 mod worker;
 

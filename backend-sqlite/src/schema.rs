@@ -10,6 +10,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_dedup_expiry.sql"),
     include_str!("../migrations/0003_windows.sql"),
+    include_str!("../migrations/0004_reservations.sql"),
 ];
 
 /// Applies the migrations this file lacks, in one `BEGIN IMMEDIATE` transaction (safe to race).
@@ -59,6 +60,8 @@ const NAMESPACED_TABLES: &[&str] = &[
     "stowage_counters",
     "stowage_dedup",
     "stowage_windows",
+    "stowage_reservations",
+    "stowage_reservation_amounts",
 ];
 
 /// Deletes every row of namespace `ns` from every table, inside the caller's transaction.

@@ -1,4 +1,5 @@
 //! Migration 0002: dedup records written under schema 1 get `written_at + 24 h` (capped) as expiry.
+//! Migration 0004: a schema-3 database gains the reservation tables and keeps its data.
 
 mod common;
 
@@ -7,12 +8,14 @@ use std::sync::Arc;
 use rusqlite::params;
 use stowage_core::raw::{dedup_fingerprint, encode_outcome};
 use stowage_core::{
-    BudgetBackend, ConnectOptions, ManualClock, PersistenceBackend, UsageOutcome, UsageReport,
-    DEFAULT_DEDUP_TTL_MS, MAX_AMOUNT,
+    BudgetBackend, ConnectOptions, ManualClock, PersistenceBackend, ReserveOutcome, ReserveRequest,
+    UsageOutcome, UsageReport, DEFAULT_DEDUP_TTL_MS, MAX_AMOUNT,
 };
 use stowage_sqlite::SqliteBackend;
 
 const SCHEMA_1: &str = include_str!("../migrations/0001_initial.sql");
+const SCHEMA_2: &str = include_str!("../migrations/0002_dedup_expiry.sql");
+const SCHEMA_3: &str = include_str!("../migrations/0003_windows.sql");
 
 #[tokio::test]
 async fn records_of_schema_1_get_the_default_ttl_as_expiry() {
@@ -97,4 +100,44 @@ async fn records_of_schema_1_get_the_default_ttl_as_expiry() {
     clock.advance(1);
     assert!(!backend.report_usage("b", &report).await.unwrap().replayed);
     assert_eq!(backend.usage("b").await.unwrap().counters["t"], 1);
+}
+
+#[tokio::test]
+async fn a_schema_3_database_gains_reservations_and_keeps_its_counters() {
+    let url = common::fresh_file_url("migrate-4");
+    let path = url.strip_prefix("sqlite://").unwrap().to_owned();
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(SCHEMA_1).unwrap();
+        conn.execute_batch(SCHEMA_2).unwrap();
+        conn.execute_batch(SCHEMA_3).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE stowage_migrations (version INTEGER PRIMARY KEY,
+                 applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP);
+             INSERT INTO stowage_migrations (version) VALUES (1), (2), (3);
+             INSERT INTO stowage_counters (ns, budget, dimension, value)
+                 VALUES ('default', 'b', 't', 40);",
+        )
+        .unwrap();
+    }
+    let clock = Arc::new(ManualClock::new(1_000));
+    let backend = SqliteBackend::open(&url, ConnectOptions::new().clock(clock))
+        .await
+        .unwrap();
+    backend.initialize().await.unwrap();
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT MAX(version) FROM stowage_migrations", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(version, 4);
+    let receipt = backend
+        .reserve("b", &ReserveRequest::new("r", 100).add("t", 2))
+        .await
+        .unwrap();
+    assert_eq!(receipt.outcome, ReserveOutcome::Reserved);
+    let usage = backend.usage("b").await.unwrap();
+    assert_eq!(usage.counters["t"], 40);
+    assert_eq!(usage.pending["t"], 2);
 }
