@@ -7,8 +7,9 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use stowage::raw::show;
 use stowage::{
-    Backend, BudgetPolicy, ConnectOptions, DimensionLimit, Error, QueryParams, Result,
-    UsageOutcome, UsageReport,
+    Backend, Breach, BudgetPolicy, ConnectOptions, DimensionLimit, Error, ErrorKind, MultiOutcome,
+    MultiReceipt, MultiReserveOutcome, MultiReserveReceipt, QueryParams, ReserveOutcome,
+    ReserveRequest, Result, UsageOutcome, UsageReport,
 };
 use stowage_core::{CalendarUnit, Window, WindowBounds, MAX_AMOUNT};
 
@@ -42,6 +43,42 @@ impl Target {
             println!("{}", human());
         }
     }
+
+    /// Prints an answer and gives its exit status.
+    fn answer(&self, answer: Answer) -> ExitCode {
+        let Answer { json, human, code } = answer;
+        self.print(json, || human);
+        ExitCode::from(code)
+    }
+}
+
+/// The exit status of `budget reserve` when a hard limit refused the reservation (nothing held).
+pub const EXIT_REFUSED: u8 = 3;
+
+/// What a budget command answers: its JSON, its human text and its exit status.
+#[derive(Debug)]
+struct Answer {
+    json: serde_json::Value,
+    human: String,
+    code: u8,
+}
+
+/// The budgets of `reserve`, `commit` and `release`, and the reservation id.
+#[derive(Debug, Args)]
+pub struct Hold {
+    /// A budget; repeat it (up to 16) to act on several at once, all or nothing, e.g.
+    /// `--budget key:1 --budget team:a --budget org:x`.
+    #[arg(long = "budget", short = 'b', value_name = "BUDGET", required = true)]
+    budgets: Vec<String>,
+    /// The reservation id, e.g. the request id; a retry with it replays the first answer.
+    #[arg(long)]
+    id: String,
+}
+
+impl Hold {
+    fn names(&self) -> Vec<&str> {
+        self.budgets.iter().map(String::as_str).collect()
+    }
 }
 
 /// Budget commands.
@@ -60,7 +97,7 @@ pub enum BudgetCommand {
         #[command(flatten)]
         target: Target,
     },
-    /// Show a budget's policy and usage.
+    /// Show a budget's policy, usage, pending amounts and live holds.
     Show {
         /// The budget.
         budget: String,
@@ -77,6 +114,38 @@ pub enum BudgetCommand {
         /// A dedup key: a retry with it applies nothing.
         #[arg(long)]
         key: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Hold DIMENSION=AMOUNT pairs (the most the work can cost) on one or several budgets until
+    /// commit, release or --ttl; refused whole (exit status 3) when a hard limit would be exceeded.
+    Reserve {
+        #[command(flatten)]
+        hold: Hold,
+        /// How long the hold lives, e.g. 30s, 5m.
+        #[arg(long, value_parser = crate::duration::parse)]
+        ttl: std::time::Duration,
+        /// Amounts to hold, e.g. tokens=4000 usd_micros=120.
+        #[arg(value_name = "DIM=AMOUNT", required = true)]
+        amounts: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Settle a reservation: free its hold and apply what the work really cost (each amount at
+    /// most the reserved one; none at all: it cost nothing).
+    Commit {
+        #[command(flatten)]
+        hold: Hold,
+        /// Actual amounts, e.g. tokens=1234 usd_micros=37.
+        #[arg(value_name = "DIM=AMOUNT")]
+        amounts: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Free a reservation's hold without applying anything (the work did not happen).
+    Release {
+        #[command(flatten)]
+        hold: Hold,
         #[command(flatten)]
         target: Target,
     },
@@ -254,8 +323,315 @@ fn parse_limit(text: &str) -> Result<(String, DimensionLimit)> {
     ))
 }
 
+/// Parses `DIM=AMOUNT` pairs; a dimension given twice is bad input.
+fn parse_amounts(what: &str, texts: &[String]) -> Result<BTreeMap<String, u64>> {
+    let mut amounts = BTreeMap::new();
+    for text in texts {
+        let (dimension, amount) = split_pair(what, text)?;
+        let amount = parse_amount(what, amount)?;
+        if amounts.insert(dimension.to_owned(), amount).is_some() {
+            return Err(Error::invalid_input(format!(
+                "{what}: dimension {} is given twice",
+                show(dimension)
+            )));
+        }
+    }
+    Ok(amounts)
+}
+
 fn outcome_json(outcome: &UsageOutcome) -> serde_json::Value {
     serde_json::to_value(outcome).unwrap_or_default()
+}
+
+fn to_json(value: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or_default()
+}
+
+/// `dim=amount dim=amount`.
+fn amounts_text(amounts: &BTreeMap<String, u64>) -> String {
+    if amounts.is_empty() {
+        return "nothing".to_owned();
+    }
+    amounts
+        .iter()
+        .map(|(d, a)| format!("{d}={a}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One line per budget: `budget: dim usage+pending vs limit; …`.
+fn breaches_text(breaches: &BTreeMap<String, Vec<Breach>>, kind: &str) -> String {
+    breaches
+        .iter()
+        .map(|(budget, list)| {
+            let list = list
+                .iter()
+                .map(|b| {
+                    let pending = if b.pending > 0 {
+                        format!(" + {} pending", b.pending)
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "{} {}{pending} vs {kind} limit {}",
+                        b.dimension, b.usage, b.limit
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            format!("\n  {budget}: {list}")
+        })
+        .collect()
+}
+
+/// `budget reserve`: `reserve` on one budget, `reserve_all` on several.
+async fn reserve(
+    store: &dyn Backend,
+    hold: &Hold,
+    ttl: std::time::Duration,
+    amounts: &[String],
+) -> Result<Answer> {
+    let request = ReserveRequest {
+        id: hold.id.clone(),
+        dimensions: parse_amounts("amount", amounts)?,
+        ttl_ms: millis("--ttl", ttl)?,
+    };
+    let receipt = match hold.names().as_slice() {
+        [budget] => {
+            let receipt = store.reserve(budget, &request).await?;
+            MultiReserveReceipt {
+                outcome: match receipt.outcome {
+                    ReserveOutcome::Reserved => MultiReserveOutcome::Reserved,
+                    ReserveOutcome::HardBreach(breaches) => MultiReserveOutcome::HardBreach(
+                        BTreeMap::from([((*budget).to_owned(), breaches)]),
+                    ),
+                },
+                expires_at: receipt.expires_at,
+                replayed: receipt.replayed,
+            }
+        }
+        budgets => store.reserve_all(budgets, &request).await?,
+    };
+    let replay = if receipt.replayed {
+        " (replayed: the first answer)"
+    } else {
+        ""
+    };
+    let (human, code) = match &receipt.outcome {
+        MultiReserveOutcome::Reserved => (
+            format!(
+                "reserved {} as {} on {} until {}{replay}",
+                amounts_text(&request.dimensions),
+                hold.id,
+                hold.budgets.join(", "),
+                instant(receipt.expires_at)
+            ),
+            0,
+        ),
+        MultiReserveOutcome::HardBreach(breaches) => (
+            format!(
+                "REFUSED, nothing held{replay}:{}",
+                breaches_text(breaches, "hard")
+            ),
+            EXIT_REFUSED,
+        ),
+    };
+    Ok(Answer {
+        json: json!({
+            "budgets": hold.budgets,
+            "id": hold.id,
+            "outcome": to_json(&receipt.outcome),
+            "expires_at": receipt.expires_at,
+            "expires": instant(receipt.expires_at),
+            "replayed": receipt.replayed,
+        }),
+        human,
+        code,
+    })
+}
+
+/// `budget commit`: `commit` on one budget, `commit_all` on several.
+async fn commit(store: &dyn Backend, hold: &Hold, amounts: &[String]) -> Result<Answer> {
+    let actual = parse_amounts("amount", amounts)?;
+    let receipt = match hold.names().as_slice() {
+        [budget] => {
+            let receipt = store.commit(budget, &hold.id, &actual).await?;
+            let one = |breaches| BTreeMap::from([((*budget).to_owned(), breaches)]);
+            MultiReceipt {
+                outcome: match receipt.outcome {
+                    UsageOutcome::Ok => MultiOutcome::Ok,
+                    UsageOutcome::SoftBreach(b) => MultiOutcome::SoftBreach(one(b)),
+                    UsageOutcome::HardBreach(b) => MultiOutcome::HardBreach(one(b)),
+                },
+                replayed: receipt.replayed,
+            }
+        }
+        budgets => store.commit_all(budgets, &hold.id, &actual).await?,
+    };
+    let replay = if receipt.replayed {
+        " (replayed: nothing applied again)"
+    } else {
+        ""
+    };
+    let what = format!(
+        "committed {} as {} on {}",
+        amounts_text(&actual),
+        hold.id,
+        hold.budgets.join(", ")
+    );
+    let human = match &receipt.outcome {
+        MultiOutcome::Ok => format!("{what}{replay}"),
+        MultiOutcome::SoftBreach(b) => format!(
+            "{what}, soft limit exceeded{replay}:{}",
+            breaches_text(b, "soft")
+        ),
+        MultiOutcome::HardBreach(b) => {
+            format!(
+                "REFUSED, nothing applied{replay}:{}",
+                breaches_text(b, "hard")
+            )
+        }
+    };
+    Ok(Answer {
+        json: json!({
+            "budgets": hold.budgets,
+            "id": hold.id,
+            "actual": actual,
+            "outcome": to_json(&receipt.outcome),
+            "replayed": receipt.replayed,
+        }),
+        human,
+        code: 0,
+    })
+}
+
+/// `budget release`: `release` on one budget (which says whether it freed a hold), `release_all`
+/// on several.
+async fn release(store: &dyn Backend, hold: &Hold) -> Result<Answer> {
+    let released = match hold.names().as_slice() {
+        [budget] => Some(store.release(budget, &hold.id).await?),
+        budgets => {
+            store.release_all(budgets, &hold.id).await?;
+            None
+        }
+    };
+    let on = hold.budgets.join(", ");
+    let human = match released {
+        Some(true) => format!("released {} on {on}", hold.id),
+        Some(false) => format!(
+            "{} held nothing on {on} (released before, expired, or refused)",
+            hold.id
+        ),
+        None => format!("released {} on {on} (where it held)", hold.id),
+    };
+    Ok(Answer {
+        json: json!({"budgets": hold.budgets, "id": hold.id, "released": released}),
+        human,
+        code: 0,
+    })
+}
+
+/// `budget show`: policy, window, usage and pending per dimension, and the live holds.
+async fn show_budget(store: &dyn Backend, budget: &str) -> Result<Answer> {
+    let policy = store.policy(budget).await?;
+    let usage = store.usage(budget).await?;
+    // A backend without reservations has no holds to list.
+    let holds = match store.reservations(budget).await {
+        Ok(all) => {
+            let now = stowage::Clock::now_ms(&stowage::SystemClock);
+            Some(
+                all.into_iter()
+                    .filter(|r| r.is_holding(now))
+                    .collect::<Vec<_>>(),
+            )
+        }
+        Err(e) if e.kind() == ErrorKind::Unsupported => None,
+        Err(e) => return Err(e),
+    };
+    let window = policy.as_ref().and_then(|p| p.window.as_ref());
+    let holds_json = holds.as_ref().map(|holds| {
+        holds
+            .iter()
+            .map(|r| {
+                json!({
+                    "id": r.id,
+                    "amounts": r.dimensions,
+                    "expires_at": r.expires_at,
+                    "expires": instant(r.expires_at),
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    let json = json!({
+        "budget": budget,
+        "policy": policy,
+        "usage": usage.counters,
+        "pending": usage.pending,
+        "holds": holds_json,
+        "window": window_json(window, usage.window),
+    });
+    let mut out = format!("budget {budget}\n");
+    match (window, usage.window) {
+        (Some(w), Some(b)) => out.push_str(&format!(
+            "  window {w}: usage since {}, ends {}\n",
+            instant(b.start_ms),
+            instant(b.end_ms)
+        )),
+        (Some(w), None) => out.push_str(&format!("  window {w}\n")),
+        (None, _) => out.push_str("  lifetime usage (no window)\n"),
+    }
+    #[derive(Default)]
+    struct Row {
+        limit: Option<DimensionLimit>,
+        used: u64,
+        pending: u64,
+    }
+    let mut dims: BTreeMap<&str, Row> = BTreeMap::new();
+    if let Some(p) = &policy {
+        for (d, l) in &p.limits {
+            dims.entry(d).or_default().limit = Some(*l);
+        }
+    }
+    for (d, v) in &usage.counters {
+        dims.entry(d).or_default().used = *v;
+    }
+    for (d, v) in &usage.pending {
+        dims.entry(d).or_default().pending = *v;
+    }
+    let text = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+    out.push_str(&format!(
+        "  {:<24} {:>20} {:>20} {:>20} {:>20}\n",
+        "dimension", "usage", "pending", "soft", "hard"
+    ));
+    for (d, row) in dims {
+        out.push_str(&format!(
+            "  {:<24} {:>20} {:>20} {:>20} {:>20}\n",
+            d,
+            row.used,
+            row.pending,
+            text(row.limit.and_then(|l| l.soft)),
+            text(row.limit.and_then(|l| l.hard))
+        ));
+    }
+    if policy.is_none() {
+        out.push_str("  (no policy: no limits)\n");
+    }
+    if let Some(holds) = &holds {
+        out.push_str(&format!("  {} live hold(s)\n", holds.len()));
+        for r in holds {
+            out.push_str(&format!(
+                "    {}  {}  expires {}\n",
+                r.id,
+                amounts_text(&r.dimensions),
+                instant(r.expires_at)
+            ));
+        }
+    }
+    Ok(Answer {
+        json,
+        human: out.trim_end().to_owned(),
+        code: 0,
+    })
 }
 
 /// Runs a budget command.
@@ -287,57 +663,32 @@ pub async fn budget(command: BudgetCommand) -> Result<ExitCode> {
         }
         BudgetCommand::Show { budget, target } => {
             let store = target.connect().await?;
-            let policy = store.policy(&budget).await?;
-            let usage = store.usage(&budget).await?;
-            let window = policy.as_ref().and_then(|p| p.window.as_ref());
-            target.print(
-                json!({
-                    "budget": budget,
-                    "policy": policy,
-                    "usage": usage.counters,
-                    "window": window_json(window, usage.window),
-                }),
-                || {
-                    let mut out = format!("budget {budget}\n");
-                    match (window, usage.window) {
-                        (Some(w), Some(b)) => out.push_str(&format!(
-                            "  window {w}: usage since {}, ends {}\n",
-                            instant(b.start_ms),
-                            instant(b.end_ms)
-                        )),
-                        (Some(w), None) => out.push_str(&format!("  window {w}\n")),
-                        (None, _) => out.push_str("  lifetime usage (no window)\n"),
-                    }
-                    let mut dims: BTreeMap<&str, (Option<DimensionLimit>, Option<u64>)> =
-                        BTreeMap::new();
-                    if let Some(p) = &policy {
-                        for (d, l) in &p.limits {
-                            dims.entry(d).or_default().0 = Some(*l);
-                        }
-                    }
-                    for (d, v) in &usage.counters {
-                        dims.entry(d).or_default().1 = Some(*v);
-                    }
-                    let text = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
-                    out.push_str(&format!(
-                        "  {:<24} {:>20} {:>20} {:>20}\n",
-                        "dimension", "usage", "soft", "hard"
-                    ));
-                    for (d, (limit, used)) in dims {
-                        out.push_str(&format!(
-                            "  {:<24} {:>20} {:>20} {:>20}\n",
-                            d,
-                            used.unwrap_or(0),
-                            text(limit.and_then(|l| l.soft)),
-                            text(limit.and_then(|l| l.hard))
-                        ));
-                    }
-                    if policy.is_none() {
-                        out.push_str("  (no policy: no limits)\n");
-                    }
-                    out.trim_end().to_owned()
-                },
-            );
+            return Ok(target.answer(show_budget(store.as_ref(), &budget).await?));
+        }
+        BudgetCommand::Reserve {
+            hold,
+            ttl,
+            amounts,
+            target,
+        } => {
+            // Bad amounts or TTL are reported before anything connects.
+            parse_amounts("amount", &amounts)?;
+            millis("--ttl", ttl)?;
+            let store = target.connect().await?;
+            return Ok(target.answer(reserve(store.as_ref(), &hold, ttl, &amounts).await?));
+        }
+        BudgetCommand::Commit {
+            hold,
+            amounts,
+            target,
+        } => {
+            parse_amounts("amount", &amounts)?;
+            let store = target.connect().await?;
+            return Ok(target.answer(commit(store.as_ref(), &hold, &amounts).await?));
+        }
+        BudgetCommand::Release { hold, target } => {
+            let store = target.connect().await?;
+            return Ok(target.answer(release(store.as_ref(), &hold).await?));
         }
         BudgetCommand::Report {
             budget,
@@ -526,5 +877,185 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    fn hold(budgets: &[&str], id: &str) -> Hold {
+        Hold {
+            budgets: budgets.iter().map(|b| (*b).to_owned()).collect(),
+            id: id.to_owned(),
+        }
+    }
+
+    fn strings(texts: &[&str]) -> Vec<String> {
+        texts.iter().map(|t| (*t).to_owned()).collect()
+    }
+
+    const HOUR: std::time::Duration = std::time::Duration::from_secs(3_600);
+
+    #[tokio::test]
+    async fn reserve_show_commit_show_on_the_reference_model() {
+        let store = stowage::connect("memory://").await.unwrap();
+        let store = store.as_ref();
+        let policy = BudgetPolicy::new().limit("tokens", DimensionLimit::both(50, 100));
+        store.set_policy("team", &policy).await.unwrap();
+        let r1 = hold(&["team"], "r1");
+        let reserved = reserve(store, &r1, HOUR, &strings(&["tokens=60", "usd=7"]))
+            .await
+            .unwrap();
+        assert_eq!(reserved.code, 0);
+        assert_eq!(reserved.json["outcome"], "Reserved");
+        assert_eq!(reserved.json["replayed"], false);
+        let expires_at = reserved.json["expires_at"].as_u64().unwrap();
+        let shown = show_budget(store, "team").await.unwrap();
+        assert_eq!(shown.json["pending"], json!({"tokens": 60, "usd": 7}));
+        assert_eq!(
+            shown.json["holds"],
+            json!([{"id": "r1", "amounts": {"tokens": 60, "usd": 7},
+                    "expires_at": expires_at, "expires": instant(expires_at)}])
+        );
+        assert!(
+            shown.human.contains("1 live hold(s)") && shown.human.contains("r1  tokens=60 usd=7")
+        );
+        // A retry replays; another request under the id is a conflict.
+        let again = reserve(store, &r1, HOUR, &strings(&["tokens=60", "usd=7"]))
+            .await
+            .unwrap();
+        assert_eq!(again.json["replayed"], true);
+        assert_eq!(
+            reserve(store, &r1, HOUR, &strings(&["tokens=61"]))
+                .await
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Conflict
+        );
+        let committed = commit(store, &r1, &strings(&["tokens=55"])).await.unwrap();
+        assert_eq!(committed.code, 0);
+        assert_eq!(committed.json["replayed"], false);
+        assert_eq!(
+            committed.json["outcome"]["SoftBreach"]["team"][0]["usage"],
+            55
+        );
+        let shown = show_budget(store, "team").await.unwrap();
+        assert_eq!(shown.json["usage"], json!({"tokens": 55}));
+        assert_eq!(shown.json["pending"], json!({}));
+        assert_eq!(shown.json["holds"], json!([]));
+        let replay = commit(store, &r1, &strings(&["tokens=55"])).await.unwrap();
+        assert_eq!(replay.json["replayed"], true);
+        assert_eq!(
+            release(store, &r1).await.unwrap_err().kind(),
+            ErrorKind::Conflict
+        );
+        assert_eq!(
+            commit(store, &hold(&["team"], "nope"), &[])
+                .await
+                .unwrap_err()
+                .kind(),
+            ErrorKind::NotFound
+        );
+    }
+
+    #[tokio::test]
+    async fn several_budgets_hold_all_or_nothing_and_a_refusal_exits_3() {
+        let store = stowage::connect("memory://").await.unwrap();
+        let store = store.as_ref();
+        let policy = BudgetPolicy::new().limit("tokens", DimensionLimit::hard(100));
+        store.set_policy("team:a", &policy).await.unwrap();
+        let budgets = ["key:1", "org:x", "team:a"];
+        let first = reserve(store, &hold(&budgets, "r1"), HOUR, &strings(&["tokens=60"]))
+            .await
+            .unwrap();
+        assert_eq!(first.code, 0);
+        let refused = reserve(store, &hold(&budgets, "r2"), HOUR, &strings(&["tokens=60"]))
+            .await
+            .unwrap();
+        assert_eq!(refused.code, EXIT_REFUSED);
+        let breach = &refused.json["outcome"]["HardBreach"]["team:a"][0];
+        assert_eq!(
+            (&breach["usage"], &breach["pending"], &breach["limit"]),
+            (&json!(0), &json!(60), &json!(100))
+        );
+        assert!(refused.human.starts_with("REFUSED"), "{}", refused.human);
+        // Nothing is held for r2 anywhere.
+        for budget in budgets {
+            let shown = show_budget(store, budget).await.unwrap();
+            assert_eq!(shown.json["pending"], json!({"tokens": 60}), "{budget}");
+            assert_eq!(shown.json["holds"][0]["id"], "r1", "{budget}");
+            assert_eq!(shown.json["holds"].as_array().unwrap().len(), 1, "{budget}");
+        }
+        // The work cost nothing: an empty actual frees the holds and applies nothing.
+        let committed = commit(store, &hold(&budgets, "r1"), &[]).await.unwrap();
+        assert_eq!(committed.json["outcome"], "Ok");
+        let again = reserve(store, &hold(&budgets, "r3"), HOUR, &strings(&["tokens=60"]))
+            .await
+            .unwrap();
+        assert_eq!(again.code, 0);
+        let released = release(store, &hold(&budgets, "r3")).await.unwrap();
+        assert_eq!(released.json["released"], serde_json::Value::Null);
+        for budget in budgets {
+            let shown = show_budget(store, budget).await.unwrap();
+            assert_eq!(shown.json["usage"], json!({}), "{budget}");
+            assert_eq!(shown.json["holds"], json!([]), "{budget}");
+        }
+    }
+
+    #[tokio::test]
+    async fn release_says_whether_it_freed_a_hold() {
+        let store = stowage::connect("memory://").await.unwrap();
+        let store = store.as_ref();
+        let r = hold(&["key"], "r");
+        reserve(store, &r, HOUR, &strings(&["tokens=5"]))
+            .await
+            .unwrap();
+        assert_eq!(release(store, &r).await.unwrap().json["released"], true);
+        assert_eq!(release(store, &r).await.unwrap().json["released"], false);
+        assert_eq!(
+            commit(store, &r, &[]).await.unwrap_err().kind(),
+            ErrorKind::Conflict
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_amounts_are_invalid_input() {
+        let store = stowage::connect("memory://").await.unwrap();
+        let store = store.as_ref();
+        let r = hold(&["key"], "r");
+        for bad in [
+            &["tokens"][..],
+            &["tokens=-1"],
+            &["tokens=1", "tokens=2"],
+            &["tokens=1.5"],
+        ] {
+            assert_eq!(
+                reserve(store, &r, HOUR, &strings(bad))
+                    .await
+                    .unwrap_err()
+                    .kind(),
+                ErrorKind::InvalidInput,
+                "{bad:?}"
+            );
+        }
+        reserve(store, &r, HOUR, &strings(&["tokens=5"]))
+            .await
+            .unwrap();
+        // More than reserved, or a dimension not reserved.
+        for bad in [&["tokens=6"][..], &["usd=1"]] {
+            assert_eq!(
+                commit(store, &r, &strings(bad)).await.unwrap_err().kind(),
+                ErrorKind::InvalidInput,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            reserve(
+                store,
+                &hold(&["key"], "z"),
+                std::time::Duration::ZERO,
+                &strings(&["t=1"])
+            )
+            .await
+            .unwrap_err()
+            .kind(),
+            ErrorKind::InvalidInput
+        );
     }
 }

@@ -181,6 +181,231 @@ fn bad_windows_exit_with_status_2_and_change_nothing() {
     );
 }
 
+/// Runs `stowage budget ARGS --url URL --json`; returns the exit status and the JSON printed.
+fn budget_json(url: &str, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let out = stowage(&[&["budget"], args, &["--url", url, "--json"]].concat());
+    let value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "{args:?}: no JSON on stdout: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), value)
+}
+
+#[test]
+fn reserve_show_commit_show_on_a_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("hold.db").display());
+    let url = url.as_str();
+    json(&stowage(&[
+        "budget",
+        "set",
+        "team",
+        "--limit",
+        "tokens=50:100",
+        "--url",
+        url,
+        "--json",
+    ]));
+    let (code, reserved) = budget_json(
+        url,
+        &[
+            "reserve",
+            "-b",
+            "team",
+            "--id",
+            "r1",
+            "--ttl",
+            "1h",
+            "tokens=60",
+            "usd=7",
+        ],
+    );
+    assert_eq!(code, Some(0), "{reserved}");
+    assert_eq!(reserved["outcome"], "Reserved");
+    let expires_at = reserved["expires_at"].as_u64().unwrap();
+    let (_, shown) = budget_json(url, &["show", "team"]);
+    assert_eq!(
+        shown["pending"],
+        serde_json::json!({"tokens": 60, "usd": 7})
+    );
+    assert_eq!(shown["holds"][0]["id"], "r1");
+    assert_eq!(shown["holds"][0]["expires_at"], expires_at);
+    assert_eq!(
+        shown["holds"][0]["amounts"],
+        serde_json::json!({"tokens": 60, "usd": 7})
+    );
+    // Human output lists the hold too.
+    let out = stowage(&["budget", "show", "team", "--url", url]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("1 live hold(s)") && text.contains("r1"),
+        "{text}"
+    );
+    let (code, committed) = budget_json(url, &["commit", "-b", "team", "--id", "r1", "tokens=55"]);
+    assert_eq!(code, Some(0), "{committed}");
+    assert_eq!(committed["outcome"]["SoftBreach"]["team"][0]["usage"], 55);
+    let (_, again) = budget_json(url, &["commit", "-b", "team", "--id", "r1", "tokens=55"]);
+    assert_eq!(again["replayed"], true);
+    let (_, shown) = budget_json(url, &["show", "team"]);
+    assert_eq!(shown["usage"], serde_json::json!({"tokens": 55}));
+    assert_eq!(shown["pending"], serde_json::json!({}));
+    assert_eq!(shown["holds"], serde_json::json!([]));
+}
+
+#[test]
+fn release_frees_the_hold_on_every_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("release.db").display());
+    let url = url.as_str();
+    let budgets = ["-b", "key:1", "-b", "team:a", "-b", "org:x"];
+    let (code, _) = budget_json(
+        url,
+        &[
+            &["reserve", "--id", "r1", "--ttl", "5m", "tokens=10"],
+            &budgets[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, Some(0));
+    let (_, shown) = budget_json(url, &["show", "org:x"]);
+    assert_eq!(shown["holds"][0]["id"], "r1");
+    let (code, released) = budget_json(url, &[&["release", "--id", "r1"], &budgets[..]].concat());
+    assert_eq!(code, Some(0), "{released}");
+    for budget in ["key:1", "team:a", "org:x"] {
+        let (_, shown) = budget_json(url, &["show", budget]);
+        assert_eq!(shown["holds"], serde_json::json!([]), "{budget}");
+        assert_eq!(shown["usage"], serde_json::json!({}), "{budget}");
+    }
+    // On one budget, release says whether it freed anything.
+    budget_json(
+        url,
+        &[
+            "reserve", "-b", "key:2", "--id", "r2", "--ttl", "5m", "tokens=1",
+        ],
+    );
+    let (_, first) = budget_json(url, &["release", "-b", "key:2", "--id", "r2"]);
+    assert_eq!(first["released"], true);
+    let (_, second) = budget_json(url, &["release", "-b", "key:2", "--id", "r2"]);
+    assert_eq!(second["released"], false);
+}
+
+#[test]
+fn a_refused_reservation_exits_with_status_3_and_holds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("refused.db").display());
+    let url = url.as_str();
+    json(&stowage(&[
+        "budget",
+        "set",
+        "team:a",
+        "--limit",
+        "tokens=:100",
+        "--url",
+        url,
+        "--json",
+    ]));
+    let budgets = ["-b", "key:1", "-b", "team:a"];
+    let reserve = |id: &str| {
+        budget_json(
+            url,
+            &[
+                &["reserve", "--id", id, "--ttl", "1h", "tokens=60"],
+                &budgets[..],
+            ]
+            .concat(),
+        )
+    };
+    assert_eq!(reserve("r1").0, Some(0));
+    let (code, refused) = reserve("r2");
+    assert_eq!(code, Some(3), "{refused}");
+    let breach = &refused["outcome"]["HardBreach"]["team:a"][0];
+    assert_eq!(breach["pending"], 60);
+    assert_eq!(breach["limit"], 100);
+    // A retry gets the same answer and status.
+    let (code, retry) = reserve("r2");
+    assert_eq!(
+        (code, &retry["replayed"]),
+        (Some(3), &serde_json::json!(true))
+    );
+    let (_, shown) = budget_json(url, &["show", "key:1"]);
+    assert_eq!(shown["pending"], serde_json::json!({"tokens": 60}));
+    // Human output says REFUSED.
+    let out = stowage(
+        &[
+            &[
+                "budget",
+                "reserve",
+                "--id",
+                "r3",
+                "--ttl",
+                "1h",
+                "tokens=60",
+                "--url",
+                url,
+            ],
+            &budgets[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("REFUSED"));
+}
+
+#[test]
+fn bad_reservation_input_exits_with_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("badhold.db").display());
+    let url = url.as_str();
+    for args in [
+        &[
+            "reserve",
+            "-b",
+            "k",
+            "--id",
+            "r",
+            "--ttl",
+            "1h",
+            "tokens=ten",
+        ][..],
+        &["reserve", "-b", "k", "--id", "r", "--ttl", "1h", "tokens"],
+        &[
+            "reserve", "-b", "k", "--id", "r", "--ttl", "1h", "t=1", "t=2",
+        ],
+        &["reserve", "-b", "k", "--id", "r", "--ttl", "soon", "t=1"],
+        &["reserve", "-b", "k", "--id", "r", "--ttl", "0s", "t=1"],
+        &["reserve", "-b", "k", "--id", "r", "--ttl", "1h"],
+        &["reserve", "--id", "r", "--ttl", "1h", "t=1"],
+        &[
+            "reserve", "-b", "k", "-b", "k", "--id", "r", "--ttl", "1h", "t=1",
+        ],
+        &["reserve", "-b", "k", "--id", "", "--ttl", "1h", "t=1"],
+        &["commit", "-b", "k", "--id", "r", "t=x"],
+        &["commit", "-b", "k", "t=1"],
+        &["release", "-b", "k"],
+    ] {
+        let out = stowage(&[&["budget"], args, &["--url", url]].concat());
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+    }
+    // Committing more than was reserved is bad input too; nothing changes.
+    budget_json(
+        url,
+        &["reserve", "-b", "k", "--id", "r", "--ttl", "1h", "t=5"],
+    );
+    let out = stowage(&[
+        "budget", "commit", "-b", "k", "--id", "r", "t=6", "--url", url,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let (_, shown) = budget_json(url, &["show", "k"]);
+    assert_eq!(shown["pending"], serde_json::json!({"t": 5}));
+    // An unknown id is an error, not bad input.
+    let out = stowage(&["budget", "commit", "-b", "k", "--id", "zz", "--url", url]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
 #[test]
 fn records_commands_put_query_and_cleanup() {
     let dir = tempfile::tempdir().unwrap();
