@@ -104,6 +104,8 @@ pub fn all_cases() -> Vec<Case> {
         cases::lifecycle::cases(),
         cases::races::cases(),
         cases::windows::cases(),
+        cases::reservations::cases(),
+        cases::several::cases(),
         differential::cases(),
     ]
     .concat()
