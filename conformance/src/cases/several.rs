@@ -245,6 +245,36 @@ pub async fn reserve_all_error_releases_and_answers_the_first_error(ctx: Ctx) {
     assert!(pending_in(b, "a").await.is_empty());
 }
 
+/// A `reserve_all` that answered an error remembers the holds it released: a retry under the same id replays `Reserved` there though nothing is held; a new id holds everywhere.
+pub async fn reserve_all_retry_after_an_error_replays_released_holds(ctx: Ctx) {
+    let b = &*ctx.backend;
+    must_report(b, "c", &report(&[("t", MAX_AMOUNT)])).await;
+    let r = request("r", &[("t", 2)], TTL);
+    assert_kind(
+        b.reserve_all(&["a", "c"], &r).await,
+        ErrorKind::Overflow,
+        "c is full",
+    );
+    b.reset_usage("c").await.unwrap();
+    assert_eq!(
+        b.reserve_all(&["a", "c"], &r).await.unwrap(),
+        multi_reserved(START_MS + TTL, false)
+    );
+    assert!(
+        pending_in(b, "a").await.is_empty(),
+        "a replayed its released reservation"
+    );
+    assert_eq!(pending_in(b, "c").await, counters(&[("t", 2)]));
+    assert_eq!(
+        b.reserve_all(&["a", "c"], &request("s", &[("t", 2)], TTL))
+            .await
+            .unwrap(),
+        multi_reserved(START_MS + TTL, false)
+    );
+    assert_eq!(pending_in(b, "a").await, counters(&[("t", 2)]));
+    assert_eq!(pending_in(b, "c").await, counters(&[("t", 4)]));
+}
+
 /// `reserve_all` is `replayed` only when every budget's `reserve` was a replay; `expires_at` is the earliest of the budgets'.
 pub async fn reserve_all_replayed_only_when_every_reserve_replays(ctx: Ctx) {
     let b = &*ctx.backend;
@@ -569,6 +599,7 @@ cases! {
         reserve_all_refusal_releases_the_other_holds,
         reserve_all_refusal_keeps_holds_it_did_not_create,
         reserve_all_error_releases_and_answers_the_first_error,
+        reserve_all_retry_after_an_error_replays_released_holds,
         reserve_all_replayed_only_when_every_reserve_replays,
         commit_all_checks_every_budget_before_applying,
         commit_all_applies_everywhere_with_soft_breaches_per_budget,
