@@ -389,7 +389,7 @@ impl Reservations {
             let budgets = if several {
                 random_budgets(rng)
             } else {
-                vec![random_name(rng, &VOCABULARY.budgets)]
+                vec![reservation_budget(rng)]
             };
             let id = if self.made.is_empty() || rng.chance(50) {
                 random_name(rng, &VOCABULARY.ids)
@@ -402,7 +402,7 @@ impl Reservations {
         let mut budgets = budgets.clone();
         if several {
             if rng.chance(15) {
-                budgets.push(random_name(rng, &VOCABULARY.budgets));
+                budgets.push(reservation_budget(rng));
             }
         } else {
             budgets = vec![rng.pick(&budgets).clone()];
@@ -429,10 +429,7 @@ impl Reservations {
         } else if several {
             (random_budgets(rng), fresh_request(rng))
         } else {
-            (
-                vec![random_name(rng, &VOCABULARY.budgets)],
-                fresh_request(rng),
-            )
+            (vec![reservation_budget(rng)], fresh_request(rng))
         };
         self.made.push((budgets.clone(), request.clone()));
         (budgets, request)
@@ -472,7 +469,7 @@ impl Reservations {
 fn tight_policy(rng: &mut Rng) -> BudgetPolicy {
     let mut policy = BudgetPolicy::new();
     for dimension in &VOCABULARY.dimensions[..COMMON] {
-        if rng.chance(70) {
+        if rng.chance(80) {
             let hard = *rng.pick(&[0, 3, 5, 10, 20]);
             let soft = Some(hard / 2).filter(|_| rng.chance(50));
             policy = policy.limit(
@@ -522,11 +519,21 @@ fn fresh_request(rng: &mut Rng) -> ReserveRequest {
     }
 }
 
+/// A budget for a reservation call: one of the common budgets nine times in ten (so that holds,
+/// policies and reports meet), else any (or an invalid one).
+fn reservation_budget(rng: &mut Rng) -> String {
+    if rng.chance(90) {
+        rng.pick(&VOCABULARY.budgets[..COMMON]).clone()
+    } else {
+        any_name(rng, &VOCABULARY.budgets)
+    }
+}
+
 /// 1 to 3 budgets, now and then one twice or an invalid one.
 fn random_budgets(rng: &mut Rng) -> Vec<String> {
     let mut budgets: Vec<String> = Vec::new();
     for _ in 0..1 + rng.below(3) {
-        let budget = random_name(rng, &VOCABULARY.budgets);
+        let budget = reservation_budget(rng);
         if !budgets.contains(&budget) || rng.chance(10) {
             budgets.push(budget);
         }
@@ -560,7 +567,7 @@ pub fn random_reservation_op(rng: &mut Rng, made: &mut Reservations) -> Op {
             let (mut budgets, id) = made.target(rng, false);
             Op::Reservation(budgets.remove(0), id)
         }
-        54..=55 => Op::Reservations(random_name(rng, &VOCABULARY.budgets)),
+        54..=55 => Op::Reservations(reservation_budget(rng)),
         56..=65 => {
             let (budgets, request) = made.reserve(rng, true);
             Op::ReserveAll(budgets, request)
@@ -586,7 +593,20 @@ pub fn random_reservation_op(rng: &mut Rng, made: &mut Reservations) -> Op {
             }
             Op::ReportAll(budgets, report)
         }
-        87..=96 => Op::SetPolicy(random_name(rng, &VOCABULARY.budgets), tight_policy(rng)),
+        87..=93 => Op::SetPolicy(reservation_budget(rng), tight_policy(rng)),
+        94..=97 => {
+            // A small report where holds are: it must count them against hard limits.
+            let mut report = UsageReport::new();
+            for dimension in &VOCABULARY.dimensions[..COMMON] {
+                if rng.chance(50) {
+                    report = report.add(dimension.clone(), rng.below(8));
+                }
+            }
+            if report.dimensions.is_empty() {
+                report = report.add(VOCABULARY.dimensions[0].clone(), 1);
+            }
+            Op::Report(reservation_budget(rng), report)
+        }
         _ => Op::Advance(*rng.pick(&RESERVE_TTLS[..RESERVE_TTLS.len() - 1])),
     }
 }
