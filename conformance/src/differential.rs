@@ -1,5 +1,12 @@
 //! The randomized differential test: seeded operation sequences on a backend and on `MemoryBackend` must agree step by step.
 //!
+//! Four operations in ten are reservations and several-budget calls (SEMANTICS §4.2, §4.3, see
+//! [`random_reservation_op`]): reserves with fresh ids, retried requests and other requests under
+//! a known id, commits with right and wrong `actual`s, releases, `check_commit`, `reservation(s)`,
+//! and `reserve_all` / `commit_all` / `release_all` / `report_usage_all` over 1–3 budgets (now and
+//! then one twice or an invalid one); clock moves by the reservation TTLs cross expiries exactly,
+//! and those by the dedup TTLs make ids forgotten.
+//!
 //! Policies are windowed half of the time (fixed windows of a few seconds with offsets, a
 //! calendar day in UTC and in America/New_York: see [`WINDOWS`]), and the clock moves to, or just
 //! before, the end of a window now and then, so that reports, usage and policy changes cross
@@ -9,9 +16,10 @@
 //! handle on the same namespace with the second TTL (the model side: [`MemoryBackend::share`],
 //! same clock) and sends every operation through one of the two at random. Names include
 //! 256-byte ones, U+10FFFF, and names that share a prefix ending in the highest code points.
-//! At the end it compares the full state, re-sends the last report of every (budget, dedup key)
-//! through the handle that sent it and compares the answers (replayed, fresh or conflict),
-//! compares the counters again (all a report can change besides dedup records), and purges the
+//! At the end it compares the full state (reservations of every budget included), re-sends the
+//! last report of every (budget, dedup key), the last reserve of every (budget, id) and the last
+//! `report_usage_all` of every (budgets, key) through the handle that sent it and compares the
+//! answers (replayed, fresh or conflict), compares the full state again, and purges the
 //! sequence's namespace.
 //!
 //! Size and seed come from the environment: `STOWAGE_DIFF_SEQUENCES` (default 24),
@@ -25,8 +33,9 @@ use std::sync::{Arc, LazyLock};
 use serde_json::{json, Value};
 use stowage_core::{
     Backend, BudgetPolicy, BudgetUsage, Clock, DimensionLimit, ErrorKind, ManualClock,
-    MemoryBackend, QueryParams, Result, StoreResult, StoredValue, UsageReceipt, UsageReport,
-    Window, MAX_AMOUNT,
+    MemoryBackend, MultiReceipt, MultiReserveReceipt, QueryParams, Reservation, ReserveReceipt,
+    ReserveRequest, Result, StoreResult, StoredValue, UsageReceipt, UsageReport, Window,
+    MAX_AMOUNT,
 };
 use stowage_testkit::rng::Rng;
 
@@ -42,6 +51,8 @@ struct Vocabulary {
     budgets: Vec<String>,
     dimensions: Vec<String>,
     keys: Vec<String>,
+    /// Reservation ids; "k1" is a dedup key too (the spaces are separate).
+    ids: Vec<String>,
     records: Vec<String>,
     patterns: Vec<String>,
     /// Invalid names: empty, 257 bytes, with NUL.
@@ -69,6 +80,8 @@ static VOCABULARY: LazyLock<Vocabulary> = LazyLock::new(|| {
     dimensions.push(long("t", "t"));
     let mut keys = owned(&["k1", "k2", "k:1", "\u{10FFFF}"]);
     keys.push(long("k", "k"));
+    let mut ids = owned(&["r1", "k1", "r2", "r:1", "\u{10FFFF}"]);
+    ids.push(long("r", "r"));
     // Records that share prefixes ending in the highest code points (U+10FFFF has no successor,
     // U+D7FF is followed by U+E000), so that a backend narrowing a pattern by its literal prefix
     // must get the upper bound right; and 256-byte names.
@@ -122,6 +135,7 @@ static VOCABULARY: LazyLock<Vocabulary> = LazyLock::new(|| {
         budgets,
         dimensions,
         keys,
+        ids,
         records,
         patterns,
         invalid: vec![String::new(), "x".repeat(257), "a\0b".to_owned()],
@@ -139,6 +153,9 @@ pub static WINDOWS: LazyLock<Vec<Window>> = LazyLock::new(|| {
         Window::day("America/New_York"),
     ]
 });
+
+/// The share (percent) of a sequence's operations drawn from reservations and several budgets.
+const RESERVATION_SHARE: u64 = 40;
 
 const DELTAS: &[u64] = &[0, 1, 1, 2, 3, 5, 8, 13, 100, MAX_AMOUNT / 2, MAX_AMOUNT];
 const LIMITS: &[u64] = &[0, 1, 5, 10, 20, 50, 100, MAX_AMOUNT];
@@ -181,6 +198,16 @@ pub enum Op {
     StoreIdempotent(String, Value, u64, String),
     Query(String, QueryParams),
     Cleanup(u64),
+    Reserve(String, ReserveRequest),
+    Commit(String, String, BTreeMap<String, u64>),
+    CheckCommit(String, String, BTreeMap<String, u64>),
+    Release(String, String),
+    Reservation(String, String),
+    Reservations(String),
+    ReserveAll(Vec<String>, ReserveRequest),
+    CommitAll(Vec<String>, String, BTreeMap<String, u64>),
+    ReleaseAll(Vec<String>, String),
+    ReportAll(Vec<String>, UsageReport),
     /// Moves the shared clock forward by this many milliseconds, stopping at `MAX_AMOUNT`.
     Advance(u64),
     /// Moves the shared clock forward to this time, if it is not there yet (the end of time).
@@ -202,6 +229,11 @@ pub enum Answer {
     Receipt(UsageReceipt),
     Usage(BudgetUsage),
     Rows(Vec<StoredValue>),
+    Reserve(ReserveReceipt),
+    MultiReserve(MultiReserveReceipt),
+    Multi(MultiReceipt),
+    Reservation(Option<Reservation>),
+    Reservations(Vec<Reservation>),
     Failed(ErrorKind),
 }
 
@@ -332,6 +364,253 @@ pub fn random_op(rng: &mut Rng, advance_steps: &[u64]) -> Op {
     }
 }
 
+/// The TTLs reservations draw from (the short ones expire within a sequence; clock moves by them
+/// cross the expiries exactly).
+pub const RESERVE_TTLS: &[u64] = &[1, 10, 1_000, 1_500, 2_000, 60_000, MAX_AMOUNT];
+
+/// The reserve requests a sequence made so far and the budgets they went to, so that later
+/// operations retry them (the same request), misuse their ids (another request), and commit or
+/// release them, on their budgets, with right or wrong amounts.
+#[derive(Debug, Default)]
+pub struct Reservations {
+    made: Vec<(Vec<String>, ReserveRequest)>,
+}
+
+impl Reservations {
+    /// The last request made with `id`, if any.
+    fn request_of(&self, id: &str) -> Option<&ReserveRequest> {
+        self.made.iter().rev().map(|(_, r)| r).find(|r| r.id == id)
+    }
+
+    /// Where to send a call about an id, and the id: mostly the budgets (`several`) or one budget
+    /// of an earlier reservation and its id, else random ones.
+    fn target(&self, rng: &mut Rng, several: bool) -> (Vec<String>, String) {
+        if self.made.is_empty() || rng.chance(25) {
+            let budgets = if several {
+                random_budgets(rng)
+            } else {
+                vec![reservation_budget(rng)]
+            };
+            let id = if self.made.is_empty() || rng.chance(50) {
+                random_name(rng, &VOCABULARY.ids)
+            } else {
+                rng.pick(&self.made).1.id.clone()
+            };
+            return (budgets, id);
+        }
+        let (budgets, request) = rng.pick(&self.made);
+        let mut budgets = budgets.clone();
+        if several {
+            if rng.chance(15) {
+                budgets.push(reservation_budget(rng));
+            }
+        } else {
+            budgets = vec![rng.pick(&budgets).clone()];
+        }
+        (budgets, request.id.clone())
+    }
+
+    /// A reserve on one budget (`several`: on 1–3): a retry of an earlier one, an earlier id with
+    /// another request, or a new request.
+    fn reserve(&mut self, rng: &mut Rng, several: bool) -> (Vec<String>, ReserveRequest) {
+        let (budgets, request) = if !self.made.is_empty() && rng.chance(40) {
+            let (budgets, earlier) = rng.pick(&self.made).clone();
+            let budgets = if several {
+                budgets
+            } else {
+                vec![rng.pick(&budgets).clone()]
+            };
+            if rng.chance(75) {
+                return (budgets, earlier);
+            }
+            let mut other = fresh_request(rng);
+            other.id = earlier.id;
+            (budgets, other)
+        } else if several {
+            (random_budgets(rng), fresh_request(rng))
+        } else {
+            (vec![reservation_budget(rng)], fresh_request(rng))
+        };
+        self.made.push((budgets.clone(), request.clone()));
+        (budgets, request)
+    }
+
+    /// An `actual` for `id`: within its request most of the time, else above it or with another
+    /// dimension (or anything, for an id never reserved).
+    fn actual(&self, rng: &mut Rng, id: &str) -> BTreeMap<String, u64> {
+        let Some(made) = self.request_of(id) else {
+            return random_amounts(rng, 0);
+        };
+        let mut actual = BTreeMap::new();
+        for (dimension, amount) in &made.dimensions {
+            if rng.chance(75) {
+                let within = if rng.chance(50) {
+                    *amount
+                } else {
+                    rng.below(amount.saturating_add(1)).min(*amount)
+                };
+                actual.insert(dimension.clone(), within);
+            }
+        }
+        if rng.chance(15) {
+            match actual.iter_mut().next() {
+                Some((_, amount)) if rng.chance(50) => *amount = amount.saturating_add(1),
+                _ => {
+                    actual.insert(random_name(rng, &VOCABULARY.dimensions), 1);
+                }
+            }
+        }
+        actual
+    }
+}
+
+/// A policy of hard (and some soft) limits on the common dimensions, small enough that holds
+/// and reports run into them.
+fn tight_policy(rng: &mut Rng) -> BudgetPolicy {
+    let mut policy = BudgetPolicy::new();
+    for dimension in &VOCABULARY.dimensions[..COMMON] {
+        if rng.chance(80) {
+            let hard = *rng.pick(&[0, 3, 5, 10, 20]);
+            let soft = Some(hard / 2).filter(|_| rng.chance(50));
+            policy = policy.limit(
+                dimension.clone(),
+                DimensionLimit {
+                    hard: Some(hard),
+                    soft,
+                },
+            );
+        }
+    }
+    if rng.chance(30) {
+        policy = policy.window(rng.pick(&WINDOWS).clone());
+    }
+    policy
+}
+
+/// 0 to 3 random dimensions (at least `min`), amounts from [`DELTAS`], now and then one above
+/// `MAX_AMOUNT`.
+fn random_amounts(rng: &mut Rng, min: u64) -> BTreeMap<String, u64> {
+    let mut amounts = BTreeMap::new();
+    for _ in 0..min.max(rng.below(4)) {
+        let amount = if rng.chance(2) {
+            MAX_AMOUNT + 1
+        } else if rng.chance(50) {
+            rng.below(6)
+        } else {
+            *rng.pick(DELTAS)
+        };
+        amounts.insert(random_name(rng, &VOCABULARY.dimensions), amount);
+    }
+    amounts
+}
+
+/// A new reserve request (now and then invalid: no dimension, a TTL of 0, an invalid id).
+fn fresh_request(rng: &mut Rng) -> ReserveRequest {
+    let min = if rng.chance(3) { 0 } else { 1 };
+    let ttl = if rng.chance(2) {
+        0
+    } else {
+        *rng.pick(RESERVE_TTLS)
+    };
+    ReserveRequest {
+        id: random_name(rng, &VOCABULARY.ids),
+        dimensions: random_amounts(rng, min),
+        ttl_ms: ttl,
+    }
+}
+
+/// A budget for a reservation call: one of the common budgets nine times in ten (so that holds,
+/// policies and reports meet), else any (or an invalid one).
+fn reservation_budget(rng: &mut Rng) -> String {
+    if rng.chance(90) {
+        rng.pick(&VOCABULARY.budgets[..COMMON]).clone()
+    } else {
+        any_name(rng, &VOCABULARY.budgets)
+    }
+}
+
+/// 1 to 3 budgets, now and then one twice or an invalid one.
+fn random_budgets(rng: &mut Rng) -> Vec<String> {
+    let mut budgets: Vec<String> = Vec::new();
+    for _ in 0..1 + rng.below(3) {
+        let budget = reservation_budget(rng);
+        if !budgets.contains(&budget) || rng.chance(10) {
+            budgets.push(budget);
+        }
+    }
+    budgets
+}
+
+/// A random reservation or several-budget operation (§4.2, §4.3), or a clock move by a
+/// reservation TTL.
+pub fn random_reservation_op(rng: &mut Rng, made: &mut Reservations) -> Op {
+    match rng.below(100) {
+        0..=21 => {
+            let (mut budgets, request) = made.reserve(rng, false);
+            Op::Reserve(budgets.remove(0), request)
+        }
+        22..=37 => {
+            let (mut budgets, id) = made.target(rng, false);
+            let actual = made.actual(rng, &id);
+            Op::Commit(budgets.remove(0), id, actual)
+        }
+        38..=41 => {
+            let (mut budgets, id) = made.target(rng, false);
+            let actual = made.actual(rng, &id);
+            Op::CheckCommit(budgets.remove(0), id, actual)
+        }
+        42..=50 => {
+            let (mut budgets, id) = made.target(rng, false);
+            Op::Release(budgets.remove(0), id)
+        }
+        51..=53 => {
+            let (mut budgets, id) = made.target(rng, false);
+            Op::Reservation(budgets.remove(0), id)
+        }
+        54..=55 => Op::Reservations(reservation_budget(rng)),
+        56..=65 => {
+            let (budgets, request) = made.reserve(rng, true);
+            Op::ReserveAll(budgets, request)
+        }
+        66..=73 => {
+            let (budgets, id) = made.target(rng, true);
+            let actual = made.actual(rng, &id);
+            Op::CommitAll(budgets, id, actual)
+        }
+        74..=77 => {
+            let (budgets, id) = made.target(rng, true);
+            Op::ReleaseAll(budgets, id)
+        }
+        78..=86 => {
+            let (budgets, id) = made.target(rng, true);
+            let mut report = UsageReport {
+                dimensions: random_amounts(rng, 1),
+                dedup_key: None,
+            };
+            if rng.chance(90) {
+                // A report over several budgets reserves under its key: ids and keys mix.
+                report.dedup_key = Some(id);
+            }
+            Op::ReportAll(budgets, report)
+        }
+        87..=93 => Op::SetPolicy(reservation_budget(rng), tight_policy(rng)),
+        94..=97 => {
+            // A small report where holds are: it must count them against hard limits.
+            let mut report = UsageReport::new();
+            for dimension in &VOCABULARY.dimensions[..COMMON] {
+                if rng.chance(50) {
+                    report = report.add(dimension.clone(), rng.below(8));
+                }
+            }
+            if report.dimensions.is_empty() {
+                report = report.add(VOCABULARY.dimensions[0].clone(), 1);
+            }
+            Op::Report(reservation_budget(rng), report)
+        }
+        _ => Op::Advance(*rng.pick(&RESERVE_TTLS[..RESERVE_TTLS.len() - 1])),
+    }
+}
+
 /// Applies `op` to `backend` (or to the shared clock) and reduces the result to an [`Answer`].
 pub async fn apply(backend: &dyn Backend, clock: &ManualClock, op: &Op) -> Answer {
     match op {
@@ -347,6 +626,33 @@ pub async fn apply(backend: &dyn Backend, clock: &ManualClock, op: &Op) -> Answe
         }
         Op::Query(p, params) => answer(backend.query(p, *params).await, Answer::Rows),
         Op::Cleanup(t) => answer(backend.cleanup(*t).await, Answer::Count),
+        Op::Reserve(b, r) => answer(backend.reserve(b, r).await, Answer::Reserve),
+        Op::Commit(b, id, actual) => answer(backend.commit(b, id, actual).await, Answer::Receipt),
+        Op::CheckCommit(b, id, actual) => {
+            answer(backend.check_commit(b, id, actual).await, |_| Answer::Unit)
+        }
+        Op::Release(b, id) => answer(backend.release(b, id).await, Answer::Bool),
+        Op::Reservation(b, id) => answer(backend.reservation(b, id).await, Answer::Reservation),
+        Op::Reservations(b) => answer(backend.reservations(b).await, Answer::Reservations),
+        Op::ReserveAll(budgets, r) => {
+            let budgets: Vec<&str> = budgets.iter().map(String::as_str).collect();
+            answer(backend.reserve_all(&budgets, r).await, Answer::MultiReserve)
+        }
+        Op::CommitAll(budgets, id, actual) => {
+            let budgets: Vec<&str> = budgets.iter().map(String::as_str).collect();
+            answer(
+                backend.commit_all(&budgets, id, actual).await,
+                Answer::Multi,
+            )
+        }
+        Op::ReleaseAll(budgets, id) => {
+            let budgets: Vec<&str> = budgets.iter().map(String::as_str).collect();
+            answer(backend.release_all(&budgets, id).await, |_| Answer::Unit)
+        }
+        Op::ReportAll(budgets, r) => {
+            let budgets: Vec<&str> = budgets.iter().map(String::as_str).collect();
+            answer(backend.report_usage_all(&budgets, r).await, Answer::Multi)
+        }
         Op::Advance(ms) => {
             clock.set(clock.now_ms().saturating_add(*ms).min(MAX_AMOUNT));
             Answer::Unit
@@ -365,21 +671,17 @@ pub async fn apply(backend: &dyn Backend, clock: &ManualClock, op: &Op) -> Answe
     }
 }
 
-/// The usage of every budget.
-async fn counters_of_every_budget(backend: &dyn Backend) -> Vec<Answer> {
-    let mut state = Vec::new();
-    for budget in &VOCABULARY.budgets {
-        state.push(answer(backend.usage(budget).await, Answer::Usage));
-    }
-    state
-}
-
-/// Everything observable in a namespace: policies and usage of every budget, every row.
+/// Everything observable in a namespace: policies, usage (pending included) and reservations of
+/// every budget, every row.
 async fn final_state(backend: &dyn Backend) -> Vec<Answer> {
     let mut state = Vec::new();
     for budget in &VOCABULARY.budgets {
         state.push(answer(backend.policy(budget).await, Answer::Policy));
         state.push(answer(backend.usage(budget).await, Answer::Usage));
+        state.push(answer(
+            backend.reservations(budget).await,
+            Answer::Reservations,
+        ));
     }
     state.push(answer(
         backend.query("*", QueryParams::default()).await,
@@ -463,9 +765,14 @@ pub async fn run_sequence(ctx: &Ctx, seed: u64, ops: usize) -> std::result::Resu
     };
     // The last report (not rejected as invalid) of every (budget, key), and the handle that sent it.
     let mut last_keyed: BTreeMap<(String, String), (usize, Op)> = BTreeMap::new();
+    let mut made = Reservations::default();
     for step in 0..ops {
         let via = rng.index(2) % real.len();
-        let op = random_op(&mut rng, &steps);
+        let op = if rng.chance(RESERVATION_SHARE) {
+            random_reservation_op(&mut rng, &mut made)
+        } else {
+            random_op(&mut rng, &steps)
+        };
         let label = step.to_string();
         trace.push(&label, via, &op);
         let want = apply(&*model[via], &clock, &op).await;
@@ -481,16 +788,24 @@ pub async fn run_sequence(ctx: &Ctx, seed: u64, ops: usize) -> std::result::Resu
         {
             return Err(trace.differs(&label, &want, &got));
         }
-        if let Op::Report(
-            budget,
-            UsageReport {
-                dedup_key: Some(key),
-                ..
-            },
-        ) = &op
-        {
+        let retried = match &op {
+            Op::Report(
+                budget,
+                UsageReport {
+                    dedup_key: Some(key),
+                    ..
+                },
+            ) => Some((budget.clone(), format!("key {key}"))),
+            Op::Reserve(budget, request) => Some((budget.clone(), format!("id {}", request.id))),
+            Op::ReportAll(budgets, report) => Some((
+                budgets.join(","),
+                format!("all {}", report.dedup_key.as_deref().unwrap_or("")),
+            )),
+            _ => None,
+        };
+        if let Some(slot) = retried {
             if want != Answer::Failed(ErrorKind::InvalidInput) {
-                last_keyed.insert((budget.clone(), key.clone()), (via, op.clone()));
+                last_keyed.insert(slot, (via, op.clone()));
             }
         }
     }
@@ -499,7 +814,8 @@ pub async fn run_sequence(ctx: &Ctx, seed: u64, ops: usize) -> std::result::Resu
     if got != want {
         return Err(trace.state_differs("after the operations", &want, &got));
     }
-    // Dedup state: a retry of each key's last report answers alike (replayed, fresh or conflict).
+    // Dedup and reservation state: a retry of each key's last report, each id's last reserve and
+    // each multi-budget report answers alike (replayed, fresh or conflict).
     for (i, (via, op)) in last_keyed.values().enumerate() {
         let label = format!("retry {i} after the operations");
         trace.push(&label, *via, op);
@@ -509,9 +825,9 @@ pub async fn run_sequence(ctx: &Ctx, seed: u64, ops: usize) -> std::result::Resu
             return Err(trace.differs(&label, &want, &got));
         }
     }
-    // Reports change only counters (and dedup records): the counters of every budget again.
-    let want = counters_of_every_budget(&*model[0]).await;
-    let got = counters_of_every_budget(&*real[0]).await;
+    // The retries change counters, holds and reservations at most: the whole state again.
+    let want = final_state(&*model[0]).await;
+    let got = final_state(&*real[0]).await;
     if got != want {
         return Err(trace.state_differs("after the retries", &want, &got));
     }

@@ -74,6 +74,8 @@ macro_rules! conformance_tests {
         $crate::__conformance_lifecycle!($backend);
         $crate::__conformance_races!($backend);
         $crate::__conformance_windows!($backend);
+        $crate::__conformance_reservations!($backend);
+        $crate::__conformance_several!($backend);
         $crate::__conformance_differential!($backend);
     };
 }

@@ -11,6 +11,8 @@ pub mod names;
 pub mod numbers;
 pub mod races;
 pub mod records;
+pub mod reservations;
+pub mod several;
 pub mod windows;
 
 pub use crate::differential;
@@ -19,8 +21,9 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use stowage_core::{
-    Backend, Breach, BudgetPolicy, DimensionLimit, ErrorKind, QueryParams, Result, UsageOutcome,
-    UsageReceipt, UsageReport, Value,
+    Backend, Breach, BudgetPolicy, DimensionLimit, ErrorKind, QueryParams, Reservation,
+    ReserveOutcome, ReserveReceipt, ReserveRequest, Result, UsageOutcome, UsageReceipt,
+    UsageReport, Value,
 };
 
 /// A report of `dims` without a dedup key.
@@ -144,4 +147,86 @@ pub async fn must_report(backend: &dyn Backend, budget: &str, r: &UsageReport) -
         .report_usage(budget, r)
         .await
         .unwrap_or_else(|e| panic!("report_usage {budget:?} {r:?} failed: {e}"))
+}
+
+/// A reserve request for `id` holding `dims` for `ttl_ms`.
+pub fn request(id: &str, dims: &[(&str, u64)], ttl_ms: u64) -> ReserveRequest {
+    dims.iter()
+        .fold(ReserveRequest::new(id, ttl_ms), |r, (d, v)| r.add(*d, *v))
+}
+
+/// A fresh `Reserved` receipt expiring at `expires_at`.
+pub fn reserved(expires_at: u64) -> ReserveReceipt {
+    ReserveReceipt {
+        outcome: ReserveOutcome::Reserved,
+        expires_at,
+        replayed: false,
+    }
+}
+
+/// A fresh `HardBreach` receipt of a refused reservation expiring (had it held) at `expires_at`.
+pub fn refused(expires_at: u64, breaches: Vec<Breach>) -> ReserveReceipt {
+    ReserveReceipt {
+        outcome: ReserveOutcome::HardBreach(breaches),
+        expires_at,
+        replayed: false,
+    }
+}
+
+/// `receipt` as a replay answers it.
+pub fn replay_of(receipt: &ReserveReceipt) -> ReserveReceipt {
+    ReserveReceipt {
+        replayed: true,
+        ..receipt.clone()
+    }
+}
+
+/// Reserves and unwraps.
+pub async fn must_reserve(
+    backend: &dyn Backend,
+    budget: &str,
+    r: &ReserveRequest,
+) -> ReserveReceipt {
+    backend
+        .reserve(budget, r)
+        .await
+        .unwrap_or_else(|e| panic!("reserve {budget:?} {r:?} failed: {e}"))
+}
+
+/// Commits `actual` (pairs) and unwraps.
+pub async fn must_commit(
+    backend: &dyn Backend,
+    budget: &str,
+    id: &str,
+    actual: &[(&str, u64)],
+) -> UsageReceipt {
+    backend
+        .commit(budget, id, &counters(actual))
+        .await
+        .unwrap_or_else(|e| panic!("commit {budget:?} {id:?} {actual:?} failed: {e}"))
+}
+
+/// Releases and unwraps.
+pub async fn must_release(backend: &dyn Backend, budget: &str, id: &str) -> bool {
+    backend
+        .release(budget, id)
+        .await
+        .unwrap_or_else(|e| panic!("release {budget:?} {id:?} failed: {e}"))
+}
+
+/// The amounts held on `budget` (`usage().pending`).
+pub async fn pending_in(backend: &dyn Backend, budget: &str) -> BTreeMap<String, u64> {
+    backend
+        .usage(budget)
+        .await
+        .unwrap_or_else(|e| panic!("usage {budget:?} failed: {e}"))
+        .pending
+}
+
+/// The reservation `budget` remembers under `id`.
+pub async fn reservation_of(backend: &dyn Backend, budget: &str, id: &str) -> Option<Reservation> {
+    backend
+        .reservation(budget, id)
+        .await
+        .unwrap_or_else(|e| panic!("reservation {budget:?} {id:?} failed: {e}"))
 }

@@ -3,11 +3,14 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use stowage_core::{Backend, Result, StoreResult, UsageOutcome, UsageReceipt, UsageReport};
+use stowage_core::{
+    Backend, ErrorKind, ReserveOutcome, Result, StoreResult, UsageOutcome, UsageReceipt,
+    UsageReport,
+};
 use stowage_testkit::rng::Rng;
 use tokio::sync::Barrier;
 
-use super::{counters, keyed, policy, report, rows, usage_of};
+use super::{counters, keyed, policy, report, request, rows, usage_of};
 use crate::Ctx;
 
 /// Runs `count` tasks at once (released together), task i on handle i mod len, and collects their results in order.
@@ -187,6 +190,156 @@ pub async fn expired_keys_reused_concurrently_apply_once_per_budget(ctx: Ctx) {
     }
 }
 
+/// 64 concurrent reserves of 7 against a hard limit of 100: exactly 14 hold, the others are refused, and 98 is held.
+pub async fn concurrent_reserves_never_hold_more_than_a_hard_limit(ctx: Ctx) {
+    let (limit, amount, tasks) = (100u64, 7u64, 64usize);
+    ctx.backend
+        .set_policy("p", &policy(&[("t", None, Some(limit))]))
+        .await
+        .unwrap();
+    let handles = ctx.handles(4).await;
+    let results = race(&handles, tasks, |i, b| async move {
+        b.reserve("p", &request(&format!("r{i}"), &[("t", amount)], 600_000))
+            .await
+    })
+    .await;
+    let held = results
+        .into_iter()
+        .map(|r| r.expect("reserve"))
+        .filter(|r| {
+            assert!(!r.replayed);
+            r.outcome == ReserveOutcome::Reserved
+        })
+        .count();
+    assert_eq!(u64::try_from(held).unwrap(), limit / amount);
+    let usage = ctx.backend.usage("p").await.unwrap();
+    assert_eq!(usage.pending, counters(&[("t", limit / amount * amount)]));
+    assert!(usage.counters.is_empty());
+}
+
+/// Tasks interleaving reserve, commit, release and report keep `counters + pending <= hard` at every `usage` read and end with counters equal to what was applied.
+pub async fn interleaved_reservations_keep_holds_within_the_hard_limit(ctx: Ctx) {
+    let hard = 60u64;
+    ctx.backend
+        .set_policy("p", &policy(&[("t", Some(20), Some(hard))]))
+        .await
+        .unwrap();
+    let handles = ctx.handles(4).await;
+    let workers = 24usize;
+    let readers = 4usize;
+    let results = race(&handles, workers + readers, |i, b| async move {
+        let mut rng = Rng::new(0x5EED_1200 + u64::try_from(i).expect("small"));
+        // What this task's commits and reports applied.
+        let mut applied = 0u64;
+        if i >= workers {
+            // A reader: counters + pending never exceed the hard limit.
+            for _ in 0..60 {
+                let usage = b.usage("p").await.expect("usage");
+                let counted = usage.counters.get("t").copied().unwrap_or(0)
+                    + usage.pending.get("t").copied().unwrap_or(0);
+                assert!(counted <= hard, "counters + pending = {counted} > {hard}");
+                tokio::task::yield_now().await;
+            }
+            return applied;
+        }
+        for round in 0..6 {
+            let id = format!("w{i}-{round}");
+            let amount = 1 + rng.below(12);
+            let receipt = b
+                .reserve("p", &request(&id, &[("t", amount)], 600_000))
+                .await
+                .expect("reserve");
+            if rng.chance(30) {
+                let delta = rng.below(6);
+                let r = b.report_usage("p", &report(&[("t", delta)])).await;
+                if r.expect("report").outcome.is_applied() {
+                    applied += delta;
+                }
+            }
+            if receipt.outcome != ReserveOutcome::Reserved {
+                continue;
+            }
+            tokio::task::yield_now().await;
+            if rng.chance(70) {
+                let actual = rng.below(amount + 1);
+                let r = b
+                    .commit("p", &id, &counters(&[("t", actual)]))
+                    .await
+                    .expect("commit");
+                assert!(!r.replayed && r.outcome.is_applied());
+                applied += actual;
+            } else {
+                assert!(b.release("p", &id).await.expect("release"));
+            }
+        }
+        applied
+    })
+    .await;
+    let applied: u64 = results.iter().sum();
+    let usage = ctx.backend.usage("p").await.unwrap();
+    assert!(usage.pending.is_empty(), "every hold was resolved");
+    assert_eq!(usage.counters.get("t").copied().unwrap_or(0), applied);
+    assert!(applied <= hard);
+}
+
+/// How one side of a commit/release race ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Side {
+    Committed,
+    CommitConflict,
+    Released,
+    ReleasedNothing,
+    ReleaseConflict,
+}
+
+/// One reservation committed and released at once resolves exactly once: commit `Ok` and release `Conflict`, or release `true` and commit `Conflict`.
+pub async fn concurrent_commit_and_release_resolve_once(ctx: Ctx) {
+    let handles = ctx.handles(2).await;
+    let mut committed = 0u64;
+    for round in 0..24u64 {
+        let id = format!("r{round}");
+        ctx.backend
+            .reserve("p", &request(&id, &[("t", 5)], 600_000))
+            .await
+            .unwrap();
+        let shared_id = Arc::new(id);
+        let sides = race(&handles, 2, |i, b| {
+            let id = shared_id.clone();
+            async move {
+                if (i + usize::try_from(round).expect("small")) % 2 == 0 {
+                    match b.commit("p", &id, &counters(&[("t", 3)])).await {
+                        Ok(r) => {
+                            assert_eq!(r.outcome, UsageOutcome::Ok);
+                            assert!(!r.replayed);
+                            Side::Committed
+                        }
+                        Err(e) if e.kind() == ErrorKind::Conflict => Side::CommitConflict,
+                        Err(e) => panic!("commit: {e}"),
+                    }
+                } else {
+                    match b.release("p", &id).await {
+                        Ok(true) => Side::Released,
+                        Ok(false) => Side::ReleasedNothing,
+                        Err(e) if e.kind() == ErrorKind::Conflict => Side::ReleaseConflict,
+                        Err(e) => panic!("release: {e}"),
+                    }
+                }
+            }
+        })
+        .await;
+        let mut sides = sides;
+        sides.sort();
+        match sides[..] {
+            [Side::Committed, Side::ReleaseConflict] => committed += 3,
+            [Side::CommitConflict, Side::Released] => {}
+            _ => panic!("round {round}: {sides:?} resolved other than exactly once"),
+        }
+    }
+    let usage = ctx.backend.usage("p").await.unwrap();
+    assert!(usage.pending.is_empty());
+    assert_eq!(usage.counters.get("t").copied().unwrap_or(0), committed);
+}
+
 cases! {
     __conformance_races;
     races: [
@@ -195,5 +348,8 @@ cases! {
         concurrent_idempotent_stores_append_once,
         concurrent_reports_on_several_dimensions_stay_consistent,
         expired_keys_reused_concurrently_apply_once_per_budget,
+        concurrent_reserves_never_hold_more_than_a_hard_limit,
+        interleaved_reservations_keep_holds_within_the_hard_limit,
+        concurrent_commit_and_release_resolve_once,
     ]
 }

@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use stowage_conformance::Harness;
 use stowage_core::raw::{
-    dedup_expiry, dedup_fingerprint, dedup_is_live, validate, Pattern, ResolvedOptions,
+    decide, dedup_expiry, dedup_fingerprint, dedup_is_live, reserve_answer, sorted_budgets,
+    validate, Pattern, ResolvedOptions,
 };
 use stowage_core::{
     Backend, BoxFuture, BudgetBackend, BudgetPolicy, BudgetUsage, Capabilities, Checked,
-    ConnectOptions, Error, MemoryBackend, MultiReceipt, MultiReserveReceipt, PersistenceBackend,
-    QueryParams, Reservation, ReserveReceipt, ReserveRequest, Result, StoreResult, StoredValue,
-    UsageOutcome, UsageReceipt, UsageReport, Value, Window,
+    ConnectOptions, Error, ErrorKind, MemoryBackend, MultiReceipt, MultiReserveReceipt,
+    PersistenceBackend, QueryParams, Reservation, ReservationState, ReserveReceipt, ReserveRequest,
+    Result, StoreResult, StoredValue, UsageOutcome, UsageReceipt, UsageReport, Value, Window,
 };
 
 /// A deliberate defect of the wrapped model (or none).
@@ -46,6 +47,19 @@ pub enum Defect {
     /// A `set_policy` or `delete_policy` that changes the window drops the counters, even those of
     /// the current window (an engine that forgets `keep_counters`).
     WindowChangeDropsCounters,
+    /// `report_usage` judges hard limits by the counters alone: holds do not count against them.
+    ReportsIgnoreHolds,
+    /// A hold past its `expires_at` still shows in `usage.pending` (an engine that frees holds
+    /// only when something writes).
+    ExpiredHoldsStillCount,
+    /// `release` of a committed reservation answers `true` instead of `Conflict`.
+    ReleaseAfterCommitIsTrue,
+    /// An id is forgotten at its `expires_at` instead of `dedup_ttl_ms` after it ended: commits,
+    /// releases and reads after `expires_at` find nothing.
+    ForgetsIdsAtExpiry,
+    /// `reserve_all` keeps the holds it made on the other budgets when one budget refuses or
+    /// fails (an engine that forgets to undo).
+    ReserveAllKeepsHolds,
 }
 
 impl Defect {
@@ -261,6 +275,59 @@ impl PersistenceBackend for Model {
 }
 
 impl Model {
+    /// `report_usage` for `ReportsIgnoreHolds`: hard limits judged by the counters alone; a report
+    /// that fits them is applied with the hard limits lifted for a moment.
+    async fn report_ignoring_holds(&self, b: &str, r: &UsageReport) -> Result<UsageReceipt> {
+        validate::report("report_usage", b, r)?;
+        let usage = self.inner.usage(b).await?;
+        let policy = self.inner.policy(b).await?;
+        let Some(policy) = policy.filter(|_| !usage.pending.is_empty()) else {
+            return self.inner.report_usage(b, r).await;
+        };
+        let blind = decide(b, &usage.counters, &BTreeMap::new(), Some(&policy), r)?;
+        if !blind.outcome.is_applied() {
+            return self.inner.report_usage(b, r).await;
+        }
+        let mut lifted = policy.clone();
+        for limit in lifted.limits.values_mut() {
+            limit.hard = None;
+        }
+        self.inner.set_policy(b, &lifted).await?;
+        let answer = self.inner.report_usage(b, r).await;
+        self.inner.set_policy(b, &policy).await?;
+        answer
+    }
+
+    /// For `ForgetsIdsAtExpiry`: `NotFound` when the budget knows `id` but its `expires_at` has passed.
+    async fn forgotten_at_expiry(&self, op: &str, b: &str, id: &str) -> Result<()> {
+        if self.defect != Defect::ForgetsIdsAtExpiry {
+            return Ok(());
+        }
+        let now = self.resolved.now(op)?;
+        match self.inner.reservation(b, id).await {
+            Ok(Some(known)) if now >= known.expires_at => {
+                Err(Error::reservation_not_found(op, b, id))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `reserve_all` for `ReserveAllKeepsHolds`: every budget's `reserve`, the answer built from
+    /// them, and nothing released.
+    async fn reserve_all_keeping_holds(
+        &self,
+        budgets: &[&str],
+        r: &ReserveRequest,
+    ) -> Result<MultiReserveReceipt> {
+        let budgets = sorted_budgets("reserve_all", budgets)?;
+        validate::reserve("reserve_all", budgets[0], r)?;
+        let mut answers = Vec::new();
+        for budget in &budgets {
+            answers.push(self.inner.reserve(budget, r).await);
+        }
+        reserve_answer(&budgets, answers)
+    }
+
     /// The window of `budget`'s policy (as the wrapper keeps it for `NeverRollsOver`).
     fn own_window(&self, budget: &str) -> Option<Window> {
         lock(&self.store.windows).get(budget).cloned()
@@ -334,6 +401,9 @@ impl BudgetBackend for Model {
             {
                 return Err(Error::invalid_input("report_usage: a name is too long"));
             }
+            if self.defect == Defect::ReportsIgnoreHolds {
+                return self.report_ignoring_holds(b, r).await;
+            }
             match (self.defect, &r.dedup_key) {
                 (Defect::ForgetsDedupKeys, Some(_)) => {
                     let mut keyless = r.clone();
@@ -352,6 +422,17 @@ impl BudgetBackend for Model {
             let mut usage = self.inner.usage(b).await?;
             if let Some(w) = self.own_window(b) {
                 usage.window = Some(w.bounds_at(self.resolved.now("usage")?)?);
+            }
+            if self.defect == Defect::ExpiredHoldsStillCount {
+                let now = self.resolved.now("usage")?;
+                for known in self.inner.reservations(b).await? {
+                    if known.state == ReservationState::Held && now >= known.expires_at {
+                        for (dimension, amount) in known.dimensions.iter().filter(|(_, a)| **a > 0)
+                        {
+                            *usage.pending.entry(dimension.clone()).or_default() += amount;
+                        }
+                    }
+                }
             }
             Ok(usage)
         })
@@ -372,10 +453,26 @@ impl BudgetBackend for Model {
         id: &'a str,
         actual: &'a BTreeMap<String, u64>,
     ) -> BoxFuture<'a, Result<UsageReceipt>> {
-        self.inner.commit(b, id, actual)
+        Box::pin(async move {
+            validate::commit("commit", b, id, actual)?;
+            self.forgotten_at_expiry("commit", b, id).await?;
+            self.inner.commit(b, id, actual).await
+        })
     }
     fn release<'a>(&'a self, b: &'a str, id: &'a str) -> BoxFuture<'a, Result<bool>> {
-        self.inner.release(b, id)
+        Box::pin(async move {
+            validate::name("release", "reservation id", id)?;
+            self.forgotten_at_expiry("release", b, id).await?;
+            match self.inner.release(b, id).await {
+                Err(e)
+                    if e.kind() == ErrorKind::Conflict
+                        && self.defect == Defect::ReleaseAfterCommitIsTrue =>
+                {
+                    Ok(true)
+                }
+                answer => answer,
+            }
+        })
     }
     fn check_commit<'a>(
         &'a self,
@@ -383,17 +480,35 @@ impl BudgetBackend for Model {
         id: &'a str,
         actual: &'a BTreeMap<String, u64>,
     ) -> BoxFuture<'a, Result<()>> {
-        self.inner.check_commit(b, id, actual)
+        Box::pin(async move {
+            validate::commit("check_commit", b, id, actual)?;
+            self.forgotten_at_expiry("check_commit", b, id).await?;
+            self.inner.check_commit(b, id, actual).await
+        })
     }
     fn reservation<'a>(
         &'a self,
         b: &'a str,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<Reservation>>> {
-        self.inner.reservation(b, id)
+        Box::pin(async move {
+            let known = self.inner.reservation(b, id).await?;
+            if self.defect == Defect::ForgetsIdsAtExpiry {
+                let now = self.resolved.now("reservation")?;
+                return Ok(known.filter(|r| now < r.expires_at));
+            }
+            Ok(known)
+        })
     }
     fn reservations<'a>(&'a self, b: &'a str) -> BoxFuture<'a, Result<Vec<Reservation>>> {
-        self.inner.reservations(b)
+        Box::pin(async move {
+            let mut known = self.inner.reservations(b).await?;
+            if self.defect == Defect::ForgetsIdsAtExpiry {
+                let now = self.resolved.now("reservations")?;
+                known.retain(|r| now < r.expires_at);
+            }
+            Ok(known)
+        })
     }
     fn report_usage_all<'a>(
         &'a self,
@@ -407,6 +522,9 @@ impl BudgetBackend for Model {
         budgets: &'a [&'a str],
         r: &'a ReserveRequest,
     ) -> BoxFuture<'a, Result<MultiReserveReceipt>> {
+        if self.defect == Defect::ReserveAllKeepsHolds {
+            return Box::pin(self.reserve_all_keeping_holds(budgets, r));
+        }
         self.inner.reserve_all(budgets, r)
     }
     fn commit_all<'a>(
