@@ -10,6 +10,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_dedup_expiry.sql"),
     include_str!("../migrations/0003_windows.sql"),
+    include_str!("../migrations/0004_reservations.sql"),
 ];
 
 /// The advisory lock (bigint key space) that serializes every stowage initialization in a database.
