@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use stowage_conformance::lockstep::Lockstep;
 use stowage_core::{
-    BudgetPolicy, ConnectOptions, DimensionLimit, ManualClock, PersistenceBackend, ReserveOutcome,
-    ReserveRequest, UsageReport, Window, MAX_AMOUNT,
+    BudgetBackend, BudgetPolicy, ConnectOptions, DimensionLimit, ManualClock, PersistenceBackend,
+    ReserveOutcome, ReserveRequest, UsageReport, Window, MAX_AMOUNT,
 };
 use stowage_postgres::PostgresBackend;
 
@@ -377,4 +377,72 @@ async fn holds_count_until_resolved_or_expired() {
     assert!(p.usage("a").await.unwrap().pending.is_empty());
     assert!(!p.release("a", "r1").await.unwrap());
     p.reservations("a").await.unwrap();
+}
+
+/// Concurrent reports over overlapping sets of budgets (taken in name order, so never a deadlock):
+/// each applies on every budget or none, and no hard limit is ever exceeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reports_over_several_budgets_are_all_or_nothing() {
+    let Some(url) = common::shared_url() else {
+        return;
+    };
+    let namespace = stowage_conformance::unique_namespace("resc");
+    let pg = PostgresBackend::open(
+        &common::with_param(&url, "max_connections=6"),
+        ConnectOptions::new().namespace(namespace),
+    )
+    .await
+    .unwrap();
+    pg.initialize().await.unwrap();
+    let pg = Arc::new(pg);
+    let limit = 60;
+    for budget in ["a", "b", "c"] {
+        pg.set_policy(
+            budget,
+            &BudgetPolicy::new().limit("t", DimensionLimit::hard(limit)),
+        )
+        .await
+        .unwrap();
+    }
+    let sets: [&[&str]; 4] = [&["a", "b"], &["c", "b"], &["a", "c"], &["c", "a", "b"]];
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        let pg = pg.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut applied: BTreeMap<&str, u64> = BTreeMap::new();
+            for i in 0..20 {
+                let set = sets[(task + i) % sets.len()];
+                let report = UsageReport::new()
+                    .add("t", 1)
+                    .dedup_key(format!("{task}-{i}"));
+                let receipt = pg.report_usage_all(set, &report).await.unwrap();
+                if !matches!(receipt.outcome, stowage_core::MultiOutcome::HardBreach(_)) {
+                    for budget in set {
+                        *applied.entry(budget).or_default() += 1;
+                    }
+                }
+            }
+            applied
+        }));
+    }
+    let mut applied: BTreeMap<&str, u64> = BTreeMap::new();
+    for task in tasks {
+        for (budget, n) in task.await.unwrap() {
+            *applied.entry(budget).or_default() += n;
+        }
+    }
+    for budget in ["a", "b", "c"] {
+        let usage = pg.usage(budget).await.unwrap();
+        let counted = usage.counters.get("t").copied().unwrap_or(0);
+        assert_eq!(
+            counted,
+            applied.get(budget).copied().unwrap_or(0),
+            "{budget}"
+        );
+        assert!(counted <= limit, "{budget}: {counted} above the hard limit");
+        assert!(
+            usage.pending.is_empty(),
+            "{budget}: every hold was committed or released"
+        );
+    }
 }
