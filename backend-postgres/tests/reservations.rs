@@ -13,34 +13,10 @@ use stowage_core::{
     ReserveOutcome, ReserveRequest, UsageReport, Window, MAX_AMOUNT,
 };
 use stowage_postgres::PostgresBackend;
+use stowage_testkit::rng::Rng;
 
 const BUDGETS: [&str; 4] = ["key", "org", "team", "zz"];
 const DIMS: [&str; 3] = ["tok", "usd", "x"];
-
-/// A seeded xorshift generator: the same seed gives the same run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        let n = u64::try_from(items.len()).unwrap();
-        &items[usize::try_from(self.below(n)).unwrap()]
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 async fn pair(at: u64, dedup_ttl_ms: u64) -> Option<Lockstep> {
     let url = common::shared_url()?;
@@ -114,7 +90,7 @@ fn commit_target(
         return (vec![budget], id, amounts(rng, false));
     }
     // Recent ones mostly.
-    let recent = &made[made.len().saturating_sub(6)..];
+    let recent = &made[made.len().saturating_sub(3)..];
     let (budgets, id, dims) = rng.pick(recent).clone();
     let mut actual = BTreeMap::new();
     for (dim, amount) in dims {
@@ -144,7 +120,7 @@ async fn run(seed: u64, steps: usize) {
     let Some(p) = pair(10_000, 2_000 + seed % 3 * 1_500).await else {
         return;
     };
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = Rng::new(seed);
     let mut ids: Vec<String> = Vec::new();
     let mut tally = Tally::default();
     // Reservations made: their budgets, id and amounts (commits mostly name one of them).
@@ -177,7 +153,11 @@ async fn run(seed: u64, steps: usize) {
                     ttl_ms: ttl,
                 };
                 made.push((vec![budget], request.id.clone(), request.dimensions.clone()));
-                tally.note("reserve", &p.reserve(budget, &request).await);
+                let answer = p.reserve(budget, &request).await;
+                if matches!(&answer, Ok(r) if !r.outcome.is_reserved()) {
+                    tally.note("reserve refused", &answer);
+                }
+                tally.note("reserve", &answer);
                 // A retry, sometimes.
                 if rng.chance(30) {
                     tally.note("reserve", &p.reserve(budget, &request).await);
@@ -186,7 +166,11 @@ async fn run(seed: u64, steps: usize) {
             2 | 3 => {
                 let (budgets, id, actual) = commit_target(&mut rng, &made, budget, id);
                 let budget = *rng.pick(&budgets);
-                tally.note("commit", &p.commit(budget, &id, &actual).await);
+                let answer = p.commit(budget, &id, &actual).await;
+                if matches!(&answer, Ok(r) if r.outcome != stowage_core::UsageOutcome::Ok) {
+                    tally.note("commit soft", &answer);
+                }
+                tally.note("commit", &answer);
                 if rng.chance(30) {
                     tally.note("commit", &p.commit(budget, &id, &actual).await);
                 }
@@ -252,18 +236,15 @@ async fn run(seed: u64, steps: usize) {
                 );
             }
             13 => {
-                tally.note(
-                    "check_commit",
-                    &p.check_commit(budget, &id, &amounts(&mut rng, false)).await,
-                );
+                let (budgets, id, actual) = commit_target(&mut rng, &made, budget, id);
+                let budget = *rng.pick(&budgets);
+                tally.note("check_commit", &p.check_commit(budget, &id, &actual).await);
                 tally.note("reservation", &p.reservation(budget, &id).await);
             }
             14 => {
                 // Clock moves: small, across expiries, across windows and id memory.
                 let now = p.now();
-                p.at(
-                    now + [1, 10, 300, 1_000, 2_500, 6_000][usize::try_from(rng.below(6)).unwrap()]
-                );
+                p.at(now + *rng.pick(&[1, 10, 300, 1_000, 2_500, 6_000]));
             }
             _ => match rng.below(4) {
                 0 => p
