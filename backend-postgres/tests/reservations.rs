@@ -427,3 +427,58 @@ async fn concurrent_reports_over_several_budgets_are_all_or_nothing() {
         );
     }
 }
+
+/// Forgotten reservations are removed a few at a time by the budget's next reserves, so the table
+/// stays bounded; forgotten ids are never answered in between.
+#[tokio::test]
+async fn forgotten_reservations_are_removed_by_later_reserves() {
+    let Some(url) = common::shared_url() else {
+        return;
+    };
+    let clock = Arc::new(ManualClock::new(0));
+    let namespace = stowage_conformance::unique_namespace("resgc");
+    let pg = PostgresBackend::open(
+        &url,
+        ConnectOptions::new()
+            .namespace(namespace)
+            .clock(clock.clone())
+            .dedup_ttl_ms(100),
+    )
+    .await
+    .unwrap();
+    pg.initialize().await.unwrap();
+    for i in 0..20 {
+        pg.reserve("b", &ReserveRequest::new(format!("old{i}"), 10).add("t", 1))
+            .await
+            .unwrap();
+    }
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let count = format!(
+        "SELECT count(*) FROM {}.reservations WHERE budget = 'b'",
+        pg.schema_name()
+    );
+    assert_eq!(rows(&mut conn, &count).await, 20);
+    clock.set(110); // every one expired at 10 and is forgotten at 110
+    assert!(pg.reservations("b").await.unwrap().is_empty());
+    assert_eq!(pg.reservation("b", "old3").await.unwrap(), None);
+    for i in 0..3 {
+        pg.reserve("b", &ReserveRequest::new(format!("new{i}"), 10).add("t", 1))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        rows(&mut conn, &count).await,
+        3,
+        "8 forgotten rows go per reserve"
+    );
+    assert_eq!(pg.reservations("b").await.unwrap().len(), 3);
+}
+
+async fn rows(conn: &mut sqlx::PgConnection, count: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>(count)
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
