@@ -8,19 +8,25 @@ use std::time::Instant;
 
 use std::collections::BTreeMap;
 
-use sqlx::postgres::{PgConnectOptions, PgRow};
-use sqlx::Row;
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgRow};
+use sqlx::{Arguments, Row};
 use stowage_core::raw::validate::to_i64;
 use stowage_core::raw::{
-    dedup_fingerprint, idempotent_repeat, show, window_kept_changing, within, Access, NewRow,
-    Pattern, QueryPlan, ResolvedOptions, WindowStep, MAX_WINDOW_CALLS,
+    commit_answer, commit_fingerprint, dedup_fingerprint, idempotent_repeat, report_all_request,
+    reserve_answer, reserve_fingerprint, show, window_kept_changing, within, Access, NewRow,
+    Pattern, QueryPlan, ReservationReply, ResolvedOptions, WindowStep, MAX_WINDOW_CALLS,
 };
 use stowage_core::{
-    BudgetPolicy, BudgetUsage, Capabilities, Checked, ConnectOptions, Error, QueryParams, Result,
-    StoreResult, StoredValue, UsageReceipt, UsageReport, Window,
+    BudgetPolicy, BudgetUsage, Capabilities, Checked, ConnectOptions, Error, MultiOutcome,
+    MultiReceipt, MultiReserveOutcome, MultiReserveReceipt, QueryParams, Reservation,
+    ReserveReceipt, ReserveRequest, Result, StoreResult, StoredValue, UsageReceipt, UsageReport,
+    Window,
 };
 
-use crate::budget::{decode_policy, decode_report, decode_usage, BudgetSql, Report};
+use crate::budget::{
+    decode_policy, decode_report, decode_reservation, decode_steps, decode_usage, BudgetSql,
+    Report, Step,
+};
 use crate::config::PostgresConfig;
 use crate::error::{self, classify, connection_survives, Fail, Failure};
 use crate::pool::{ConnPool, Lease};
@@ -372,42 +378,198 @@ impl Inner {
 }
 
 impl Access for PostgresBackend {
-    // TODO(issue-12): placeholder until this engine implements SEMANTICS §4.2; must not be merged.
     fn now(&self, op: &str) -> Result<u64> {
         self.inner.options.now(op)
     }
 
-    async fn reserve(
-        &self,
-        _budget: &str,
-        _request: &stowage_core::ReserveRequest,
-    ) -> Result<stowage_core::ReserveReceipt> {
-        Err(stowage_core::Error::unsupported("TODO(issue-12)"))
+    /// One call. Sent again after a dead connection: a second `reserve` with the id replays.
+    async fn reserve(&self, budget: &str, request: &ReserveRequest) -> Result<ReserveReceipt> {
+        let op = "reserve";
+        let args = self
+            .reserve_args(op, Bind::new(op).add(budget.to_owned()), request)?
+            .done()?;
+        let steps = self.call(op, Repeat::Safe, |s| &s.reserve, &args).await?;
+        one(op, budget, steps)?.into_reserve(op, budget, &request.id)
     }
 
+    /// One call; after a rollover the server names the policy's window and a second call brings
+    /// its bounds. Sent again after a dead connection: a second `commit` replays.
     async fn commit(
         &self,
-        _budget: &str,
-        _id: &str,
-        _actual: &std::collections::BTreeMap<String, u64>,
+        budget: &str,
+        id: &str,
+        actual: &BTreeMap<String, u64>,
     ) -> Result<UsageReceipt> {
-        Err(stowage_core::Error::unsupported("TODO(issue-12)"))
+        let op = "commit";
+        let mut bounds = Bounds::default();
+        for _ in 0..MAX_WINDOW_CALLS {
+            let args = self.commit_args(op, Bind::new(op).add(budget.to_owned()), id, actual)?;
+            let args = bounds.bind(args)?;
+            let steps = self.call(op, Repeat::Safe, |s| &s.commit, &args).await?;
+            let step = one_step(op, budget, steps)?;
+            if step.step == "window" {
+                bounds.add(op, &step.reply.detail.0, self.now(op)?)?;
+                continue;
+            }
+            return step.reply.into_commit(op, budget, id);
+        }
+        Err(window_kept_changing(op, budget))
     }
 
-    async fn release(&self, _budget: &str, _id: &str) -> Result<bool> {
-        Err(stowage_core::Error::unsupported("TODO(issue-12)"))
+    /// One call, never sent again after a dead connection: a second `release` would answer
+    /// `false` for the hold the first one freed, so the caller hears `Unavailable` instead.
+    async fn release(&self, budget: &str, id: &str) -> Result<bool> {
+        let op = "release";
+        let args = Bind::new(op)
+            .add(budget.to_owned())
+            .add(id.to_owned())
+            .add(self.now_i64(op)?)
+            .done()?;
+        let steps = self.call(op, Repeat::Once, |s| &s.release, &args).await?;
+        one(op, budget, steps)?.into_release(op, budget, id)
     }
 
-    async fn reservation(
+    async fn reservation(&self, budget: &str, id: &str) -> Result<Option<Reservation>> {
+        let op = "reservation";
+        let now = self.now_i64(op)?;
+        let row = self
+            .inner
+            .run(op, Repeat::Safe, |mut lease, sql| async move {
+                let result = sqlx::query(&sql.budget.reservation)
+                    .bind(budget)
+                    .bind(now)
+                    .bind(id)
+                    .fetch_optional(lease.conn())
+                    .await;
+                (lease, result.map_err(Fail::from))
+            })
+            .await?;
+        row.map(|row| decode_reservation(op, &row)).transpose()
+    }
+
+    async fn reservations(&self, budget: &str) -> Result<Vec<Reservation>> {
+        let op = "reservations";
+        let now = self.now_i64(op)?;
+        let rows = self
+            .inner
+            .run(op, Repeat::Safe, |mut lease, sql| async move {
+                let result = sqlx::query(&sql.budget.reservations)
+                    .bind(budget)
+                    .bind(now)
+                    .fetch_all(lease.conn())
+                    .await;
+                (lease, result.map_err(Fail::from))
+            })
+            .await?;
+        rows.iter().map(|row| decode_reservation(op, row)).collect()
+    }
+
+    /// One call (a second with window bounds after a rollover), the whole §4.3 sequence inside
+    /// it. Sent again after a dead connection: keyed, a second call replays.
+    async fn report_usage_all(
         &self,
-        _budget: &str,
-        _id: &str,
-    ) -> Result<Option<stowage_core::Reservation>> {
-        Err(stowage_core::Error::unsupported("TODO(issue-12)"))
+        budgets: &[&str],
+        report: &UsageReport,
+    ) -> Result<MultiReceipt> {
+        let op = "report_usage_all";
+        let request = report_all_request(op, report)?;
+        let commit_fp = commit_fingerprint(&request.dimensions);
+        let mut bounds = Bounds::default();
+        for _ in 0..MAX_WINDOW_CALLS {
+            let args = self.reserve_args(op, Bind::new(op).add(names(budgets)), &request)?;
+            // reserve_args bound: budgets, id, dims, amounts, ttl, fingerprint, now, remember.
+            let args = bounds.bind(args.add(commit_fp.clone()))?;
+            let steps = self
+                .call(op, Repeat::Safe, |s| &s.report_all, &args)
+                .await?;
+            if let Some(spec) = window_needed(&steps) {
+                for spec in spec {
+                    bounds.add(op, &spec, self.now(op)?)?;
+                }
+                continue;
+            }
+            let reserved = reserve_part(budgets, &request.id, &steps)?;
+            return match reserved.outcome {
+                MultiReserveOutcome::HardBreach(breaches) => Ok(MultiReceipt {
+                    outcome: MultiOutcome::HardBreach(breaches),
+                    replayed: reserved.replayed,
+                }),
+                MultiReserveOutcome::Reserved => commit_part(budgets, &request.id, &steps),
+            };
+        }
+        Err(window_kept_changing(
+            op,
+            budgets.first().copied().unwrap_or_default(),
+        ))
     }
 
-    async fn reservations(&self, _budget: &str) -> Result<Vec<stowage_core::Reservation>> {
-        Err(stowage_core::Error::unsupported("TODO(issue-12)"))
+    /// One call, the whole §4.3 sequence inside it. Sent again after a dead connection: every
+    /// `reserve` in it replays.
+    async fn reserve_all(
+        &self,
+        budgets: &[&str],
+        request: &ReserveRequest,
+    ) -> Result<MultiReserveReceipt> {
+        let op = "reserve_all";
+        let args = self.reserve_args(op, Bind::new(op).add(names(budgets)), request)?;
+        let args = args.done()?;
+        let steps = self
+            .call(op, Repeat::Safe, |s| &s.reserve_all, &args)
+            .await?;
+        reserve_part(budgets, &request.id, &steps)
+    }
+
+    /// One call (a second with window bounds after a rollover). Sent again after a dead
+    /// connection: every `commit` in it replays.
+    async fn commit_all(
+        &self,
+        budgets: &[&str],
+        id: &str,
+        actual: &BTreeMap<String, u64>,
+    ) -> Result<MultiReceipt> {
+        let op = "commit_all";
+        let mut bounds = Bounds::default();
+        for _ in 0..MAX_WINDOW_CALLS {
+            let args = self.commit_args(op, Bind::new(op).add(names(budgets)), id, actual)?;
+            let args = bounds.bind(args)?;
+            let steps = self
+                .call(op, Repeat::Safe, |s| &s.commit_all, &args)
+                .await?;
+            if let Some(spec) = window_needed(&steps) {
+                for spec in spec {
+                    bounds.add(op, &spec, self.now(op)?)?;
+                }
+                continue;
+            }
+            return commit_part(budgets, id, &steps);
+        }
+        Err(window_kept_changing(
+            op,
+            budgets.first().copied().unwrap_or_default(),
+        ))
+    }
+
+    /// One call, never sent again after a dead connection (as `release`).
+    async fn release_all(&self, budgets: &[&str], id: &str) -> Result<()> {
+        let op = "release_all";
+        let args = Bind::new(op)
+            .add(names(budgets))
+            .add(id.to_owned())
+            .add(self.now_i64(op)?)
+            .done()?;
+        let steps = self
+            .call(op, Repeat::Once, |s| &s.release_all, &args)
+            .await?;
+        if steps.len() != budgets.len() {
+            return Err(unexpected(op, budgets.first().copied().unwrap_or_default()));
+        }
+        let mut first_error = None;
+        for (budget, step) in budgets.iter().zip(steps) {
+            if let Err(error) = step.reply.into_release("release", budget, id) {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     const NAME: &'static str = "postgres";
@@ -418,7 +580,7 @@ impl Access for PostgresBackend {
             shared: true,
             distributed: false,
             max_value_bytes: Capabilities::MAX_VALUE_BYTES,
-            atomic_multi_budget: false,
+            atomic_multi_budget: true,
         }
     }
 
@@ -733,11 +895,13 @@ impl Access for PostgresBackend {
     async fn usage(&self, budget: &str) -> Result<BudgetUsage> {
         let op = "usage";
         let now = self.inner.options.now(op)?;
+        let now_i = to_i64(op, "clock", now)?;
         let row = self
             .inner
             .run(op, Repeat::Safe, |mut lease, sql| async move {
                 let result = sqlx::query(&sql.budget.usage)
                     .bind(budget)
+                    .bind(now_i)
                     .fetch_one(lease.conn())
                     .await;
                 (lease, result.map_err(Fail::from))
@@ -751,7 +915,7 @@ impl Access for PostgresBackend {
             } else {
                 BTreeMap::new()
             },
-            pending: BTreeMap::new(),
+            pending: read.pending,
             window: step.bounds(),
         })
     }
@@ -766,5 +930,224 @@ impl Access for PostgresBackend {
                 (lease, result.map(drop).map_err(Fail::from))
             })
             .await
+    }
+}
+
+/// Bind parameters built up front (owned), so a call sent again binds the same values.
+struct Bind {
+    op: &'static str,
+    args: PgArguments,
+    failed: Option<Error>,
+}
+
+impl Bind {
+    fn new(op: &'static str) -> Bind {
+        Bind {
+            op,
+            args: PgArguments::default(),
+            failed: None,
+        }
+    }
+
+    fn add<T>(mut self, value: T) -> Bind
+    where
+        T: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + 'static,
+    {
+        if let Err(e) = self.args.add(value) {
+            let op = self.op;
+            self.failed.get_or_insert_with(|| {
+                Error::internal(format!("{op}: a parameter cannot be bound: {e}"))
+            });
+        }
+        self
+    }
+
+    fn done(self) -> Result<PgArguments> {
+        match self.failed {
+            Some(e) => Err(e),
+            None => Ok(self.args),
+        }
+    }
+}
+
+/// The window bounds at now a call brings, per spec the server asked for.
+#[derive(Default)]
+struct Bounds {
+    specs: Vec<String>,
+    starts: Vec<i64>,
+    ends: Vec<i64>,
+}
+
+impl Bounds {
+    /// Computes the bounds of window `spec` at `now` (`Window::bounds_at`, never the server).
+    fn add(&mut self, op: &str, spec: &str, now: u64) -> Result<()> {
+        let bounds = Window::from_spec(op, spec)?.bounds_at(now)?;
+        self.specs.push(spec.to_owned());
+        self.starts
+            .push(to_i64(op, "window start", bounds.start_ms)?);
+        self.ends.push(to_i64(op, "window end", bounds.end_ms)?);
+        Ok(())
+    }
+
+    fn bind(&self, args: Bind) -> Result<PgArguments> {
+        args.add(self.specs.clone())
+            .add(self.starts.clone())
+            .add(self.ends.clone())
+            .done()
+    }
+}
+
+/// The budgets as owned names, for binding.
+fn names(budgets: &[&str]) -> Vec<String> {
+    budgets.iter().map(|b| (*b).to_owned()).collect()
+}
+
+/// Dimension names and amounts as parallel arrays (name order).
+fn split(op: &str, amounts: &BTreeMap<String, u64>) -> Result<(Vec<String>, Vec<i64>)> {
+    let values = amounts
+        .values()
+        .map(|v| to_i64(op, "amount", *v))
+        .collect::<Result<Vec<i64>>>()?;
+    Ok((amounts.keys().cloned().collect(), values))
+}
+
+fn unexpected(op: &str, budget: &str) -> Error {
+    Error::corruption(format!(
+        "{op}: unexpected answer rows for budget {}",
+        show(budget)
+    ))
+}
+
+/// The one row of a single-budget call.
+fn one_step(op: &str, budget: &str, steps: Vec<Step>) -> Result<Step> {
+    let mut steps = steps.into_iter();
+    match (steps.next(), steps.next()) {
+        (Some(step), None) => Ok(step),
+        _ => Err(unexpected(op, budget)),
+    }
+}
+
+/// The reply of a single-budget call.
+fn one(op: &str, budget: &str, steps: Vec<Step>) -> Result<ReservationReply> {
+    one_step(op, budget, steps).map(|step| step.reply)
+}
+
+/// The specs of the windows whose bounds the server asked for, if it did (nothing was applied).
+fn window_needed(steps: &[Step]) -> Option<Vec<String>> {
+    let specs: Vec<String> = steps
+        .iter()
+        .filter(|s| s.step == "window")
+        .map(|s| s.reply.detail.0.clone())
+        .collect();
+    (!specs.is_empty()).then_some(specs)
+}
+
+/// `reserve_all`'s answer from the `reserve` rows (one per budget, in order) and the `release`
+/// rows of the holds it released, as `stowage_core::raw::reserve_all` builds it.
+fn reserve_part(budgets: &[&str], id: &str, steps: &[Step]) -> Result<MultiReserveReceipt> {
+    let op = "reserve";
+    let reserves: Vec<&Step> = steps.iter().filter(|s| s.step == "reserve").collect();
+    if reserves.len() != budgets.len() || reserves.iter().zip(budgets).any(|(s, b)| s.budget != *b)
+    {
+        return Err(unexpected(
+            "reserve_all",
+            budgets.first().copied().unwrap_or_default(),
+        ));
+    }
+    let answers = reserves
+        .iter()
+        .map(|s| s.reply.clone().into_reserve(op, &s.budget, id))
+        .collect();
+    let mut release_error = None;
+    for step in steps.iter().filter(|s| s.step == "release") {
+        if let Err(error) = step.reply.clone().into_release("release", &step.budget, id) {
+            release_error.get_or_insert(error);
+        }
+    }
+    let answer = reserve_answer(budgets, answers);
+    match release_error {
+        Some(error) if answer.is_ok() => Err(error),
+        _ => answer,
+    }
+}
+
+/// `commit_all`'s answer from the rows: the failed `check` (its error), or every `commit`.
+fn commit_part(budgets: &[&str], id: &str, steps: &[Step]) -> Result<MultiReceipt> {
+    let op = "commit";
+    if let Some(check) = steps.iter().find(|s| s.step == "check") {
+        check.reply.clone().into_commit(op, &check.budget, id)?;
+        return Err(unexpected("commit_all", &check.budget));
+    }
+    let commits: Vec<&Step> = steps.iter().filter(|s| s.step == "commit").collect();
+    if commits.len() != budgets.len() || commits.iter().zip(budgets).any(|(s, b)| s.budget != *b) {
+        return Err(unexpected(
+            "commit_all",
+            budgets.first().copied().unwrap_or_default(),
+        ));
+    }
+    let receipts = commits
+        .iter()
+        .map(|s| s.reply.clone().into_commit(op, &s.budget, id))
+        .collect::<Result<Vec<_>>>()?;
+    commit_answer(budgets, receipts)
+}
+
+impl PostgresBackend {
+    fn now_i64(&self, op: &str) -> Result<i64> {
+        to_i64(op, "clock", self.now(op)?)
+    }
+
+    /// Binds after `args` (the budget or budgets): id, dimensions, amounts, TTL, fingerprint,
+    /// now, and how long the reservation is remembered (this handle's dedup TTL).
+    fn reserve_args(&self, op: &'static str, args: Bind, request: &ReserveRequest) -> Result<Bind> {
+        let (dims, amounts) = split(op, &request.dimensions)?;
+        Ok(args
+            .add(request.id.clone())
+            .add(dims)
+            .add(amounts)
+            .add(to_i64(op, "ttl", request.ttl_ms)?)
+            .add(reserve_fingerprint(request))
+            .add(self.now_i64(op)?)
+            .add(to_i64(op, "dedup TTL", self.inner.options.dedup_ttl_ms)?))
+    }
+
+    /// Binds after `args` (the budget or budgets): id, dimensions, amounts, fingerprint, now.
+    fn commit_args(
+        &self,
+        op: &'static str,
+        args: Bind,
+        id: &str,
+        actual: &BTreeMap<String, u64>,
+    ) -> Result<Bind> {
+        let (dims, amounts) = split(op, actual)?;
+        Ok(args
+            .add(id.to_owned())
+            .add(dims)
+            .add(amounts)
+            .add(commit_fingerprint(actual))
+            .add(self.now_i64(op)?))
+    }
+
+    /// Runs one reservation function (`statement` of the namespace's budget SQL) with `args`.
+    async fn call(
+        &self,
+        op: &'static str,
+        repeat: Repeat,
+        statement: fn(&BudgetSql) -> &String,
+        args: &PgArguments,
+    ) -> Result<Vec<Step>> {
+        let rows = self
+            .inner
+            .run(op, repeat, |mut lease, sql| {
+                let args = args.clone();
+                async move {
+                    let result = sqlx::query_with(statement(&sql.budget), args)
+                        .fetch_all(lease.conn())
+                        .await;
+                    (lease, result.map_err(Fail::from))
+                }
+            })
+            .await?;
+        decode_steps(op, &rows)
     }
 }

@@ -13,6 +13,15 @@
 //! window's bounds and the server keeps or drops the counters as `WindowChange::at` does (a second
 //! call only when the old window has to be computed at now, i.e. it passed or is missing).
 //!
+//! Reservations and several budgets (SEMANTICS §4.2, §4.3, migration 4): a reservation is one row
+//! in the canonical form of `Reservation` (its expiry is read, never written); pending is summed
+//! over the held rows with `expires_at > now`. `reserve`, `commit`, `release` and the four calls
+//! over several budgets are each one plpgsql call answering `ReservationReply`'s status words,
+//! one row per step; the multi calls lock their budgets in name order and run the sequence of
+//! `stowage_core::raw::reserve_all` (and the others) inside that call, and Rust builds the answer
+//! with `raw::reserve_answer` / `raw::commit_answer`. A commit that applies after a rollover
+//! takes one more call (the server names the windows whose bounds it needs).
+//!
 //! - `PostgresBackend::open` only connects; `initialize` registers the namespace and creates or
 //!   migrates its schema (a handle that skipped it initializes the namespace at its first call).
 //! - `durable` is read at connect from what the backend's sessions see: `fsync` and
@@ -24,7 +33,9 @@
 //! - A connection is reused only after an ordinary answer from a live session; one that meets
 //!   an I/O error, a FATAL message or a connection exception is closed with every idle one. A call
 //!   whose idle connection turns out dead is sent once more on a new connection when sending it
-//!   twice is harmless (reads, keyed reports, `store_idempotent`, `purge`), never otherwise.
+//!   twice is harmless (reads, keyed reports, `store_idempotent`, `purge`, `reserve`, `commit`
+//!   and the multi calls but `release_all`), never otherwise (`release` and `release_all`
+//!   included: resent, a release would answer `false` for the hold its first try freed).
 //! - `purge` drops the namespace's schema and registry row; a handle that then meets a missing
 //!   schema, table or function initializes the namespace again and retries once.
 #![deny(missing_docs)]

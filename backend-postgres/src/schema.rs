@@ -10,6 +10,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_dedup_expiry.sql"),
     include_str!("../migrations/0003_windows.sql"),
+    include_str!("../migrations/0004_reservations.sql"),
 ];
 
 /// The advisory lock (bigint key space) that serializes every stowage initialization in a database.
@@ -237,6 +238,62 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(old, 3, "one version of each function");
+        conn.execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
+            .await
+            .unwrap();
+    }
+
+    /// Version 4 keeps the recorded answers of version 3: a hard breach recorded before it replays
+    /// with pending 0 per breach; one report_usage remains, answering the pending column.
+    #[tokio::test]
+    async fn version_4_replays_version_3_breaches_with_pending_0() {
+        let Some(url) = server() else { return };
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        let schema = stowage_conformance::unique_namespace("stowage_migration").to_lowercase();
+        let fill = |sql: &str| {
+            sql.replace("__SCHEMA__", &schema)
+                .replace("__LOCK__", "2147483644")
+        };
+        conn.execute(format!("CREATE SCHEMA {schema}").as_str())
+            .await
+            .unwrap();
+        for migration in &MIGRATIONS[..3] {
+            conn.execute(fill(migration).as_str()).await.unwrap();
+        }
+        conn.execute(
+            fill(
+                "SELECT * FROM __SCHEMA__.set_policy('b', ARRAY['t', 'u'], ARRAY[NULL::bigint, NULL], \
+                 ARRAY[10::bigint, 3], NULL, NULL, NULL, 0, false);
+                 SELECT * FROM __SCHEMA__.report_usage('b', ARRAY['t', 'u'], ARRAY[11::bigint, 4], 'k', 'f', \
+                 0, 1000, NULL, NULL, NULL);",
+            )
+            .as_str(),
+        )
+        .await
+        .unwrap();
+        conn.execute(fill(MIGRATIONS[3]).as_str()).await.unwrap();
+        let row = sqlx::query(&fill(
+            "SELECT status, b_dims, b_pending FROM __SCHEMA__.report_usage('b', ARRAY['t', 'u'], \
+             ARRAY[11::bigint, 4], 'k', 'f', 5, 1000, NULL, NULL, NULL)",
+        ))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        let status: String = row.try_get(0).unwrap();
+        let dims: Vec<String> = row.try_get(1).unwrap();
+        let pending: Vec<i64> = row.try_get(2).unwrap();
+        assert_eq!(status, "replay-hard");
+        assert_eq!(dims, ["t", "u"]);
+        assert_eq!(pending, [0, 0]);
+        let functions: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+             WHERE n.nspname = $1 AND p.proname = 'report_usage'",
+        )
+        .bind(&schema)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(functions, 1, "one version of report_usage");
         conn.execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
             .await
             .unwrap();

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::json;
@@ -11,7 +12,7 @@ use stowage_conformance::servers::postgres::{PostgresServer, PostgresSettings};
 use stowage_conformance::unique_namespace;
 use stowage_core::{
     Backend, BudgetBackend, BudgetPolicy, Checked, ConnectOptions, DimensionLimit, ErrorKind,
-    PersistenceBackend, QueryParams, UsageOutcome, UsageReport,
+    PersistenceBackend, QueryParams, ReserveRequest, UsageOutcome, UsageReport,
 };
 use stowage_postgres::PostgresBackend;
 
@@ -210,6 +211,59 @@ async fn first_calls_after_a_server_restart_succeed() {
             Some(applied)
         );
     }
+}
+
+/// After a restart killed the idle connections, the calls safe to send again are sent again on a
+/// new connection (`reserve`, `commit`, `reserve_all`, `commit_all`), while `release` and
+/// `release_all` answer `Unavailable` (sent again, a release whose first try freed the hold would
+/// answer `false`); the caller decides, and its retry finds the hold still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_calls_safe_to_resend_are_resent_after_a_restart() {
+    let Some(server) = common::own_server(strict()) else {
+        return;
+    };
+    let url = common::with_param(server.url(), "max_connections=2");
+    let backend = open(&url, "resend").await;
+    let restart = || async {
+        fill_pool(&backend, server.url(), "b", 2).await;
+        server.stop_fast().unwrap();
+        server.start_again().unwrap();
+    };
+    let hold = |id: &str| ReserveRequest::new(id, 3_600_000).add("t", 5);
+    let actual = BTreeMap::from([("t".to_owned(), 2)]);
+    let both: &[&str] = &["a", "b"];
+    backend.set_policy("b", &BudgetPolicy::new()).await.unwrap();
+
+    restart().await;
+    let receipt = backend.reserve("b", &hold("r1")).await.unwrap();
+    assert!(receipt.outcome.is_reserved() && !receipt.replayed);
+    restart().await;
+    let receipt = backend.commit("b", "r1", &actual).await.unwrap();
+    assert_eq!(receipt.outcome, UsageOutcome::Ok);
+    restart().await;
+    backend.reserve_all(both, &hold("m1")).await.unwrap();
+    restart().await;
+    backend.commit_all(both, "m1", &actual).await.unwrap();
+
+    backend.reserve("b", &hold("r2")).await.unwrap();
+    restart().await;
+    let error = backend.release("b", "r2").await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+    assert!(
+        backend.release("b", "r2").await.unwrap(),
+        "the hold was still there"
+    );
+
+    backend.reserve_all(both, &hold("m2")).await.unwrap();
+    restart().await;
+    let error = backend.release_all(both, "m2").await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+    backend.release_all(both, "m2").await.unwrap();
+    assert!(backend.usage("a").await.unwrap().pending.is_empty());
+    assert_eq!(
+        backend.usage("b").await.unwrap().counters.get("t"),
+        Some(&4)
+    );
 }
 
 /// The server gives up a statement before the client does: a report that timed out waiting for

@@ -6,9 +6,11 @@ mod common;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use stowage_core::{
     BudgetBackend, BudgetPolicy, ConnectOptions, DimensionLimit, ManualClock, PersistenceBackend,
-    UsageReport, Window,
+    ReserveRequest, UsageReport, Window,
 };
 use stowage_postgres::PostgresBackend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -247,4 +249,109 @@ async fn connections_run_read_committed_whatever_the_database_default() {
             .kind(),
         stowage_core::ErrorKind::InvalidInput
     );
+}
+
+/// The round trips `call` takes.
+async fn trips_of<T>(turns: &Turns, call: impl std::future::Future<Output = T>) -> (u64, T) {
+    turns.server_sent();
+    let before = turns.count.load(Ordering::SeqCst);
+    let answer = call.await;
+    (turns.count.load(Ordering::SeqCst) - before, answer)
+}
+
+/// `reserve`, `commit`, `release` and each call over several budgets are one round trip (the whole
+/// §4.3 sequence runs in one plpgsql call); a commit that applies after a rollover of a windowed
+/// budget at most one more (the server names the window, Rust brings its bounds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservation_calls_are_one_round_trip() {
+    let Some((proxied, turns)) = proxied().await else {
+        return;
+    };
+    let clock = Arc::new(ManualClock::new(10_500));
+    let namespace = stowage_conformance::unique_namespace("rtr");
+    let backend = PostgresBackend::open(
+        &proxied,
+        ConnectOptions::new()
+            .namespace(namespace)
+            .clock(clock.clone()),
+    )
+    .await
+    .unwrap();
+    backend.initialize().await.unwrap();
+    let limits = BudgetPolicy::new().limit("t", DimensionLimit::both(50, 100));
+    backend
+        .set_policy("a", &limits.clone().window(Window::fixed(1_000, 0)))
+        .await
+        .unwrap();
+    backend.set_policy("b", &limits).await.unwrap();
+    let hold = |id: &str| ReserveRequest::new(id, 10_000).add("t", 5);
+    let actual = BTreeMap::from([("t".to_owned(), 3)]);
+    let report = |key: &str| UsageReport::new().add("t", 2).dedup_key(key);
+    let all: &[&str] = &["c", "a", "b"];
+    // Warm up: each statement's first use on the connection prepares it (one extra exchange, once).
+    backend.reserve("a", &hold("w")).await.unwrap();
+    backend.commit("a", "w", &actual).await.unwrap();
+    backend.reserve("a", &hold("w2")).await.unwrap();
+    assert!(backend.release("a", "w2").await.unwrap());
+    backend.reserve_all(all, &hold("wa")).await.unwrap();
+    backend.commit_all(all, "wa", &actual).await.unwrap();
+    backend.reserve_all(all, &hold("wb")).await.unwrap();
+    backend.release_all(all, "wb").await.unwrap();
+    backend.report_usage_all(all, &report("wr")).await.unwrap();
+
+    let (n, r) = trips_of(&turns, backend.reserve("a", &hold("r1"))).await;
+    assert!(r.unwrap().outcome.is_reserved());
+    assert_eq!(n, 1, "reserve");
+    let (n, r) = trips_of(&turns, backend.reserve("a", &hold("r1"))).await;
+    assert!(r.unwrap().replayed);
+    assert_eq!(n, 1, "reserve replayed");
+    let (n, r) = trips_of(&turns, backend.commit("a", "r1", &actual)).await;
+    r.unwrap();
+    assert_eq!(n, 1, "commit");
+    let (n, r) = trips_of(&turns, backend.commit("a", "r1", &actual)).await;
+    assert!(r.unwrap().replayed);
+    assert_eq!(n, 1, "commit replayed");
+    backend.reserve("a", &hold("r2")).await.unwrap();
+    let (n, r) = trips_of(&turns, backend.release("a", "r2")).await;
+    assert!(r.unwrap());
+    assert_eq!(n, 1, "release");
+    let (n, r) = trips_of(&turns, backend.reserve_all(all, &hold("m1"))).await;
+    r.unwrap();
+    assert_eq!(n, 1, "reserve_all");
+    let (n, r) = trips_of(&turns, backend.commit_all(all, "m1", &actual)).await;
+    r.unwrap();
+    assert_eq!(n, 1, "commit_all");
+    backend.reserve_all(all, &hold("m2")).await.unwrap();
+    let (n, r) = trips_of(&turns, backend.release_all(all, "m2")).await;
+    r.unwrap();
+    assert_eq!(n, 1, "release_all");
+    let (n, r) = trips_of(&turns, backend.report_usage_all(all, &report("k1"))).await;
+    r.unwrap();
+    assert_eq!(n, 1, "report_usage_all");
+
+    // After a rollover of "a": reserve needs no bounds; commit and the multi calls that apply
+    // need one more call.
+    backend.reserve("a", &hold("r3")).await.unwrap();
+    backend.reserve_all(all, &hold("m3")).await.unwrap();
+    clock.set(11_200);
+    let (n, r) = trips_of(&turns, backend.reserve("a", &hold("r4"))).await;
+    r.unwrap();
+    assert_eq!(n, 1, "reserve after a rollover");
+    let (n, r) = trips_of(&turns, backend.commit("a", "r3", &actual)).await;
+    r.unwrap();
+    assert_eq!(n, 2, "commit after a rollover");
+    let (n, r) = trips_of(&turns, backend.commit("a", "r4", &actual)).await;
+    r.unwrap();
+    assert_eq!(n, 1, "commit inside the new window");
+    clock.set(12_300);
+    let (n, r) = trips_of(&turns, backend.commit_all(all, "m3", &actual)).await;
+    r.unwrap();
+    assert_eq!(n, 2, "commit_all after a rollover");
+    clock.set(13_400);
+    let (n, r) = trips_of(&turns, backend.report_usage_all(all, &report("k2"))).await;
+    r.unwrap();
+    assert_eq!(n, 2, "report_usage_all after a rollover");
+    let (n, r) = trips_of(&turns, backend.report_usage_all(all, &report("k3"))).await;
+    r.unwrap();
+    assert_eq!(n, 1, "report_usage_all inside the new window");
 }
