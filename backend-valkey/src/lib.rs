@@ -18,6 +18,7 @@ mod error;
 mod keys;
 pub mod raw;
 mod records;
+mod reservations;
 mod rows;
 mod scripts;
 

@@ -12,12 +12,38 @@ use crate::connection::Connection;
 use crate::keys;
 use crate::rows::time_hex;
 
-/// The Lua source of `report_usage`.
-pub const REPORT_USAGE_LUA: &str = include_str!("../scripts/report_usage.lua");
+/// The Lua source of `report_usage` (with `lib.lua`, the reservation functions it counts holds with).
+pub const REPORT_USAGE_LUA: &str = concat!(
+    include_str!("../scripts/lib.lua"),
+    include_str!("../scripts/report_usage.lua")
+);
 /// The Lua source of `set_policy`.
 const SET_POLICY_LUA: &str = include_str!("../scripts/set_policy.lua");
 /// The Lua source of `usage`.
-const USAGE_LUA: &str = include_str!("../scripts/usage.lua");
+const USAGE_LUA: &str = concat!(
+    include_str!("../scripts/lib.lua"),
+    include_str!("../scripts/usage.lua")
+);
+/// The Lua source of `reserve` and `reserve_all`.
+const RESERVE_LUA: &str = concat!(
+    include_str!("../scripts/lib.lua"),
+    include_str!("../scripts/reserve.lua")
+);
+/// The Lua source of `commit` and `commit_all`.
+const COMMIT_LUA: &str = concat!(
+    include_str!("../scripts/lib.lua"),
+    include_str!("../scripts/commit.lua")
+);
+/// The Lua source of `release` and `release_all`.
+const RELEASE_LUA: &str = concat!(
+    include_str!("../scripts/lib.lua"),
+    include_str!("../scripts/release.lua")
+);
+/// The Lua source of `report_usage_all`.
+const REPORT_ALL_LUA: &str = concat!(
+    include_str!("../scripts/lib.lua"),
+    include_str!("../scripts/report_all.lua")
+);
 /// The Lua source of `store` and `store_idempotent`.
 const STORE_LUA: &str = include_str!("../scripts/store.lua");
 /// The Lua source of one `cleanup` batch of one record.
@@ -29,7 +55,7 @@ const DEDUP_GC_MARGIN_MS: u64 = 3_600_000;
 /// pass `i64::MAX` once added to the server's clock, and a refusal after the writes would be too late.
 const MAX_DEDUP_GC_MS: u64 = 1_000_000_000_000_000;
 
-/// The five scripts, hashed once.
+/// The scripts, hashed once.
 #[derive(Debug)]
 pub(crate) struct Scripts {
     report: Script,
@@ -37,6 +63,23 @@ pub(crate) struct Scripts {
     usage: Script,
     store: Script,
     cleanup: Script,
+    reserve: Script,
+    commit: Script,
+    release: Script,
+    report_all: Script,
+}
+
+/// Which reservation script a call runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReservationScript {
+    /// `reserve.lua`.
+    Reserve,
+    /// `commit.lua`.
+    Commit,
+    /// `release.lua`.
+    Release,
+    /// `report_all.lua`.
+    ReportAll,
 }
 
 impl Scripts {
@@ -47,6 +90,10 @@ impl Scripts {
             usage: Script::new(USAGE_LUA),
             store: Script::new(STORE_LUA),
             cleanup: Script::new(CLEANUP_LUA),
+            reserve: Script::new(RESERVE_LUA),
+            commit: Script::new(COMMIT_LUA),
+            release: Script::new(RELEASE_LUA),
+            report_all: Script::new(REPORT_ALL_LUA),
         }
     }
 
@@ -59,6 +106,10 @@ impl Scripts {
             USAGE_LUA,
             STORE_LUA,
             CLEANUP_LUA,
+            RESERVE_LUA,
+            COMMIT_LUA,
+            RELEASE_LUA,
+            REPORT_ALL_LUA,
         ] {
             let _: redis::Value = conn
                 .run("initialize", redis::cmd("SCRIPT").arg("LOAD").arg(source))
@@ -107,16 +158,51 @@ impl Scripts {
         conn.script(op, &call).await
     }
 
-    /// What `usage` needs: policy window spec, stored window (spec, start, end), then counters
-    /// as dimension, value pairs.
+    /// What `usage` needs: policy window spec, stored window (spec, start, end), the number of
+    /// counter fields, counters as dimension, value pairs, then pending pairs at `now`.
     pub(crate) async fn usage(
         &self,
         conn: &Connection,
         keys: &keys::BudgetKeys,
+        now: u64,
     ) -> Result<Vec<String>> {
         let mut call = self.usage.prepare_invoke();
-        call.key(&keys.counters).key(&keys.policy).key(&keys.window);
+        call.key(&keys.counters)
+            .key(&keys.policy)
+            .key(&keys.window)
+            .key(&keys.reservations)
+            .key(&keys.held)
+            .key(&keys.pending)
+            .arg(now.to_string());
         conn.script("usage", &call).await
+    }
+
+    /// One reservation script call over the budgets of `keys` (in name order): answers the
+    /// script's flat list of strings.
+    pub(crate) async fn reservation(
+        &self,
+        conn: &Connection,
+        op: &str,
+        script: ReservationScript,
+        keys: &[keys::BudgetKeys],
+        args: &[String],
+    ) -> Result<Vec<String>> {
+        let script = match script {
+            ReservationScript::Reserve => &self.reserve,
+            ReservationScript::Commit => &self.commit,
+            ReservationScript::Release => &self.release,
+            ReservationScript::ReportAll => &self.report_all,
+        };
+        let mut call = script.prepare_invoke();
+        for budget in keys {
+            for key in budget.reservation_keys() {
+                call.key(key);
+            }
+        }
+        for arg in args {
+            call.arg(arg);
+        }
+        conn.script(op, &call).await
     }
 
     /// Appends `row` (`key` is `""` for a plain store); `index` is the name index the script
@@ -186,7 +272,9 @@ pub fn report_usage_call_in(
     dedup_ttl_ms: u64,
     window: Option<(&str, WindowBounds)>,
 ) -> (Vec<String>, Vec<String>) {
-    let call_keys = keys::budget_call_keys(namespace, budget, report.dedup_key.as_deref());
+    let mut call_keys = keys::budget_call_keys(namespace, budget, report.dedup_key.as_deref());
+    let holds = keys::budget_keys(namespace, budget);
+    call_keys.extend([holds.reservations, holds.held, holds.pending]);
     let gc_ms = dedup_ttl_ms
         .saturating_mul(2)
         .saturating_add(DEDUP_GC_MARGIN_MS)
