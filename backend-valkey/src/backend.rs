@@ -159,7 +159,7 @@ impl Access for ValkeyBackend {
     }
 
     async fn initialize(&self) -> Result<()> {
-        Scripts::load(self.conn()).await
+        self.inner.scripts.load(self.conn()).await
     }
 
     /// Deletes every key of the namespace (`SCAN` with its key pattern, `UNLINK`). Nothing is

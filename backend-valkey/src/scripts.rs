@@ -12,35 +12,39 @@ use crate::connection::Connection;
 use crate::keys;
 use crate::rows::time_hex;
 
-/// The Lua source of `report_usage` (with `lib.lua`, the reservation functions it counts holds with).
+/// The Lua source of `report_usage` (after `holds.lua`, the functions it counts holds with).
 pub const REPORT_USAGE_LUA: &str = concat!(
-    include_str!("../scripts/lib.lua"),
+    include_str!("../scripts/holds.lua"),
     include_str!("../scripts/report_usage.lua")
 );
 /// The Lua source of `set_policy`.
 const SET_POLICY_LUA: &str = include_str!("../scripts/set_policy.lua");
 /// The Lua source of `usage`.
 const USAGE_LUA: &str = concat!(
-    include_str!("../scripts/lib.lua"),
+    include_str!("../scripts/holds.lua"),
     include_str!("../scripts/usage.lua")
 );
 /// The Lua source of `reserve` and `reserve_all`.
 const RESERVE_LUA: &str = concat!(
+    include_str!("../scripts/holds.lua"),
     include_str!("../scripts/lib.lua"),
     include_str!("../scripts/reserve.lua")
 );
 /// The Lua source of `commit` and `commit_all`.
 const COMMIT_LUA: &str = concat!(
+    include_str!("../scripts/holds.lua"),
     include_str!("../scripts/lib.lua"),
     include_str!("../scripts/commit.lua")
 );
 /// The Lua source of `release` and `release_all`.
 const RELEASE_LUA: &str = concat!(
+    include_str!("../scripts/holds.lua"),
     include_str!("../scripts/lib.lua"),
     include_str!("../scripts/release.lua")
 );
 /// The Lua source of `report_usage_all`.
 const REPORT_ALL_LUA: &str = concat!(
+    include_str!("../scripts/holds.lua"),
     include_str!("../scripts/lib.lua"),
     include_str!("../scripts/report_all.lua")
 );
@@ -55,9 +59,41 @@ const DEDUP_GC_MARGIN_MS: u64 = 3_600_000;
 /// pass `i64::MAX` once added to the server's clock, and a refusal after the writes would be too late.
 const MAX_DEDUP_GC_MS: u64 = 1_000_000_000_000_000;
 
+/// Every script source, in the order `Scripts::load` loads them.
+const SOURCES: [&str; 9] = [
+    REPORT_USAGE_LUA,
+    SET_POLICY_LUA,
+    USAGE_LUA,
+    STORE_LUA,
+    CLEANUP_LUA,
+    RESERVE_LUA,
+    COMMIT_LUA,
+    RELEASE_LUA,
+    REPORT_ALL_LUA,
+];
+
+/// The largest bulk string a client that has not authenticated yet may send: a longer `SCRIPT
+/// LOAD` would fail with a protocol error instead of the authentication error it should meet.
+const MAX_UNAUTHENTICATED_BULK: usize = 16 * 1024;
+
+/// A script as sent: without comment lines, blank lines and indentation (the scripts hold no
+/// multi-line strings), so that every one stays below [`MAX_UNAUTHENTICATED_BULK`].
+fn sent(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    for line in source.lines().map(str::trim) {
+        if !line.is_empty() && !line.starts_with("--") {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// The scripts, hashed once.
 #[derive(Debug)]
 pub(crate) struct Scripts {
+    /// The sources as sent, in the order of [`SOURCES`].
+    sources: Vec<String>,
     report: Script,
     set_policy: Script,
     usage: Script,
@@ -84,33 +120,27 @@ pub(crate) enum ReservationScript {
 
 impl Scripts {
     pub(crate) fn new() -> Self {
+        let sources: Vec<String> = SOURCES.iter().map(|s| sent(s)).collect();
+        debug_assert!(sources.iter().all(|s| s.len() < MAX_UNAUTHENTICATED_BULK));
+        let script = |i: usize| Script::new(&sources[i]);
         Scripts {
-            report: Script::new(REPORT_USAGE_LUA),
-            set_policy: Script::new(SET_POLICY_LUA),
-            usage: Script::new(USAGE_LUA),
-            store: Script::new(STORE_LUA),
-            cleanup: Script::new(CLEANUP_LUA),
-            reserve: Script::new(RESERVE_LUA),
-            commit: Script::new(COMMIT_LUA),
-            release: Script::new(RELEASE_LUA),
-            report_all: Script::new(REPORT_ALL_LUA),
+            report: script(0),
+            set_policy: script(1),
+            usage: script(2),
+            store: script(3),
+            cleanup: script(4),
+            reserve: script(5),
+            commit: script(6),
+            release: script(7),
+            report_all: script(8),
+            sources,
         }
     }
 
     /// `SCRIPT LOAD`s every script on the server, or on every primary of a cluster (the driver
     /// sends `SCRIPT LOAD` to all of them).
-    pub(crate) async fn load(conn: &Connection) -> Result<()> {
-        for source in [
-            REPORT_USAGE_LUA,
-            SET_POLICY_LUA,
-            USAGE_LUA,
-            STORE_LUA,
-            CLEANUP_LUA,
-            RESERVE_LUA,
-            COMMIT_LUA,
-            RELEASE_LUA,
-            REPORT_ALL_LUA,
-        ] {
+    pub(crate) async fn load(&self, conn: &Connection) -> Result<()> {
+        for source in &self.sources {
             let _: redis::Value = conn
                 .run("initialize", redis::cmd("SCRIPT").arg("LOAD").arg(source))
                 .await?;
@@ -309,5 +339,18 @@ mod tests {
             stowage_core::DEFAULT_DEDUP_TTL_MS
         );
         assert!(super::REPORT_USAGE_LUA.contains(&line));
+    }
+
+    #[test]
+    fn every_script_as_sent_fits_an_unauthenticated_bulk() {
+        for source in super::SOURCES {
+            let sent = super::sent(source);
+            assert!(
+                sent.len() < super::MAX_UNAUTHENTICATED_BULK,
+                "{}",
+                sent.len()
+            );
+            assert!(!sent.contains("\n--"));
+        }
     }
 }
