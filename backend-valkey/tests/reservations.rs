@@ -13,8 +13,8 @@ use stowage_conformance::lockstep::Lockstep;
 use stowage_conformance::rng::Rng;
 use stowage_conformance::servers::valkey::{self, ValkeySettings};
 use stowage_core::{
-    BudgetPolicy, ConnectOptions, DimensionLimit, ManualClock, PersistenceBackend, ReserveOutcome,
-    ReserveRequest, UsageReport, Window, MAX_AMOUNT,
+    BudgetPolicy, ConnectOptions, DimensionLimit, ManualClock, MultiReserveOutcome,
+    PersistenceBackend, ReserveOutcome, ReserveRequest, UsageReport, Window, MAX_AMOUNT,
 };
 use stowage_valkey::ValkeyBackend;
 
@@ -389,6 +389,61 @@ async fn holds_near_the_limits(url: String) {
     p.reservations("b").await.unwrap();
 }
 
+/// Concurrent holds never overshoot a hard limit; concurrent holds over several budgets are held
+/// on every budget or none (all at once on a standalone server, one script each; composed on a
+/// cluster, where a caller may be refused because of another's passing holds).
+async fn concurrent_holds_never_overshoot(url: String) {
+    let (p, _) = open(&url, T0).await;
+    let hard = |limit| BudgetPolicy::new().limit("t", DimensionLimit::hard(limit));
+    p.set_policy("a", &hard(10)).await.unwrap();
+    p.set_policy("b", &hard(5)).await.unwrap();
+    let backend = p.backend().clone();
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let backend = backend.clone();
+        tasks.push(tokio::spawn(async move {
+            let single = ReserveRequest::new(format!("c{i}"), 60_000).add("t", 1);
+            let multi = ReserveRequest::new(format!("m{i}"), 60_000).add("t", 1);
+            let (single, multi) = if i % 2 == 0 {
+                let multi = backend.reserve_all(&["a", "b"], &multi).await.unwrap();
+                (backend.reserve("a", &single).await.unwrap(), multi)
+            } else {
+                let single = backend.reserve("a", &single).await.unwrap();
+                (
+                    single,
+                    backend.reserve_all(&["a", "b"], &multi).await.unwrap(),
+                )
+            };
+            (
+                single.outcome.is_reserved(),
+                matches!(multi.outcome, MultiReserveOutcome::Reserved),
+            )
+        }));
+    }
+    let (mut single, mut multi) = (0, 0);
+    for task in tasks {
+        let (s, m) = task.await.unwrap();
+        single += u64::from(s);
+        multi += u64::from(m);
+    }
+    let pending = |budget: &'static str| {
+        let backend = backend.clone();
+        async move {
+            let usage = backend.usage(budget).await.unwrap();
+            usage.pending.get("t").copied().unwrap_or(0)
+        }
+    };
+    assert!(
+        single + multi <= 10 && (1..=5).contains(&multi),
+        "{single} + {multi}"
+    );
+    assert_eq!(pending("a").await, single + multi);
+    assert_eq!(pending("b").await, multi);
+    if backend.capabilities().atomic_multi_budget {
+        assert_eq!(single + multi, 10);
+    }
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod standalone { $(
@@ -406,7 +461,11 @@ macro_rules! on_both {
     };
 }
 
-on_both!(lockstep_seeds, holds_near_the_limits);
+on_both!(
+    lockstep_seeds,
+    holds_near_the_limits,
+    concurrent_holds_never_overshoot
+);
 
 /// EVALSHA calls the server has counted.
 async fn evalsha_calls(raw: &common::RawClient) -> u64 {
