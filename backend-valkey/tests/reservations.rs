@@ -389,6 +389,50 @@ async fn holds_near_the_limits(url: String) {
     p.reservations("b").await.unwrap();
 }
 
+/// A calendar window whose bounds cannot be computed (after year 9999): every call meets the
+/// error exactly where the model does — after a replay, after the checks of a commit, on the
+/// budget whose turn it is in a sequence over several.
+async fn windows_that_cannot_be_computed(url: String) {
+    let (p, _) = open(&url, T0).await;
+    let daily = BudgetPolicy::new()
+        .limit("t", DimensionLimit::hard(10))
+        .window(Window::day("UTC"));
+    p.set_policy("a", &daily).await.unwrap();
+    p.set_policy("b", &BudgetPolicy::new()).await.unwrap();
+    let held = ReserveRequest::new("r", MAX_AMOUNT).add("t", 1);
+    p.reserve("a", &held).await.unwrap();
+    let both = ReserveRequest::new("m", MAX_AMOUNT).add("t", 1);
+    p.reserve_all(&["a", "b"], &both).await.unwrap();
+    p.report_usage("a", &UsageReport::new().add("t", 1))
+        .await
+        .unwrap();
+    // 10000-01-02T00:00:00Z.
+    p.at(253_402_387_200_000);
+    p.usage("a").await.unwrap_err();
+    assert!(p.reserve("a", &held).await.unwrap().replayed);
+    assert!(p.reserve_all(&["a", "b"], &both).await.unwrap().replayed);
+    let other = ReserveRequest::new("s", 5).add("t", 1);
+    p.reserve("a", &other).await.unwrap_err();
+    p.reserve_all(&["a", "b"], &other).await.unwrap_err();
+    p.reserve("b", &other).await.unwrap();
+    let none = BTreeMap::new();
+    p.commit("a", "unknown", &none).await.unwrap_err();
+    p.commit("a", "r", &none).await.unwrap_err();
+    p.commit_all(&["a", "b"], "m", &none).await.unwrap_err();
+    p.commit_all(&["b", "c"], "m", &none).await.unwrap_err();
+    let report = UsageReport::new().add("t", 1).dedup_key("k");
+    p.report_usage_all(&["a", "b"], &report).await.unwrap_err();
+    p.report_usage("a", &UsageReport::new().add("t", 1))
+        .await
+        .unwrap_err();
+    assert!(p.release("a", "r").await.unwrap());
+    p.release_all(&["a", "b"], "m").await.unwrap();
+    for budget in ["a", "b", "c"] {
+        p.reservations(budget).await.unwrap();
+    }
+    p.usage("b").await.unwrap();
+}
+
 /// Concurrent holds never overshoot a hard limit; concurrent holds over several budgets are held
 /// on every budget or none (all at once on a standalone server, one script each; composed on a
 /// cluster, where a caller may be refused because of another's passing holds).
@@ -464,7 +508,8 @@ macro_rules! on_both {
 on_both!(
     lockstep_seeds,
     holds_near_the_limits,
-    concurrent_holds_never_overshoot
+    concurrent_holds_never_overshoot,
+    windows_that_cannot_be_computed,
 );
 
 /// EVALSHA calls the server has counted.
