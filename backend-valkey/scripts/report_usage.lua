@@ -8,7 +8,10 @@
 -- KEYS[3] dedup record hash (only when the report has a key): fp, at, exp, st, out
 --         (exp: the expiry its writer computed; a record without it, written before records
 --         carried one, expires at at + 24 h, capped at MAX)
--- KEYS[#KEYS] (last) stored window hash: spec, start, end (the counters' window)
+-- KEYS[#KEYS - 3] stored window hash: spec, start, end (the counters' window)
+-- KEYS[#KEYS - 2 .. #KEYS] the budget's reservations, held and pending keys (lib.lua): hard
+--         limits and the overflow check count the amounts held (SEMANTICS §4.2); expired holds
+--         are swept first
 -- ARGV[1] now (ms)   ARGV[2] expiry of a record written now: now + this handle's dedup TTL,
 -- capped at MAX (stowage_core::dedup_expiry)   ARGV[3] fingerprint
 -- ARGV[4] server-side expiry (ms, garbage collection only, from this handle's TTL)
@@ -16,40 +19,19 @@
 -- ARGV[6+2n .. 8+2n] (optional) spec, start, end: the window containing now, computed by the
 -- client (Window::bounds_at) for that spec
 -- Returns {status, breaches} with status ok|soft|hard|replay-ok|replay-soft|replay-hard|conflict|overflow|corrupt
--- and breaches as "dim\0usage\0limit\0crossed\0" repeated (overflow: "dim\0counter\0delta\0"),
+-- and breaches as "dim\0usage\0limit\0crossed\0" repeated, where crossed is 0 or 1 followed
+-- for hard breaches by '+' and the pending amount (overflow: "dim\0counter\0delta\0"),
 -- or {'window', spec}: the policy's window needs bounds at now the call did not bring (nothing
 -- applied, nothing recorded; the client repeats the call with them).
 
-local MAX = '9223372036854775807'
-
-local function add(a, b)
-  local digits = {}
-  local i, j, carry = #a, #b, 0
-  while i > 0 or j > 0 or carry > 0 do
-    local s = carry
-    if i > 0 then s = s + string.byte(a, i) - 48 end
-    if j > 0 then s = s + string.byte(b, j) - 48 end
-    if s >= 10 then digits[#digits + 1] = s - 10; carry = 1 else digits[#digits + 1] = s; carry = 0 end
-    i = i - 1
-    j = j - 1
-  end
-  local out = {}
-  for k = #digits, 1, -1 do out[#out + 1] = string.char(48 + digits[k]) end
-  return table.concat(out)
-end
-
--- Canonical decimals (no leading zeros): longer is larger; at equal length, the digit strings
--- compare as bytes (Lua's string order is the C locale's here, and digits sort the same in any).
-local function gt(a, b)
-  if #a ~= #b then return #a > #b end
-  return a > b
-end
+-- MAX, add, gt, sub, sweep: lib.lua, which precedes this file in the script.
 
 -- The backfill of records without an expiry: written at + DEFAULT_DEDUP_TTL_MS, capped at MAX.
 local LEGACY_TTL = '86400000'
 
-local keyed = #KEYS == 4
-local WINDOW = KEYS[#KEYS]
+local keyed = #KEYS == 7
+local WINDOW = KEYS[#KEYS - 3]
+local HOLDS = {res = KEYS[#KEYS - 2], held = KEYS[#KEYS - 1], pending = KEYS[#KEYS]}
 if keyed then
   local rec = redis.call('HMGET', KEYS[3], 'fp', 'at', 'st', 'out', 'exp')
   if rec[1] then
@@ -86,6 +68,9 @@ if pspec and pspec ~= '1' then
   end
 end
 
+sweep(HOLDS, ARGV[1])
+local held = redis.call('HMGET', HOLDS.pending, unpack(dims))
+
 local cur
 if keep then
   cur = redis.call('HMGET', KEYS[1], unpack(dims))
@@ -94,12 +79,14 @@ else
 end
 local lim = redis.call('HMGET', KEYS[2], unpack(dims))
 
-local nxt, soft, hard = {}, {}, {}
+local nxt, tot, soft, hard = {}, {}, {}, {}
 for i = 1, n do
   cur[i] = cur[i] or '0'
+  held[i] = held[i] or '0'
   nxt[i] = add(cur[i], deltas[i])
-  if gt(nxt[i], MAX) then
-    return {'overflow', dims[i] .. '\0' .. cur[i] .. '\0' .. deltas[i] .. '\0'}
+  tot[i] = add(add(cur[i], held[i]), deltas[i])
+  if gt(tot[i], MAX) then
+    return {'overflow', dims[i] .. '\0' .. cur[i] .. ' + pending ' .. held[i] .. '\0' .. deltas[i] .. '\0'}
   end
   if lim[i] then
     local comma = string.find(lim[i], ',', 1, true)
@@ -115,10 +102,10 @@ end
 local status = 'ok'
 local out = {}
 for i = 1, n do
-  if hard[i] ~= '' and gt(nxt[i], hard[i]) then
+  if hard[i] ~= '' and gt(tot[i], hard[i]) then
     status = 'hard'
-    local crossed = gt(cur[i], hard[i]) and '0' or '1'
-    out[#out + 1] = dims[i] .. '\0' .. cur[i] .. '\0' .. hard[i] .. '\0' .. crossed .. '\0'
+    local crossed = gt(add(cur[i], held[i]), hard[i]) and '0' or '1'
+    out[#out + 1] = dims[i] .. '\0' .. cur[i] .. '\0' .. hard[i] .. '\0' .. crossed .. '+' .. held[i] .. '\0'
   end
 end
 

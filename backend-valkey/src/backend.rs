@@ -1,10 +1,13 @@
-//! `ValkeyBackend`: the handle and its engine impl; one script call per budget operation.
+//! `ValkeyBackend`: the handle and its engine impl; one script call per budget operation (and, on
+//! a standalone server, per multi-budget operation).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use stowage_core::raw::{Access, NewRow, Pattern, ResolvedOptions};
+use stowage_core::raw::{self as multi, Access, Composed, NewRow, Pattern, ResolvedOptions};
 use stowage_core::{
-    BudgetPolicy, BudgetUsage, Capabilities, Checked, ConnectOptions, QueryParams, Result,
+    BudgetPolicy, BudgetUsage, Capabilities, Checked, ConnectOptions, MultiReceipt,
+    MultiReserveReceipt, QueryParams, Reservation, ReserveReceipt, ReserveRequest, Result,
     StoreResult, StoredValue, UsageReceipt, UsageReport,
 };
 
@@ -12,7 +15,7 @@ use crate::config::ValkeyConfig;
 use crate::connection::Connection;
 use crate::keys::namespace_pattern;
 use crate::scripts::Scripts;
-use crate::{budget, records};
+use crate::{budget, records, reservations};
 
 /// The Valkey backend (standalone or cluster). Cheap to clone.
 #[derive(Debug, Clone)]
@@ -59,45 +62,88 @@ impl ValkeyBackend {
     fn conn(&self) -> &Connection {
         &self.inner.conn
     }
+
+    fn ctx(&self) -> reservations::Ctx<'_> {
+        reservations::Ctx {
+            conn: &self.inner.conn,
+            scripts: &self.inner.scripts,
+            options: &self.inner.options,
+        }
+    }
 }
 
 impl Access for ValkeyBackend {
-    // TODO(issue-12): placeholder until this engine implements SEMANTICS §4.2; must not be merged.
     fn now(&self, op: &str) -> Result<u64> {
         self.inner.options.now(op)
     }
 
-    async fn reserve(
-        &self,
-        _budget: &str,
-        _request: &stowage_core::ReserveRequest,
-    ) -> Result<stowage_core::ReserveReceipt> {
-        Err(stowage_core::Error::unsupported("TODO(issue-12)"))
+    async fn reserve(&self, budget: &str, request: &ReserveRequest) -> Result<ReserveReceipt> {
+        reservations::reserve(self.ctx(), budget, request).await
     }
 
     async fn commit(
         &self,
-        _budget: &str,
-        _id: &str,
-        _actual: &std::collections::BTreeMap<String, u64>,
+        budget: &str,
+        id: &str,
+        actual: &BTreeMap<String, u64>,
     ) -> Result<UsageReceipt> {
-        Err(stowage_core::Error::unsupported("TODO(issue-12)"))
+        reservations::commit(self.ctx(), budget, id, actual).await
     }
 
-    async fn release(&self, _budget: &str, _id: &str) -> Result<bool> {
-        Err(stowage_core::Error::unsupported("TODO(issue-12)"))
+    async fn release(&self, budget: &str, id: &str) -> Result<bool> {
+        reservations::release(self.ctx(), budget, id).await
     }
 
-    async fn reservation(
+    async fn reservation(&self, budget: &str, id: &str) -> Result<Option<Reservation>> {
+        reservations::reservation(self.ctx(), budget, id).await
+    }
+
+    async fn reservations(&self, budget: &str) -> Result<Vec<Reservation>> {
+        reservations::reservations(self.ctx(), budget).await
+    }
+
+    /// Standalone: the §4.3 sequence as one script over every budget's keys. Cluster: composed
+    /// call by call (the budgets may live in different slots).
+    async fn report_usage_all(
         &self,
-        _budget: &str,
-        _id: &str,
-    ) -> Result<Option<stowage_core::Reservation>> {
-        Err(stowage_core::Error::unsupported("TODO(issue-12)"))
+        budgets: &[&str],
+        report: &UsageReport,
+    ) -> Result<MultiReceipt> {
+        if self.inner.conn.is_cluster() {
+            return multi::report_usage_all(&mut Composed(self), budgets, report).await;
+        }
+        let request = multi::report_all_request("report_usage_all", report)?;
+        reservations::report_usage_all(self.ctx(), budgets, &request).await
     }
 
-    async fn reservations(&self, _budget: &str) -> Result<Vec<stowage_core::Reservation>> {
-        Err(stowage_core::Error::unsupported("TODO(issue-12)"))
+    async fn reserve_all(
+        &self,
+        budgets: &[&str],
+        request: &ReserveRequest,
+    ) -> Result<MultiReserveReceipt> {
+        if self.inner.conn.is_cluster() {
+            return multi::reserve_all(&mut Composed(self), budgets, request).await;
+        }
+        reservations::reserve_all(self.ctx(), budgets, request).await
+    }
+
+    async fn commit_all(
+        &self,
+        budgets: &[&str],
+        id: &str,
+        actual: &BTreeMap<String, u64>,
+    ) -> Result<MultiReceipt> {
+        if self.inner.conn.is_cluster() {
+            return multi::commit_all(&mut Composed(self), budgets, id, actual).await;
+        }
+        reservations::commit_all(self.ctx(), budgets, id, actual).await
+    }
+
+    async fn release_all(&self, budgets: &[&str], id: &str) -> Result<()> {
+        if self.inner.conn.is_cluster() {
+            return multi::release_all(&mut Composed(self), budgets, id).await;
+        }
+        reservations::release_all(self.ctx(), budgets, id).await
     }
 
     const NAME: &'static str = "valkey";
@@ -108,12 +154,12 @@ impl Access for ValkeyBackend {
             shared: true,
             distributed: self.inner.conn.is_cluster(),
             max_value_bytes: Capabilities::MAX_VALUE_BYTES,
-            atomic_multi_budget: false,
+            atomic_multi_budget: !self.inner.conn.is_cluster(),
         }
     }
 
     async fn initialize(&self) -> Result<()> {
-        Scripts::load(self.conn()).await
+        self.inner.scripts.load(self.conn()).await
     }
 
     /// Deletes every key of the namespace (`SCAN` with its key pattern, `UNLINK`). Nothing is

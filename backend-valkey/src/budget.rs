@@ -59,37 +59,57 @@ pub(crate) async fn report_usage(
 }
 
 /// Decodes the script's answer: the breaches of `ok`/`soft`/`hard` (replayed or not) as
-/// `dim\0usage\0limit\0crossed\0` groups, the `dim\0counter\0delta\0` of `overflow`, the
-/// undecodable dimension of `corrupt`.
+/// `dim\0usage\0limit\0crossed\0` groups (see [`breaches`]), the `dim\0counter\0delta\0` of
+/// `overflow`, the undecodable dimension of `corrupt`.
 fn report_reply(op: &str, status: String, blob: &str) -> Result<ReportReply> {
     let mut reply = ReportReply {
         status,
         breaches: Vec::new(),
         detail: Default::default(),
     };
-    let parts: Vec<&str> = blob.split('\0').collect();
     match reply.status.as_str() {
-        "overflow" => {
-            let part = |i: usize| parts.get(i).copied().unwrap_or_default().to_owned();
-            reply.detail = (part(0), part(1), part(2));
-        }
+        "overflow" => reply.detail = detail(blob),
         "corrupt" => reply.detail.0 = blob.to_owned(),
-        _ => {
-            for group in parts.chunks(4).filter(|g| g.len() == 4) {
-                reply.breaches.push(Breach {
-                    dimension: group[0].to_owned(),
-                    usage: parse_decimal(op, "usage", group[1])?,
-                    limit: parse_decimal(op, "limit", group[2])?,
-                    crossed: group[3] == "1",
-                    pending: 0, // TODO(issue-12): the breach's held amount
-                });
-            }
-        }
+        _ => reply.breaches = breaches(op, blob)?,
     }
     Ok(reply)
 }
 
-fn parse_decimal(op: &str, what: &str, text: &str) -> Result<u64> {
+/// The three NUL-separated fields of a script's detail (missing ones empty).
+pub(crate) fn detail(blob: &str) -> (String, String, String) {
+    let parts: Vec<&str> = blob.split('\0').collect();
+    let part = |i: usize| parts.get(i).copied().unwrap_or_default().to_owned();
+    (part(0), part(1), part(2))
+}
+
+/// Breaches as the scripts write them: groups of dimension, usage, limit, crossed separated by
+/// NUL, where crossed is `0` or `1`, followed for hard breaches by `+` and the pending amount (a
+/// group without it, as dedup records written before reservations hold, has pending 0).
+pub(crate) fn breaches(op: &str, blob: &str) -> Result<Vec<Breach>> {
+    let parts: Vec<&str> = blob.split('\0').collect();
+    breaches_of(op, &parts)
+}
+
+/// [`breaches`] of a blob already split at its NULs.
+pub(crate) fn breaches_of(op: &str, parts: &[&str]) -> Result<Vec<Breach>> {
+    let mut out = Vec::new();
+    for group in parts.chunks(4).filter(|g| g.len() == 4) {
+        let (crossed, pending) = match group[3].split_once('+') {
+            Some((crossed, pending)) => (crossed, parse_decimal(op, "pending", pending)?),
+            None => (group[3], 0),
+        };
+        out.push(Breach {
+            dimension: group[0].to_owned(),
+            usage: parse_decimal(op, "usage", group[1])?,
+            limit: parse_decimal(op, "limit", group[2])?,
+            crossed: crossed == "1",
+            pending,
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) fn parse_decimal(op: &str, what: &str, text: &str) -> Result<u64> {
     text.parse::<u64>()
         .ok()
         .filter(|v| *v <= MAX_AMOUNT)
@@ -264,11 +284,17 @@ pub(crate) async fn usage(
     let op = "usage";
     let now = options.now(op)?;
     let keys = budget_keys(&options.namespace, budget);
-    let reply = scripts.usage(conn, &keys).await?;
-    let (head, fields) = reply.split_at(reply.len().min(4));
-    let [policy_spec, spec, start, end] = head else {
+    let reply = scripts.usage(conn, &keys, now).await?;
+    let (head, fields) = reply.split_at(reply.len().min(5));
+    let [policy_spec, spec, start, end, count] = head else {
         return Err(Error::corruption(format!("{op}: short script answer")));
     };
+    let count = count
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n <= fields.len())
+        .ok_or_else(|| Error::corruption(format!("{op}: bad counter count {}", show(count))))?;
+    let (fields, held) = fields.split_at(count);
     let window = match policy_spec.as_str() {
         "" | NO_WINDOW => None,
         spec => Some(Window::from_spec(op, spec)?),
@@ -294,9 +320,16 @@ pub(crate) async fn usage(
             counters.insert(dimension.clone(), parse_decimal(op, "counter", value)?);
         }
     }
+    let mut pending = BTreeMap::new();
+    for pair in held.chunks(2) {
+        let [dimension, value] = pair else {
+            return Err(Error::corruption(format!("{op}: odd pending list")));
+        };
+        pending.insert(dimension.clone(), parse_decimal(op, "pending", value)?);
+    }
     Ok(BudgetUsage {
         counters,
-        pending: BTreeMap::new(),
+        pending,
         window: step.bounds(),
     })
 }
@@ -326,6 +359,17 @@ mod tests {
                 limit: 4,
                 crossed: true,
                 pending: 0,
+            }]
+        );
+        let reply = report_reply("op", "hard".into(), "t\u{0}5\u{0}4\u{0}0+3\u{0}").unwrap();
+        assert_eq!(
+            reply.breaches,
+            vec![Breach {
+                dimension: "t".into(),
+                usage: 5,
+                limit: 4,
+                crossed: false,
+                pending: 3,
             }]
         );
         let reply = report_reply("op", "overflow".into(), "t\u{0}7\u{0}9\u{0}").unwrap();

@@ -45,6 +45,31 @@ pub(crate) struct BudgetKeys {
     pub(crate) policy: String,
     /// Hash: the window the counters belong to: `spec`, `start`, `end` (decimal ms).
     pub(crate) window: String,
+    /// Hash: reservation id → the encoded `Reservation` (see `reservations.rs`).
+    pub(crate) reservations: String,
+    /// Sorted set (scores 0, read by `ZRANGEBYLEX`): `<expires_at, 19 digits><id>` of every hold
+    /// not yet resolved or swept.
+    pub(crate) held: String,
+    /// Hash: dimension → amount held by the holds of `held` (decimal; absent when 0).
+    pub(crate) pending: String,
+    /// Sorted set (scores 0, lexicographic): `<forget_at, 19 digits><id>`, the order in which
+    /// reservation ids are forgotten (a stale member is checked against the record first).
+    pub(crate) forget: String,
+}
+
+impl BudgetKeys {
+    /// The keys of a reservation script for this budget, in the order `lib.lua` reads them.
+    pub(crate) fn reservation_keys(&self) -> [&str; 7] {
+        [
+            &self.counters,
+            &self.policy,
+            &self.window,
+            &self.reservations,
+            &self.held,
+            &self.pending,
+            &self.forget,
+        ]
+    }
 }
 
 pub(crate) fn budget_keys(namespace: &str, budget: &str) -> BudgetKeys {
@@ -52,6 +77,10 @@ pub(crate) fn budget_keys(namespace: &str, budget: &str) -> BudgetKeys {
         counters: key("c", &[namespace, budget], 2),
         policy: key("p", &[namespace, budget], 2),
         window: key("w", &[namespace, budget], 2),
+        reservations: key("v", &[namespace, budget], 2),
+        held: key("x", &[namespace, budget], 2),
+        pending: key("h", &[namespace, budget], 2),
+        forget: key("f", &[namespace, budget], 2),
     }
 }
 
@@ -183,6 +212,10 @@ mod tests {
             budget_keys("ns", "b").counters,
             budget_keys("ns", "b").policy,
             budget_keys("ns", "b").window,
+            budget_keys("ns", "b").reservations,
+            budget_keys("ns", "b").held,
+            budget_keys("ns", "b").pending,
+            budget_keys("ns", "b").forget,
             dedup_key("ns", "b", "k"),
             record_keys("ns", "r").rows,
             record_keys("ns", "r").seq,
@@ -213,6 +246,10 @@ mod tests {
                 claim(b.counters, format!("counters {ns:?} {a:?}"));
                 claim(b.policy, format!("policy {ns:?} {a:?}"));
                 claim(b.window, format!("window {ns:?} {a:?}"));
+                claim(b.reservations, format!("reservations {ns:?} {a:?}"));
+                claim(b.held, format!("held {ns:?} {a:?}"));
+                claim(b.pending, format!("pending {ns:?} {a:?}"));
+                claim(b.forget, format!("forget {ns:?} {a:?}"));
                 let r = record_keys(ns, a);
                 claim(r.rows, format!("rows {ns:?} {a:?}"));
                 claim(r.seq, format!("seq {ns:?} {a:?}"));
@@ -238,6 +275,9 @@ mod tests {
                 let slot = hash_slot(&b.counters);
                 assert_eq!(hash_slot(&b.policy), slot);
                 assert_eq!(hash_slot(&b.window), slot);
+                for k in b.reservation_keys() {
+                    assert_eq!(hash_slot(k), slot);
+                }
                 for key in NAMES {
                     assert_eq!(hash_slot(&dedup_key(ns, name, key)), slot);
                 }

@@ -8,6 +8,16 @@
 //! inside Lua, never doubles. Every key one call touches shares one hash tag
 //! derived from namespace + budget (or namespace + record), so scripts are cluster-safe; names are
 //! length-prefixed in keys, so no two names share storage and no name can steer the hash slot.
+//!
+//! Reservations (SEMANTICS §4.2) live next to the counters under the budget's hash tag: a hash
+//! of records (id → the canonical `Reservation`, NUL-separated decimal strings), a lexicographic
+//! sorted set of unresolved holds by 19-digit expiry (sorted set scores are doubles, exact only to
+//! 2^53), the pending amount per dimension (decimal strings, swept of expired holds on every
+//! write; reads leave expired holds out), and the order in which ids are forgotten (a few removed
+//! on each write). `reserve`, `commit` and `release` are one script call each (`commit` and
+//! `reserve` take a second after a window rollover, as reports do). Several budgets (§4.3): on a
+//! standalone server one script runs the whole sequence of `stowage_core::multi` over every
+//! budget's keys (`atomic_multi_budget`); a cluster composes the calls budget by budget.
 #![deny(missing_docs)]
 
 mod backend;
@@ -18,6 +28,7 @@ mod error;
 mod keys;
 pub mod raw;
 mod records;
+mod reservations;
 mod rows;
 mod scripts;
 

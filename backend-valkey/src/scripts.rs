@@ -12,12 +12,42 @@ use crate::connection::Connection;
 use crate::keys;
 use crate::rows::time_hex;
 
-/// The Lua source of `report_usage`.
-pub const REPORT_USAGE_LUA: &str = include_str!("../scripts/report_usage.lua");
+/// The Lua source of `report_usage` (after `holds.lua`, the functions it counts holds with).
+pub const REPORT_USAGE_LUA: &str = concat!(
+    include_str!("../scripts/holds.lua"),
+    include_str!("../scripts/report_usage.lua")
+);
 /// The Lua source of `set_policy`.
 const SET_POLICY_LUA: &str = include_str!("../scripts/set_policy.lua");
 /// The Lua source of `usage`.
-const USAGE_LUA: &str = include_str!("../scripts/usage.lua");
+const USAGE_LUA: &str = concat!(
+    include_str!("../scripts/holds.lua"),
+    include_str!("../scripts/usage.lua")
+);
+/// The Lua source of `reserve` and `reserve_all`.
+const RESERVE_LUA: &str = concat!(
+    include_str!("../scripts/holds.lua"),
+    include_str!("../scripts/lib.lua"),
+    include_str!("../scripts/reserve.lua")
+);
+/// The Lua source of `commit` and `commit_all`.
+const COMMIT_LUA: &str = concat!(
+    include_str!("../scripts/holds.lua"),
+    include_str!("../scripts/lib.lua"),
+    include_str!("../scripts/commit.lua")
+);
+/// The Lua source of `release` and `release_all`.
+const RELEASE_LUA: &str = concat!(
+    include_str!("../scripts/holds.lua"),
+    include_str!("../scripts/lib.lua"),
+    include_str!("../scripts/release.lua")
+);
+/// The Lua source of `report_usage_all`.
+const REPORT_ALL_LUA: &str = concat!(
+    include_str!("../scripts/holds.lua"),
+    include_str!("../scripts/lib.lua"),
+    include_str!("../scripts/report_all.lua")
+);
 /// The Lua source of `store` and `store_idempotent`.
 const STORE_LUA: &str = include_str!("../scripts/store.lua");
 /// The Lua source of one `cleanup` batch of one record.
@@ -29,37 +59,88 @@ const DEDUP_GC_MARGIN_MS: u64 = 3_600_000;
 /// pass `i64::MAX` once added to the server's clock, and a refusal after the writes would be too late.
 const MAX_DEDUP_GC_MS: u64 = 1_000_000_000_000_000;
 
-/// The five scripts, hashed once.
+/// Every script source, in the order `Scripts::load` loads them.
+const SOURCES: [&str; 9] = [
+    REPORT_USAGE_LUA,
+    SET_POLICY_LUA,
+    USAGE_LUA,
+    STORE_LUA,
+    CLEANUP_LUA,
+    RESERVE_LUA,
+    COMMIT_LUA,
+    RELEASE_LUA,
+    REPORT_ALL_LUA,
+];
+
+/// The largest bulk string a client that has not authenticated yet may send: a longer `SCRIPT
+/// LOAD` would fail with a protocol error instead of the authentication error it should meet.
+const MAX_UNAUTHENTICATED_BULK: usize = 16 * 1024;
+
+/// A script as sent: without comment lines, blank lines and indentation (the scripts hold no
+/// multi-line strings), so that every one stays below [`MAX_UNAUTHENTICATED_BULK`].
+fn sent(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    for line in source.lines().map(str::trim) {
+        if !line.is_empty() && !line.starts_with("--") {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The scripts, hashed once.
 #[derive(Debug)]
 pub(crate) struct Scripts {
+    /// The sources as sent, in the order of [`SOURCES`].
+    sources: Vec<String>,
     report: Script,
     set_policy: Script,
     usage: Script,
     store: Script,
     cleanup: Script,
+    reserve: Script,
+    commit: Script,
+    release: Script,
+    report_all: Script,
+}
+
+/// Which reservation script a call runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReservationScript {
+    /// `reserve.lua`.
+    Reserve,
+    /// `commit.lua`.
+    Commit,
+    /// `release.lua`.
+    Release,
+    /// `report_all.lua`.
+    ReportAll,
 }
 
 impl Scripts {
     pub(crate) fn new() -> Self {
+        let sources: Vec<String> = SOURCES.iter().map(|s| sent(s)).collect();
+        debug_assert!(sources.iter().all(|s| s.len() < MAX_UNAUTHENTICATED_BULK));
+        let script = |i: usize| Script::new(&sources[i]);
         Scripts {
-            report: Script::new(REPORT_USAGE_LUA),
-            set_policy: Script::new(SET_POLICY_LUA),
-            usage: Script::new(USAGE_LUA),
-            store: Script::new(STORE_LUA),
-            cleanup: Script::new(CLEANUP_LUA),
+            report: script(0),
+            set_policy: script(1),
+            usage: script(2),
+            store: script(3),
+            cleanup: script(4),
+            reserve: script(5),
+            commit: script(6),
+            release: script(7),
+            report_all: script(8),
+            sources,
         }
     }
 
     /// `SCRIPT LOAD`s every script on the server, or on every primary of a cluster (the driver
     /// sends `SCRIPT LOAD` to all of them).
-    pub(crate) async fn load(conn: &Connection) -> Result<()> {
-        for source in [
-            REPORT_USAGE_LUA,
-            SET_POLICY_LUA,
-            USAGE_LUA,
-            STORE_LUA,
-            CLEANUP_LUA,
-        ] {
+    pub(crate) async fn load(&self, conn: &Connection) -> Result<()> {
+        for source in &self.sources {
             let _: redis::Value = conn
                 .run("initialize", redis::cmd("SCRIPT").arg("LOAD").arg(source))
                 .await?;
@@ -107,16 +188,51 @@ impl Scripts {
         conn.script(op, &call).await
     }
 
-    /// What `usage` needs: policy window spec, stored window (spec, start, end), then counters
-    /// as dimension, value pairs.
+    /// What `usage` needs: policy window spec, stored window (spec, start, end), the number of
+    /// counter fields, counters as dimension, value pairs, then pending pairs at `now`.
     pub(crate) async fn usage(
         &self,
         conn: &Connection,
         keys: &keys::BudgetKeys,
+        now: u64,
     ) -> Result<Vec<String>> {
         let mut call = self.usage.prepare_invoke();
-        call.key(&keys.counters).key(&keys.policy).key(&keys.window);
+        call.key(&keys.counters)
+            .key(&keys.policy)
+            .key(&keys.window)
+            .key(&keys.reservations)
+            .key(&keys.held)
+            .key(&keys.pending)
+            .arg(now.to_string());
         conn.script("usage", &call).await
+    }
+
+    /// One reservation script call over the budgets of `keys` (in name order): answers the
+    /// script's flat list of strings.
+    pub(crate) async fn reservation(
+        &self,
+        conn: &Connection,
+        op: &str,
+        script: ReservationScript,
+        keys: &[keys::BudgetKeys],
+        args: &[String],
+    ) -> Result<Vec<String>> {
+        let script = match script {
+            ReservationScript::Reserve => &self.reserve,
+            ReservationScript::Commit => &self.commit,
+            ReservationScript::Release => &self.release,
+            ReservationScript::ReportAll => &self.report_all,
+        };
+        let mut call = script.prepare_invoke();
+        for budget in keys {
+            for key in budget.reservation_keys() {
+                call.key(key);
+            }
+        }
+        for arg in args {
+            call.arg(arg);
+        }
+        conn.script(op, &call).await
     }
 
     /// Appends `row` (`key` is `""` for a plain store); `index` is the name index the script
@@ -186,7 +302,9 @@ pub fn report_usage_call_in(
     dedup_ttl_ms: u64,
     window: Option<(&str, WindowBounds)>,
 ) -> (Vec<String>, Vec<String>) {
-    let call_keys = keys::budget_call_keys(namespace, budget, report.dedup_key.as_deref());
+    let mut call_keys = keys::budget_call_keys(namespace, budget, report.dedup_key.as_deref());
+    let holds = keys::budget_keys(namespace, budget);
+    call_keys.extend([holds.reservations, holds.held, holds.pending]);
     let gc_ms = dedup_ttl_ms
         .saturating_mul(2)
         .saturating_add(DEDUP_GC_MARGIN_MS)
@@ -221,5 +339,18 @@ mod tests {
             stowage_core::DEFAULT_DEDUP_TTL_MS
         );
         assert!(super::REPORT_USAGE_LUA.contains(&line));
+    }
+
+    #[test]
+    fn every_script_as_sent_fits_an_unauthenticated_bulk() {
+        for source in super::SOURCES {
+            let sent = super::sent(source);
+            assert!(
+                sent.len() < super::MAX_UNAUTHENTICATED_BULK,
+                "{}",
+                sent.len()
+            );
+            assert!(!sent.contains("\n--"));
+        }
     }
 }
