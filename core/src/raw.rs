@@ -29,7 +29,8 @@ pub use crate::reservation::{
     pending_of, refusal, reserve_fingerprint, CommitStep, Refusal,
 };
 pub use crate::window::{
-    window_kept_changing, StoredWindow, WindowChange, WindowStep, MAX_WINDOW_CALLS,
+    bounds_always_computable, window_kept_changing, StoredWindow, WindowChange, WindowStep,
+    MAX_WINDOW_CALLS,
 };
 pub use pattern::Pattern;
 

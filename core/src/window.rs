@@ -394,6 +394,23 @@ impl WindowChange {
     }
 }
 
+/// 1971-01-01T00:00:00Z: from here on, every calendar window in every zone starts after the epoch.
+const ALWAYS_COMPUTABLE_FROM_MS: u64 = 31_536_000_000;
+/// 9998-01-01T00:00:00Z: before this, every zone's local year is at most 9998, so even the year
+/// window's end (the next local new year) can be computed.
+const ALWAYS_COMPUTABLE_UNTIL_MS: u64 = 253_339_228_800_000;
+
+/// True when `bounds_at(now_ms)` cannot fail for any valid window, fixed or calendar, in any time
+/// zone (1971-01-01 ≤ now < 9998-01-01, UTC; fixed windows never fail).
+///
+/// An engine that decides on the server whether a rolled window's counters still count (which
+/// needs no bounds: they count as zero) may skip asking for the new bounds when this holds, and
+/// must ask otherwise, so that it fails exactly where [`WindowStep::at`] fails (SEMANTICS §4.1: a
+/// calendar window at a time outside years 1970–9999 is `InvalidInput`).
+pub fn bounds_always_computable(now_ms: u64) -> bool {
+    (ALWAYS_COMPUTABLE_FROM_MS..ALWAYS_COMPUTABLE_UNTIL_MS).contains(&now_ms)
+}
+
 #[cfg(test)]
 mod tests {
     //! Expected bounds were computed independently (Python's `zoneinfo` over the system's tzdata
@@ -652,5 +669,50 @@ mod tests {
                 .kind(),
             ErrorKind::InvalidInput
         );
+    }
+
+    #[test]
+    fn bounds_are_computable_wherever_they_are_said_to_be() {
+        let zones = [
+            "UTC",
+            "Pacific/Kiritimati",
+            "Etc/GMT+12",
+            "Etc/GMT-14",
+            "America/New_York",
+            "Asia/Kathmandu",
+        ];
+        let units = [
+            CalendarUnit::Day,
+            CalendarUnit::Week,
+            CalendarUnit::Month,
+            CalendarUnit::Year,
+        ];
+        let edges = [
+            ALWAYS_COMPUTABLE_FROM_MS,
+            ALWAYS_COMPUTABLE_FROM_MS + 1,
+            ALWAYS_COMPUTABLE_UNTIL_MS - 1,
+        ];
+        for zone in zones {
+            for unit in units {
+                let window = Window::Calendar {
+                    unit,
+                    time_zone: zone.to_owned(),
+                };
+                for now in edges {
+                    assert!(super::bounds_always_computable(now));
+                    assert!(window.bounds_at(now).is_ok(), "{zone} {unit:?} at {now}");
+                }
+            }
+        }
+        assert!(!super::bounds_always_computable(
+            ALWAYS_COMPUTABLE_FROM_MS - 1
+        ));
+        assert!(!super::bounds_always_computable(ALWAYS_COMPUTABLE_UNTIL_MS));
+        // Just outside, some zone fails: the range is not wider than it may be.
+        let kiritimati = Window::Calendar {
+            unit: CalendarUnit::Year,
+            time_zone: "Pacific/Kiritimati".to_owned(),
+        };
+        assert!(kiritimati.bounds_at(253_402_300_800_000 - 1).is_err());
     }
 }
