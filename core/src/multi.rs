@@ -136,9 +136,14 @@ pub async fn reserve_all<S: Steps>(
     }
     let mut release_error = None;
     for budget in holds_to_release(budgets, &answers) {
-        // A release that fails leaves a hold that expires; the caller must hear of it.
-        if let Err(error) = steps.release(budget, &request.id).await {
-            release_error.get_or_insert(error);
+        // A release that could not be done may leave a hold until it expires: the caller must hear
+        // of it. Any other error means nothing is held any more (the reservation ended and was
+        // forgotten at once — a hold made at `MAX_AMOUNT` — or another caller resolved it).
+        match steps.release(budget, &request.id).await {
+            Err(error) if error.is_retryable() => {
+                release_error.get_or_insert(error);
+            }
+            Ok(_) | Err(_) => {}
         }
     }
     let answer = reserve_answer(budgets, answers);

@@ -1066,6 +1066,32 @@ pub async fn reservations_are_the_canonical_records(ctx: Ctx) {
     assert_eq!(pending_in(b, "p").await, counters(&[("t", 1)]));
 }
 
+/// At `now = MAX_AMOUNT` a reservation expires as it is made: `Reserved`, nothing held, and the id is forgotten at once (commit and release answer `NotFound`).
+pub async fn a_reservation_at_the_end_of_time_holds_nothing(ctx: Ctx) {
+    let b = &*ctx.backend;
+    hard_limit(b, "p", "t", 10).await;
+    ctx.clock.set(MAX_AMOUNT);
+    let r = request("r1", &[("t", 10)], 1_000);
+    assert_eq!(must_reserve(b, "p", &r).await, reserved(MAX_AMOUNT));
+    untouched(b, "p", &[]).await;
+    let actual = BTreeMap::from([("t".to_owned(), 1)]);
+    assert_kind(
+        b.commit("p", "r1", &actual).await,
+        ErrorKind::NotFound,
+        "commit at the end",
+    );
+    assert_kind(
+        b.release("p", "r1").await,
+        ErrorKind::NotFound,
+        "release at the end",
+    );
+    // Nothing is held, so the whole limit is still free for a report.
+    assert_eq!(
+        must_report(b, "p", &report(&[("t", 10)])).await,
+        fresh(UsageOutcome::Ok)
+    );
+}
+
 cases! {
     __conformance_reservations;
     reservations: [
@@ -1108,5 +1134,6 @@ cases! {
         holds_are_not_windowed,
         pending_lists_only_held_dimensions,
         reservations_are_the_canonical_records,
+        a_reservation_at_the_end_of_time_holds_nothing,
     ]
 }

@@ -591,6 +591,32 @@ pub async fn answers_do_not_depend_on_atomic_multi_budget(ctx: Ctx) {
     assert!(usage_of(b, "c").await.is_empty());
 }
 
+/// At `now = MAX_AMOUNT` the holds a refused `reserve_all` made end and are forgotten at once: releasing them is no failure, the answer is the refusal.
+pub async fn reserve_all_refused_at_the_end_of_time_answers_the_refusal(ctx: Ctx) {
+    let b = &*ctx.backend;
+    b.set_policy("org", &policy(&[("t", None, Some(5))]))
+        .await
+        .unwrap();
+    ctx.clock.set(MAX_AMOUNT);
+    let r = request("r1", &[("t", 6)], 1_000);
+    let receipt = b.reserve_all(&["key", "org", "team"], &r).await.unwrap();
+    assert_eq!(
+        receipt,
+        MultiReserveReceipt {
+            outcome: MultiReserveOutcome::HardBreach(BTreeMap::from([(
+                "org".to_owned(),
+                vec![breach("t", 0, 5, true)]
+            )])),
+            expires_at: MAX_AMOUNT,
+            replayed: false,
+        }
+    );
+    for budget in ["key", "org", "team"] {
+        assert_eq!(reservation_of(b, budget, "r1").await, None);
+        assert!(b.usage(budget).await.unwrap().pending.is_empty());
+    }
+}
+
 cases! {
     __conformance_several;
     several: [
@@ -609,5 +635,6 @@ cases! {
         report_usage_all_applies_on_all_or_none,
         report_usage_all_key_is_a_reservation_id,
         answers_do_not_depend_on_atomic_multi_budget,
+        reserve_all_refused_at_the_end_of_time_answers_the_refusal,
     ]
 }
