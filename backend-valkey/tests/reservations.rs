@@ -562,6 +562,24 @@ async fn each_call_is_one_round_trip_on_a_standalone_server() {
     trips!(backend.reservations("a")).unwrap();
     trips!(backend.usage("a")).unwrap();
     assert_eq!(trips, [1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1]);
+    // Right after a rollover: a reserve writes no counters and needs no bounds (one round trip,
+    // the passed window's counters count as zero); a commit rolls the window (two), after which
+    // it is current again (one).
+    trips.clear();
+    p.at(T0 + 2 * 3_600_000);
+    let fresh = |id: &str| ReserveRequest::new(id, 1_000).add("t", 3);
+    let receipt = trips!(backend.reserve("a", &fresh("x"))).unwrap();
+    assert!(
+        receipt.outcome.is_reserved(),
+        "the passed window's usage counts as zero"
+    );
+    let receipt = trips!(backend.reserve_all(&["a", "b"], &fresh("y"))).unwrap();
+    assert!(matches!(receipt.outcome, MultiReserveOutcome::Reserved));
+    trips!(backend.commit("a", "x", &actual)).unwrap();
+    trips!(backend.reserve("a", &fresh("z"))).unwrap();
+    trips!(backend.commit_all(&["a", "b"], "y", &actual)).unwrap();
+    assert_eq!(trips, [1, 1, 2, 1, 2]);
+    assert_eq!(backend.usage("a").await.unwrap().counters["t"], 4);
     // Purge removes every key reservations wrote.
     let pattern = format!("*{namespace}*");
     let keys: Vec<String> = raw.query(redis::cmd("KEYS").arg(&pattern)).await.unwrap();
