@@ -12,9 +12,10 @@ use sqlx::postgres::{PgArguments, PgConnectOptions, PgRow};
 use sqlx::{Arguments, Row};
 use stowage_core::raw::validate::to_i64;
 use stowage_core::raw::{
-    commit_answer, commit_fingerprint, dedup_fingerprint, idempotent_repeat, report_all_request,
-    reserve_answer, reserve_fingerprint, show, window_kept_changing, within, Access, NewRow,
-    Pattern, QueryPlan, ReservationReply, ResolvedOptions, WindowStep, MAX_WINDOW_CALLS,
+    bounds_always_computable, commit_answer, commit_fingerprint, dedup_fingerprint,
+    idempotent_repeat, report_all_request, reserve_answer, reserve_fingerprint, show,
+    window_kept_changing, within, Access, NewRow, Pattern, QueryPlan, ReservationReply,
+    ResolvedOptions, WindowStep, MAX_WINDOW_CALLS,
 };
 use stowage_core::{
     BudgetPolicy, BudgetUsage, Capabilities, Checked, ConnectOptions, Error, MultiOutcome,
@@ -382,14 +383,30 @@ impl Access for PostgresBackend {
         self.inner.options.now(op)
     }
 
-    /// One call. Sent again after a dead connection: a second `reserve` with the id replays.
+    /// One call: a reserve writes no counters, so after a rollover the server counts the passed
+    /// window's counters as zero without its bounds. Only where some window may fail to compute
+    /// at now (`bounds_always_computable` is false) does the server name a rolled window first and
+    /// a second call bring its bounds, or that they failed, so that the call fails where the
+    /// model does. Sent again after a dead connection: a second `reserve` with the id replays.
     async fn reserve(&self, budget: &str, request: &ReserveRequest) -> Result<ReserveReceipt> {
         let op = "reserve";
-        let args = self
-            .reserve_args(op, Bind::new(op).add(budget.to_owned()), request)?
-            .done()?;
-        let steps = self.call(op, Repeat::Safe, |s| &s.reserve, &args).await?;
-        one(op, budget, steps)?.into_reserve(op, budget, &request.id)
+        let now = self.now(op)?;
+        let computable = bounds_always_computable(now);
+        let mut bounds = Bounds::default();
+        for _ in 0..MAX_WINDOW_CALLS {
+            let args = self.reserve_args(op, Bind::new(op).add(budget.to_owned()), request, now)?;
+            let args = bounds.bind(args.add(computable))?;
+            let steps = self.call(op, Repeat::Safe, |s| &s.reserve, &args).await?;
+            if let Some(specs) = window_needed(&steps) {
+                for spec in specs {
+                    bounds.add_or_mark(op, &spec, now)?;
+                }
+                continue;
+            }
+            let reply = window_error(op, budget, one(op, budget, steps)?, now)?;
+            return reply.into_reserve(op, budget, &request.id);
+        }
+        Err(window_kept_changing(op, budget))
     }
 
     /// One call; after a rollover the server names the policy's window and a second call brings
@@ -403,12 +420,14 @@ impl Access for PostgresBackend {
         let op = "commit";
         let mut bounds = Bounds::default();
         for _ in 0..MAX_WINDOW_CALLS {
-            let args = self.commit_args(op, Bind::new(op).add(budget.to_owned()), id, actual)?;
+            let now = self.now(op)?;
+            let args =
+                self.commit_args(op, Bind::new(op).add(budget.to_owned()), id, actual, now)?;
             let args = bounds.bind(args)?;
             let steps = self.call(op, Repeat::Safe, |s| &s.commit, &args).await?;
             let step = one_step(op, budget, steps)?;
             if step.step == "window" {
-                bounds.add(op, &step.reply.detail.0, self.now(op)?)?;
+                bounds.add(op, &step.reply.detail.0, now)?;
                 continue;
             }
             return step.reply.into_commit(op, budget, id);
@@ -476,7 +495,8 @@ impl Access for PostgresBackend {
         let commit_fp = commit_fingerprint(&request.dimensions);
         let mut bounds = Bounds::default();
         for _ in 0..MAX_WINDOW_CALLS {
-            let args = self.reserve_args(op, Bind::new(op).add(names(budgets)), &request)?;
+            let now = self.now(op)?;
+            let args = self.reserve_args(op, Bind::new(op).add(names(budgets)), &request, now)?;
             // reserve_args bound: budgets, id, dims, amounts, ttl, fingerprint, now, remember.
             let args = bounds.bind(args.add(commit_fp.clone()))?;
             let steps = self
@@ -484,11 +504,11 @@ impl Access for PostgresBackend {
                 .await?;
             if let Some(spec) = window_needed(&steps) {
                 for spec in spec {
-                    bounds.add(op, &spec, self.now(op)?)?;
+                    bounds.add_or_mark(op, &spec, now)?;
                 }
                 continue;
             }
-            let reserved = reserve_part(budgets, &request.id, &steps)?;
+            let reserved = reserve_part(budgets, &request.id, &steps, now)?;
             return match reserved.outcome {
                 MultiReserveOutcome::HardBreach(breaches) => Ok(MultiReceipt {
                     outcome: MultiOutcome::HardBreach(breaches),
@@ -503,20 +523,36 @@ impl Access for PostgresBackend {
         ))
     }
 
-    /// One call, the whole §4.3 sequence inside it. Sent again after a dead connection: every
-    /// `reserve` in it replays.
+    /// One call, the whole §4.3 sequence inside it (a second only where some window may fail to
+    /// compute at now, as `reserve`). Sent again after a dead connection: every `reserve` in it
+    /// replays.
     async fn reserve_all(
         &self,
         budgets: &[&str],
         request: &ReserveRequest,
     ) -> Result<MultiReserveReceipt> {
         let op = "reserve_all";
-        let args = self.reserve_args(op, Bind::new(op).add(names(budgets)), request)?;
-        let args = args.done()?;
-        let steps = self
-            .call(op, Repeat::Safe, |s| &s.reserve_all, &args)
-            .await?;
-        reserve_part(budgets, &request.id, &steps)
+        let now = self.now(op)?;
+        let computable = bounds_always_computable(now);
+        let mut bounds = Bounds::default();
+        for _ in 0..MAX_WINDOW_CALLS {
+            let args = self.reserve_args(op, Bind::new(op).add(names(budgets)), request, now)?;
+            let args = bounds.bind(args.add(computable))?;
+            let steps = self
+                .call(op, Repeat::Safe, |s| &s.reserve_all, &args)
+                .await?;
+            if let Some(specs) = window_needed(&steps) {
+                for spec in specs {
+                    bounds.add_or_mark(op, &spec, now)?;
+                }
+                continue;
+            }
+            return reserve_part(budgets, &request.id, &steps, now);
+        }
+        Err(window_kept_changing(
+            op,
+            budgets.first().copied().unwrap_or_default(),
+        ))
     }
 
     /// One call (a second with window bounds after a rollover). Sent again after a dead
@@ -530,14 +566,15 @@ impl Access for PostgresBackend {
         let op = "commit_all";
         let mut bounds = Bounds::default();
         for _ in 0..MAX_WINDOW_CALLS {
-            let args = self.commit_args(op, Bind::new(op).add(names(budgets)), id, actual)?;
+            let now = self.now(op)?;
+            let args = self.commit_args(op, Bind::new(op).add(names(budgets)), id, actual, now)?;
             let args = bounds.bind(args)?;
             let steps = self
                 .call(op, Repeat::Safe, |s| &s.commit_all, &args)
                 .await?;
             if let Some(spec) = window_needed(&steps) {
                 for spec in spec {
-                    bounds.add(op, &spec, self.now(op)?)?;
+                    bounds.add(op, &spec, now)?;
                 }
                 continue;
             }
@@ -970,12 +1007,13 @@ impl Bind {
     }
 }
 
-/// The window bounds at now a call brings, per spec the server asked for.
+/// The window bounds at now a call brings, per spec the server asked for (NULL bounds: they
+/// could not be computed, for the reservation functions to fail where the model fails).
 #[derive(Default)]
 struct Bounds {
     specs: Vec<String>,
-    starts: Vec<i64>,
-    ends: Vec<i64>,
+    starts: Vec<Option<i64>>,
+    ends: Vec<Option<i64>>,
 }
 
 impl Bounds {
@@ -984,8 +1022,30 @@ impl Bounds {
         let bounds = Window::from_spec(op, spec)?.bounds_at(now)?;
         self.specs.push(spec.to_owned());
         self.starts
-            .push(to_i64(op, "window start", bounds.start_ms)?);
-        self.ends.push(to_i64(op, "window end", bounds.end_ms)?);
+            .push(Some(to_i64(op, "window start", bounds.start_ms)?));
+        self.ends
+            .push(Some(to_i64(op, "window end", bounds.end_ms)?));
+        Ok(())
+    }
+
+    /// As `add`, but bounds that cannot be computed go as NULL: `reserve` answers their error
+    /// (`window-error`) where `WindowStep::at` meets it, after replays and earlier budgets. Asked
+    /// again for a spec brought as NULL (a commit step that would roll it), the call fails with
+    /// the error of its bounds.
+    fn add_or_mark(&mut self, op: &str, spec: &str, now: u64) -> Result<()> {
+        let computed = Window::from_spec(op, spec)?.bounds_at(now);
+        if self.specs.iter().any(|s| s == spec) {
+            computed?;
+            return Err(Error::internal(format!(
+                "{op}: the server asked again for the bounds of window {spec} it was given"
+            )));
+        }
+        if computed.is_ok() {
+            return self.add(op, spec, now);
+        }
+        self.specs.push(spec.to_owned());
+        self.starts.push(None);
+        self.ends.push(None);
         Ok(())
     }
 
@@ -1042,9 +1102,34 @@ fn window_needed(steps: &[Step]) -> Option<Vec<String>> {
     (!specs.is_empty()).then_some(specs)
 }
 
+/// The reply, or for `window-error` (naming a window whose bounds the call brought as NULL) the
+/// error `Window::bounds_at` gives at `now`.
+fn window_error(
+    op: &str,
+    budget: &str,
+    reply: ReservationReply,
+    now: u64,
+) -> Result<ReservationReply> {
+    if reply.status != "window-error" {
+        return Ok(reply);
+    }
+    match Window::from_spec(op, &reply.detail.0)?.bounds_at(now) {
+        Err(error) => Err(error),
+        Ok(_) => Err(Error::internal(format!(
+            "{op}: the server found no bounds for the window of budget {} it was given",
+            show(budget)
+        ))),
+    }
+}
+
 /// `reserve_all`'s answer from the `reserve` rows (one per budget, in order) and the `release`
 /// rows of the holds it released, as `stowage_core::raw::reserve_all` builds it.
-fn reserve_part(budgets: &[&str], id: &str, steps: &[Step]) -> Result<MultiReserveReceipt> {
+fn reserve_part(
+    budgets: &[&str],
+    id: &str,
+    steps: &[Step],
+    now: u64,
+) -> Result<MultiReserveReceipt> {
     let op = "reserve";
     let reserves: Vec<&Step> = steps.iter().filter(|s| s.step == "reserve").collect();
     if reserves.len() != budgets.len() || reserves.iter().zip(budgets).any(|(s, b)| s.budget != *b)
@@ -1056,7 +1141,10 @@ fn reserve_part(budgets: &[&str], id: &str, steps: &[Step]) -> Result<MultiReser
     }
     let answers = reserves
         .iter()
-        .map(|s| s.reply.clone().into_reserve(op, &s.budget, id))
+        .map(|s| {
+            window_error(op, &s.budget, s.reply.clone(), now)
+                .and_then(|reply| reply.into_reserve(op, &s.budget, id))
+        })
         .collect();
     let mut release_error = None;
     for step in steps.iter().filter(|s| s.step == "release") {
@@ -1098,8 +1186,14 @@ impl PostgresBackend {
     }
 
     /// Binds after `args` (the budget or budgets): id, dimensions, amounts, TTL, fingerprint,
-    /// now, and how long the reservation is remembered (this handle's dedup TTL).
-    fn reserve_args(&self, op: &'static str, args: Bind, request: &ReserveRequest) -> Result<Bind> {
+    /// `now`, and how long the reservation is remembered (this handle's dedup TTL).
+    fn reserve_args(
+        &self,
+        op: &'static str,
+        args: Bind,
+        request: &ReserveRequest,
+        now: u64,
+    ) -> Result<Bind> {
         let (dims, amounts) = split(op, &request.dimensions)?;
         Ok(args
             .add(request.id.clone())
@@ -1107,17 +1201,20 @@ impl PostgresBackend {
             .add(amounts)
             .add(to_i64(op, "ttl", request.ttl_ms)?)
             .add(reserve_fingerprint(request))
-            .add(self.now_i64(op)?)
+            .add(to_i64(op, "clock", now)?)
             .add(to_i64(op, "dedup TTL", self.inner.options.dedup_ttl_ms)?))
     }
 
-    /// Binds after `args` (the budget or budgets): id, dimensions, amounts, fingerprint, now.
+    /// Binds after `args` (the budget or budgets): id, dimensions, amounts, fingerprint, `now`,
+    /// and whether no window can fail to compute at `now` (a commit of nothing then needs no
+    /// bounds).
     fn commit_args(
         &self,
         op: &'static str,
         args: Bind,
         id: &str,
         actual: &BTreeMap<String, u64>,
+        now: u64,
     ) -> Result<Bind> {
         let (dims, amounts) = split(op, actual)?;
         Ok(args
@@ -1125,7 +1222,8 @@ impl PostgresBackend {
             .add(dims)
             .add(amounts)
             .add(commit_fingerprint(actual))
-            .add(self.now_i64(op)?))
+            .add(to_i64(op, "clock", now)?)
+            .add(bounds_always_computable(now)))
     }
 
     /// Runs one reservation function (`statement` of the namespace's budget SQL) with `args`.

@@ -82,17 +82,21 @@ impl BudgetSql {
             ),
             reset: format!("SELECT {schema}.reset_usage($1)"),
             reserve: format!(
-                "SELECT {REPLY} FROM {schema}.reserve($1, $2, $3, $4, $5, $6, $7, $8)"
+                "SELECT {REPLY} FROM {schema}.reserve\
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
             ),
             commit: format!(
-                "SELECT {REPLY} FROM {schema}.commit($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                "SELECT {REPLY} FROM {schema}.commit\
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
             ),
             release: format!("SELECT {REPLY} FROM {schema}.release($1, $2, $3)"),
             reserve_all: format!(
-                "SELECT {REPLY} FROM {schema}.reserve_all($1, $2, $3, $4, $5, $6, $7, $8)"
+                "SELECT {REPLY} FROM {schema}.reserve_all\
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
             ),
             commit_all: format!(
-                "SELECT {REPLY} FROM {schema}.commit_all($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                "SELECT {REPLY} FROM {schema}.commit_all\
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
             ),
             release_all: format!("SELECT {REPLY} FROM {schema}.release_all($1, $2, $3)"),
             report_all: format!(

@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_dedup_expiry.sql"),
     include_str!("../migrations/0003_windows.sql"),
     include_str!("../migrations/0004_reservations.sql"),
+    include_str!("../migrations/0005_reserve_round_trip.sql"),
 ];
 
 /// The advisory lock (bigint key space) that serializes every stowage initialization in a database.
@@ -294,6 +295,61 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(functions, 1, "one version of report_usage");
+        conn.execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
+            .await
+            .unwrap();
+    }
+
+    /// Version 5 keeps the reservations of version 4 (a hold made before it replays through the
+    /// new reserve) and leaves one version of each reservation function.
+    #[tokio::test]
+    async fn version_5_keeps_version_4_reservations() {
+        let Some(url) = server() else { return };
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        let schema = stowage_conformance::unique_namespace("stowage_migration").to_lowercase();
+        let fill = |sql: &str| {
+            sql.replace("__SCHEMA__", &schema)
+                .replace("__LOCK__", "2147483643")
+        };
+        conn.execute(format!("CREATE SCHEMA {schema}").as_str())
+            .await
+            .unwrap();
+        for migration in &MIGRATIONS[..4] {
+            conn.execute(fill(migration).as_str()).await.unwrap();
+        }
+        let status: String = sqlx::query_scalar(&fill(
+            "SELECT status FROM __SCHEMA__.reserve('b', 'r', ARRAY['t'], ARRAY[3::bigint], 1000, 'f', \
+             0, 500)",
+        ))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(status, "reserved");
+        conn.execute(fill(MIGRATIONS[4]).as_str()).await.unwrap();
+        let row = sqlx::query(&fill(
+            "SELECT status, expires_at FROM __SCHEMA__.reserve('b', 'r', ARRAY['t'], ARRAY[3::bigint], \
+             1000, 'f', 5, 500, true, '{}', '{}', '{}')",
+        ))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        let status: String = row.try_get(0).unwrap();
+        let expires_at: i64 = row.try_get(1).unwrap();
+        assert_eq!((status.as_str(), expires_at), ("replay-reserved", 1000));
+        let functions: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT p.proname::text, count(*) FROM pg_proc p \
+             JOIN pg_namespace n ON n.oid = p.pronamespace \
+             WHERE n.nspname = $1 AND p.proname IN ('reserve', 'reserve_all', 'reserve_one', \
+             'reserve_all_steps', 'commit', 'commit_all', 'commit_one', 'commit_all_steps', \
+             'report_usage_all', 'reserve_needs') GROUP BY p.proname ORDER BY p.proname",
+        )
+        .bind(&schema)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        let names: Vec<&str> = functions.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names.len(), 10, "{functions:?}");
+        assert!(functions.iter().all(|(_, n)| *n == 1), "{functions:?}");
         conn.execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
             .await
             .unwrap();

@@ -5,12 +5,15 @@
 
 -- WindowStep::at for B at now, given the window the client brought (g: spec, start, end; start
 -- '' when its bounds could not be computed): {kind = 'ok' | 'need' | 'error', keep, roll, spec}.
-local function wstep(B, now, g)
+-- free: the caller only reads the counters (reserve) and no window can fail at now
+-- (bounds_always_computable): a roll needs no bounds, the counters simply count as zero.
+local function wstep(B, now, g, free)
   local pspec = redis.call('HGET', B.policy, '')
   if not pspec or pspec == '1' then return {kind = 'ok', keep = true, roll = false} end
   local w = redis.call('HMGET', B.window, 'spec', 'start', 'end')
   local current = w[1] == pspec and w[3] and (w[3] == MAX or gt(w[3], now))
   if current then return {kind = 'ok', keep = true, roll = false} end
+  if free and g[1] ~= pspec then return {kind = 'ok', keep = not w[1], roll = true, spec = pspec} end
   if g[1] ~= pspec then return {kind = 'need', spec = pspec} end
   if g[2] == '' then return {kind = 'error', spec = pspec} end
   return {kind = 'ok', keep = not w[1], roll = true, spec = pspec, start = g[2], stop = g[3]}
@@ -76,7 +79,7 @@ local function encode(dims, amts)
   return table.concat(parts, '\0')
 end
 
--- reserve on budget B (SEMANTICS §4.2): R = {id, ttl, dims, amts, g}. Returns the reply.
+-- reserve on budget B (SEMANTICS §4.2): R = {id, ttl, dims, amts, g, free}. Returns the reply.
 local function reserve(B, R, now, remember)
   local r = known(B, R.id, now)
   if r == 'corrupt' then return {'corrupt', R.id, ''} end
@@ -88,7 +91,7 @@ local function reserve(B, R, now, remember)
     end
     return {'replay-reserved', '', r.exp}
   end
-  local ws = wstep(B, now, R.g)
+  local ws = wstep(B, now, R.g, R.free)
   if ws.kind ~= 'ok' then return {'window-error', ws.spec, ''} end
   sweep(B, now)
   local cur = counters_of(B, R.dims, ws)
@@ -209,18 +212,20 @@ local function apply_commit(B, A, r, now)
 end
 
 -- The arguments every reservation script starts with: ARGV[1] now, ARGV[2] remember_ms (the
--- handle's dedup TTL), ARGV[3] the number of budgets nb, then per budget the window the client
--- brought (spec, start, end; '' '' '' for none). KEYS: 7 per budget, in name order. Returns the
--- budgets, their windows, now, remember_ms and the index of the first operation argument.
+-- handle's dedup TTL), ARGV[3] the number of budgets nb, ARGV[4] '1' when no window can fail at
+-- now (stowage_core::raw::bounds_always_computable) else '0', then per budget the window the
+-- client brought (spec, start, end; '' '' '' for none). KEYS: 7 per budget, in name order.
+-- Returns the budgets, their windows, now, remember_ms, the index of the first operation
+-- argument and whether windows are always computable.
 local function arguments()
   local nb = tonumber(ARGV[3])
   local budgets, windows = {}, {}
   for b = 1, nb do
     budgets[b] = budget_at(7 * (b - 1))
-    local w = 4 + 3 * (b - 1)
+    local w = 5 + 3 * (b - 1)
     windows[b] = {ARGV[w], ARGV[w + 1], ARGV[w + 2]}
   end
-  return budgets, windows, ARGV[1], ARGV[2], 4 + 3 * nb
+  return budgets, windows, ARGV[1], ARGV[2], 5 + 3 * nb, ARGV[4] == '1'
 end
 
 -- The first budget whose window needs bounds at now that the call did not bring, as the answer
@@ -256,13 +261,14 @@ local ERRORS = {conflict = true, overflow = true, corrupt = true, ['window-error
                 ['not-found'] = true}
 
 -- stowage_core::multi::reserve_all: reserve on every budget; on any error or refusal the holds
--- this call created are released. Returns the answer list and whether every budget reserved.
-local function reserve_all(budgets, windows, now, remember, id, ttl, dims, amts)
+-- this call created are released. free: rolls need no bounds (wstep). Returns the answer list
+-- and whether every budget reserved.
+local function reserve_all(budgets, windows, now, remember, id, ttl, dims, amts, free)
   local answer, replies = {'reserved'}, {}
   local failed = false
   for b = 1, #budgets do
-    replies[b] = reserve(budgets[b], {id = id, ttl = ttl, dims = dims, amts = amts, g = windows[b]},
-                         now, remember)
+    replies[b] = reserve(budgets[b], {id = id, ttl = ttl, dims = dims, amts = amts, g = windows[b],
+                                      free = free}, now, remember)
     local s = replies[b][1]
     if ERRORS[s] or s == 'hard' or s == 'replay-hard' then failed = true end
     push(answer, b, replies[b])

@@ -14,8 +14,10 @@
 //! sorted set of unresolved holds by 19-digit expiry (sorted set scores are doubles, exact only to
 //! 2^53), the pending amount per dimension (decimal strings, swept of expired holds on every
 //! write; reads leave expired holds out), and the order in which ids are forgotten (a few removed
-//! on each write). `reserve`, `commit` and `release` are one script call each (`commit` and
-//! `reserve` take a second after a window rollover, as reports do). Several budgets (§4.3): on a
+//! on each write). `reserve`, `commit` and `release` are one script call each (`commit` takes a
+//! second after a window rollover, as reports do; `reserve` writes no counters, so it counts a
+//! passed window's counters as zero without asking for bounds, except at times where some window
+//! may fail to compute, `bounds_always_computable`, so that it fails there as the model does). Several budgets (§4.3): on a
 //! standalone server one script runs the whole sequence of `stowage_core::multi` over every
 //! budget's keys (`atomic_multi_budget`); a cluster composes the calls budget by budget.
 #![deny(missing_docs)]

@@ -15,8 +15,8 @@
 use std::collections::BTreeMap;
 
 use stowage_core::raw::{
-    commit_answer, reserve_answer, show, window_kept_changing, ReservationReply, ResolvedOptions,
-    MAX_WINDOW_CALLS, REPORT_ALL_TTL_MS,
+    bounds_always_computable, commit_answer, reserve_answer, show, window_kept_changing,
+    ReservationReply, ResolvedOptions, MAX_WINDOW_CALLS, REPORT_ALL_TTL_MS,
 };
 use stowage_core::{
     Error, MultiOutcome, MultiReceipt, MultiReserveOutcome, MultiReserveReceipt, Reservation,
@@ -82,7 +82,9 @@ struct Answers<'a> {
 
 /// Runs one reservation script over `budgets` (name order) with the operation's arguments
 /// `tail`: one EVALSHA, repeated only when a windowed budget's stored window has passed and the
-/// script asks for the bounds of the window containing now (once per such budget).
+/// script asks for the bounds of the window containing now (once per such budget). The script
+/// learns whether every window is computable at `now` (`bounds_always_computable`): then
+/// `reserve.lua` decides a rollover without bounds and never asks.
 async fn run<'a>(
     ctx: Ctx<'_>,
     op: &str,
@@ -101,6 +103,11 @@ async fn run<'a>(
             now.to_string(),
             ctx.options.dedup_ttl_ms.to_string(),
             budgets.len().to_string(),
+            String::from(if bounds_always_computable(now) {
+                "1"
+            } else {
+                "0"
+            }),
         ];
         for (spec, start, end) in &windows {
             args.extend([spec.clone(), start.clone(), end.clone()]);
@@ -208,7 +215,8 @@ fn one<T>(op: &str, answers: Vec<T>) -> Result<T> {
     }
 }
 
-/// `reserve` on one budget: one EVALSHA.
+/// `reserve` on one budget: one EVALSHA (two after a rollover only where a window may fail at
+/// now, so that it fails where the model does).
 pub(crate) async fn reserve(
     ctx: Ctx<'_>,
     budget: &str,

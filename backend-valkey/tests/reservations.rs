@@ -399,13 +399,16 @@ async fn windows_that_cannot_be_computed(url: String) {
         .window(Window::day("UTC"));
     p.set_policy("a", &daily).await.unwrap();
     p.set_policy("b", &BudgetPolicy::new()).await.unwrap();
+    p.set_policy("c", &daily).await.unwrap();
     let held = ReserveRequest::new("r", MAX_AMOUNT).add("t", 1);
     p.reserve("a", &held).await.unwrap();
     let both = ReserveRequest::new("m", MAX_AMOUNT).add("t", 1);
     p.reserve_all(&["a", "b"], &both).await.unwrap();
-    p.report_usage("a", &UsageReport::new().add("t", 1))
-        .await
-        .unwrap();
+    for budget in ["a", "c"] {
+        p.report_usage(budget, &UsageReport::new().add("t", 1))
+            .await
+            .unwrap();
+    }
     // 10000-01-02T00:00:00Z.
     p.at(253_402_387_200_000);
     p.usage("a").await.unwrap_err();
@@ -415,6 +418,12 @@ async fn windows_that_cannot_be_computed(url: String) {
     p.reserve("a", &other).await.unwrap_err();
     p.reserve_all(&["a", "b"], &other).await.unwrap_err();
     p.reserve("b", &other).await.unwrap();
+    // A conflict on a budget before the window's: the conflict answers.
+    let conflicting = ReserveRequest::new("r", MAX_AMOUNT).add("t", 2);
+    p.reserve_all(&["a", "b"], &conflicting).await.unwrap_err();
+    // b reserves, then c fails: b's hold is released and remembered as such.
+    let later = ReserveRequest::new("u", 5).add("t", 1);
+    p.reserve_all(&["b", "c"], &later).await.unwrap_err();
     let none = BTreeMap::new();
     p.commit("a", "unknown", &none).await.unwrap_err();
     p.commit("a", "r", &none).await.unwrap_err();
@@ -562,6 +571,24 @@ async fn each_call_is_one_round_trip_on_a_standalone_server() {
     trips!(backend.reservations("a")).unwrap();
     trips!(backend.usage("a")).unwrap();
     assert_eq!(trips, [1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1]);
+    // Right after a rollover: a reserve writes no counters and needs no bounds (one round trip,
+    // the passed window's counters count as zero); a commit rolls the window (two), after which
+    // it is current again (one).
+    trips.clear();
+    p.at(T0 + 2 * 3_600_000);
+    let fresh = |id: &str| ReserveRequest::new(id, 1_000).add("t", 3);
+    let receipt = trips!(backend.reserve("a", &fresh("x"))).unwrap();
+    assert!(
+        receipt.outcome.is_reserved(),
+        "the passed window's usage counts as zero"
+    );
+    let receipt = trips!(backend.reserve_all(&["a", "b"], &fresh("y"))).unwrap();
+    assert!(matches!(receipt.outcome, MultiReserveOutcome::Reserved));
+    trips!(backend.commit("a", "x", &actual)).unwrap();
+    trips!(backend.reserve("a", &fresh("z"))).unwrap();
+    trips!(backend.commit_all(&["a", "b"], "y", &actual)).unwrap();
+    assert_eq!(trips, [1, 1, 2, 1, 2]);
+    assert_eq!(backend.usage("a").await.unwrap().counters["t"], 4);
     // Purge removes every key reservations wrote.
     let pattern = format!("*{namespace}*");
     let keys: Vec<String> = raw.query(redis::cmd("KEYS").arg(&pattern)).await.unwrap();
