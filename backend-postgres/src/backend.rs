@@ -12,7 +12,7 @@ use sqlx::postgres::{PgArguments, PgConnectOptions, PgRow};
 use sqlx::{Arguments, Row};
 use stowage_core::raw::validate::to_i64;
 use stowage_core::raw::{
-    bounds_always_computable, commit_answer, commit_fingerprint, dedup_fingerprint,
+    bounds_always_computable, cleanup_error, commit_answer, commit_fingerprint, dedup_fingerprint,
     idempotent_repeat, report_all_request, reserve_answer, reserve_fingerprint, show,
     window_kept_changing, within, Access, NewRow, Pattern, QueryPlan, ReservationReply,
     ResolvedOptions, WindowStep, MAX_WINDOW_CALLS,
@@ -1148,7 +1148,9 @@ fn reserve_part(
         .collect();
     let mut release_error = None;
     for step in steps.iter().filter(|s| s.step == "release") {
-        if let Err(error) = step.reply.clone().into_release("release", &step.budget, id) {
+        // As stowage_core::raw::reserve_all: only a release that may have left a hold counts.
+        let answer = step.reply.clone().into_release("release", &step.budget, id);
+        if let Some(error) = cleanup_error(answer) {
             release_error.get_or_insert(error);
         }
     }

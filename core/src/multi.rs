@@ -139,17 +139,25 @@ pub async fn reserve_all<S: Steps>(
         // A release that could not be done may leave a hold until it expires: the caller must hear
         // of it. Any other error means nothing is held any more (the reservation ended and was
         // forgotten at once — a hold made at `MAX_AMOUNT` — or another caller resolved it).
-        match steps.release(budget, &request.id).await {
-            Err(error) if error.is_retryable() => {
-                release_error.get_or_insert(error);
-            }
-            Ok(_) | Err(_) => {}
+        if let Some(error) = cleanup_error(steps.release(budget, &request.id).await) {
+            release_error.get_or_insert(error);
         }
     }
     let answer = reserve_answer(budgets, answers);
     match release_error {
         Some(error) if answer.is_ok() => Err(error),
         _ => answer,
+    }
+}
+
+/// What a `reserve_all` makes of the answer of a release of a hold it created: only an error that
+/// may have left the hold (`Unavailable`) is one the caller must hear of; any other error means
+/// nothing is held any more (the reservation ended and was forgotten at once, or another caller
+/// resolved it).
+pub fn cleanup_error(answer: Result<bool>) -> Option<Error> {
+    match answer {
+        Err(error) if error.is_retryable() => Some(error),
+        Ok(_) | Err(_) => None,
     }
 }
 
