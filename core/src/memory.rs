@@ -1,6 +1,6 @@
 //! `MemoryBackend`: the reference model of SEMANTICS, written for clarity; not durable, not shared.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::raw::{CommitStep, Steps, StoredWindow, WindowChange, WindowStep};
@@ -34,6 +34,11 @@ struct State {
     /// (budget, reservation id) → the reservation, while remembered (forgotten ones are skipped
     /// by every read and removed by the budget's next reserve).
     reservations: BTreeMap<(String, String), Reservation>,
+    /// (budget, id) of the reservations still `Held` (live or expired): what `pending` reads, so a
+    /// budget with many resolved reservations costs no more per call than one with few.
+    held: BTreeSet<(String, String)>,
+    /// (budget, forget_at, id) of every reservation in `reservations`: what `forget` reads.
+    by_forget: BTreeSet<(String, u64, String)>,
 }
 
 #[derive(Debug)]
@@ -256,9 +261,7 @@ impl Transaction<'_> {
         }
         let receipt = reservation.receipt(false);
         state.forget(budget, now);
-        state
-            .reservations
-            .insert((budget.to_owned(), request.id.clone()), reservation);
+        state.put(budget, reservation);
         Ok(receipt)
     }
 
@@ -289,16 +292,15 @@ impl Transaction<'_> {
         let policy = state.policies.get(budget);
         let decision = budget::settle(op, budget, &current, policy, actual)?;
         state.apply(budget, step, decision.new_counters);
-        if let Some(reservation) = state
-            .reservations
-            .get_mut(&(budget.to_owned(), id.to_owned()))
-        {
-            reservation.state = ReservationState::Committed {
+        state.resolve(
+            budget,
+            id,
+            ReservationState::Committed {
                 at: now,
                 actual: actual.clone(),
                 outcome: decision.outcome.clone(),
-            };
-        }
+            },
+        );
         Ok(UsageReceipt {
             outcome: decision.outcome,
             replayed: false,
@@ -310,13 +312,8 @@ impl Transaction<'_> {
         let known = self.state.known(budget, id, now);
         let free = crate::raw::check_release("release", budget, id, known, now)?;
         if free {
-            if let Some(reservation) = self
-                .state
-                .reservations
-                .get_mut(&(budget.to_owned(), id.to_owned()))
-            {
-                reservation.state = ReservationState::Released { at: now };
-            }
+            self.state
+                .resolve(budget, id, ReservationState::Released { at: now });
         }
         Ok(free)
     }
@@ -423,7 +420,44 @@ impl State {
 
     /// The amounts `budget`'s live reservations hold at `now`.
     fn pending(&self, budget: &str, now: u64) -> BTreeMap<String, u64> {
-        crate::raw::pending_of(self.reservations_of(budget), now)
+        let held = self
+            .held
+            .range((budget.to_owned(), String::new())..)
+            .take_while(|(b, _)| b == budget)
+            .filter_map(|key| self.reservations.get(key));
+        crate::raw::pending_of(held, now)
+    }
+
+    /// Stores a new reservation of `budget` (replacing a forgotten one of the same id).
+    fn put(&mut self, budget: &str, reservation: Reservation) {
+        let key = (budget.to_owned(), reservation.id.clone());
+        if let Some(old) = self.reservations.remove(&key) {
+            self.by_forget
+                .remove(&(budget.to_owned(), old.forget_at(), old.id));
+        }
+        self.by_forget.insert((
+            budget.to_owned(),
+            reservation.forget_at(),
+            reservation.id.clone(),
+        ));
+        if matches!(reservation.state, ReservationState::Held) {
+            self.held.insert(key.clone());
+        } else {
+            self.held.remove(&key);
+        }
+        self.reservations.insert(key, reservation);
+    }
+
+    /// Resolves reservation `id` of `budget` (known to exist) to `state`.
+    fn resolve(&mut self, budget: &str, id: &str, state: ReservationState) {
+        if let Some(mut reservation) = self
+            .reservations
+            .get(&(budget.to_owned(), id.to_owned()))
+            .cloned()
+        {
+            reservation.state = state;
+            self.put(budget, reservation);
+        }
     }
 
     /// The reservation `budget` remembers under `id` at `now`.
@@ -433,15 +467,20 @@ impl State {
             .filter(|r| r.is_remembered(now))
     }
 
-    /// Removes `budget`'s forgotten reservations.
+    /// Removes `budget`'s forgotten reservations (`forget_at <= now`).
     fn forget(&mut self, budget: &str, now: u64) {
-        let forgotten: Vec<String> = self
-            .reservations_of(budget)
-            .filter(|r| !r.is_remembered(now))
-            .map(|r| r.id.clone())
+        let from = (budget.to_owned(), 0, String::new());
+        let forgotten: Vec<(String, u64, String)> = self
+            .by_forget
+            .range(from..)
+            .take_while(|(b, forget_at, _)| b == budget && *forget_at <= now)
+            .cloned()
             .collect();
-        for id in forgotten {
-            self.reservations.remove(&(budget.to_owned(), id));
+        for entry in forgotten {
+            self.by_forget.remove(&entry);
+            let key = (entry.0, entry.2);
+            self.held.remove(&key);
+            self.reservations.remove(&key);
         }
     }
 
