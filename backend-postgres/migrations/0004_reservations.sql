@@ -5,7 +5,7 @@
 -- breaches. Expiry is never written: a hold whose expires_at <= now stays 'held' and simply stops
 -- counting. forget_at (min(ended_at + remember_ms, MAX_AMOUNT), ended_at = resolved_at or
 -- expires_at) is kept with the row: a row is invisible once forget_at <= now, and a few such rows
--- of the budget are removed by each of its reserves.
+-- of the namespace are removed by each reserve.
 -- report_usage's answer gains the pending amount of each hard breach, so it is dropped and made
 -- again; the functions of this version answer in the grammar of stowage_core::raw::
 -- ReservationReply, one row (res_reply) per step of the sequence.
@@ -38,7 +38,11 @@ CREATE TABLE __SCHEMA__.reservations (
 );
 -- pending: the holds of a budget that count at now.
 CREATE INDEX reservations_holding ON __SCHEMA__.reservations (budget, expires_at) WHERE state = 'held';
-CREATE INDEX reservations_by_forget ON __SCHEMA__.reservations (budget, forget_at);
+-- Forgotten ids, oldest first, for the clean-up of every reserve. Not led by budget: an index led
+-- by budget can serve `budget = $1` alone, and a plan made before the table has statistics then
+-- finds a reservation by id by scanning every remembered reservation of its budget (seen: 2 → 6 ms
+-- per reserve + commit over 4,000 calls) instead of by the primary key.
+CREATE INDEX reservations_by_forget ON __SCHEMA__.reservations (forget_at);
 
 -- One step's answer: step is 'reserve', 'release', 'check', 'commit' or 'window' (then d1 is the
 -- spec of a window whose bounds at now are needed); status and the rest as ReservationReply.
@@ -302,11 +306,12 @@ BEGIN
         actual_fp = NULL, actual_dims = NULL, actual_amounts = NULL, outcome = NULL,
         b_dims = excluded.b_dims, b_usage = excluded.b_usage, b_limits = excluded.b_limits,
         b_crossed = excluded.b_crossed, b_pending = excluded.b_pending;
-    -- Keep the table bounded: remove a few of this budget's reservations whose id is forgotten
-    -- (only rows of budgets whose lock this call holds: no lock is ever waited for out of order).
+    -- Keep the table bounded: remove a few reservations of the namespace whose id is forgotten
+    -- (the oldest first, by reservations_by_forget). Rows another transaction has locked are
+    -- skipped, so no lock is ever waited for out of order.
     WITH forgotten AS (
         SELECT x.ctid FROM __SCHEMA__.reservations x
-         WHERE x.budget = p_budget AND x.forget_at <= p_now
+         WHERE x.forget_at <= p_now
          ORDER BY x.forget_at
          LIMIT 8 FOR UPDATE SKIP LOCKED)
     DELETE FROM __SCHEMA__.reservations x USING forgotten f WHERE x.ctid = f.ctid;

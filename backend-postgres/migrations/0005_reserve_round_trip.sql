@@ -107,11 +107,12 @@ BEGIN
         actual_fp = NULL, actual_dims = NULL, actual_amounts = NULL, outcome = NULL,
         b_dims = excluded.b_dims, b_usage = excluded.b_usage, b_limits = excluded.b_limits,
         b_crossed = excluded.b_crossed, b_pending = excluded.b_pending;
-    -- Keep the table bounded: remove a few of this budget's reservations whose id is forgotten
-    -- (only rows of budgets whose lock this call holds: no lock is ever waited for out of order).
+    -- Keep the table bounded: remove a few reservations of the namespace whose id is forgotten
+    -- (the oldest first, by reservations_by_forget). Rows another transaction has locked are
+    -- skipped, so no lock is ever waited for out of order.
     WITH forgotten AS (
         SELECT x.ctid FROM __SCHEMA__.reservations x
-         WHERE x.budget = p_budget AND x.forget_at <= p_now
+         WHERE x.forget_at <= p_now
          ORDER BY x.forget_at
          LIMIT 8 FOR UPDATE SKIP LOCKED)
     DELETE FROM __SCHEMA__.reservations x USING forgotten f WHERE x.ctid = f.ctid;
