@@ -21,7 +21,7 @@ use crate::Harness;
 pub const CHILD_ENV: &str = "STOWAGE_CRASH_CHILD";
 
 /// The tag of a child's acknowledgement line: `<key> <replayed>`.
-const ACK: &str = "ACK";
+pub(crate) const ACK: &str = "ACK";
 
 /// Size of the scenario.
 #[derive(Debug, Clone, Copy)]
@@ -86,6 +86,77 @@ async fn child(harness: Arc<dyn Harness>, spec: &str, keys: u64) {
     }
 }
 
+/// The parent's side of a crash scenario: runs the child `kills + 1` times, each from a random
+/// first item, reads its `ACK <item> <replayed>` lines and kills it with SIGKILL after a random
+/// number of them; the last run is left to answer every item and must succeed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KillPlan<'a> {
+    /// The `#[test]` that plays the child.
+    pub test_name: &'a str,
+    /// The environment variable that carries the child's spec, `<namespace>\t<first item>`.
+    pub child_env: &'a str,
+    /// The namespace the children use.
+    pub namespace: &'a str,
+    /// More environment for the child (a server's URL).
+    pub extra_env: &'a [(&'a str, String)],
+    /// Items the child cycles through.
+    pub items: u64,
+    /// SIGKILLs before the last run.
+    pub kills: u64,
+    /// Seed of the first items and kill points.
+    pub seed: u64,
+}
+
+impl KillPlan<'_> {
+    /// Runs the scenario, calling `on_ack(item, replayed)` for each acknowledgement; returns the
+    /// number of children killed.
+    pub async fn run(&self, mut on_ack: impl FnMut(u64, bool)) -> u64 {
+        let mut rng = Rng::new(self.seed);
+        let mut kills = 0;
+        for run in 0..=self.kills {
+            let first = rng.below(self.items);
+            let mut command = Command::from(child_command(
+                self.test_name,
+                self.child_env,
+                &format!("{}\t{first}", self.namespace),
+                self.extra_env,
+            ));
+            command.kill_on_drop(true);
+            let mut child = command.spawn().expect("spawn the child");
+            let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+            let last_run = run == self.kills;
+            let kill_after = 1 + rng.below(self.items / 2);
+            let mut seen = 0;
+            while let Some(line) = lines.next_line().await.expect("read the child") {
+                let Some(rest) = told(&line, ACK) else {
+                    continue;
+                };
+                let mut parts = rest.split_whitespace();
+                let item: u64 = parts.next().and_then(|k| k.parse().ok()).expect("item");
+                on_ack(item, parts.next() == Some("true"));
+                seen += 1;
+                if !last_run && seen == kill_after {
+                    child.start_kill().expect("SIGKILL");
+                    kills += 1;
+                    break;
+                }
+            }
+            let status = child.wait().await.expect("wait for the child");
+            if last_run {
+                let mut err = String::new();
+                if let Some(mut stderr) = child.stderr.take() {
+                    use tokio::io::AsyncReadExt;
+                    // Best effort: the child's stderr only explains a failure the asserts find.
+                    let _ = stderr.read_to_string(&mut err).await;
+                }
+                assert!(status.success(), "the last run failed: {err}");
+                assert_eq!(seen, self.items, "the last run must answer every item");
+            }
+        }
+        kills
+    }
+}
+
 /// In a child: the child's part. In the parent: the whole scenario; panics on a loss or a double count.
 pub async fn run(
     harness: Arc<dyn Harness>,
@@ -98,53 +169,25 @@ pub async fn run(
         return CrashStats::default();
     }
     let namespace = stowage_testkit::unique_namespace("crash");
-    let mut rng = Rng::new(plan.seed);
     let mut applied: HashSet<u64> = HashSet::new();
     let mut stats = CrashStats::default();
-    for run in 0..=plan.kills {
-        let first = rng.below(plan.keys);
-        let mut command = Command::from(child_command(
-            test_name,
-            CHILD_ENV,
-            &format!("{namespace}\t{first}"),
-            extra_env,
-        ));
-        command.kill_on_drop(true);
-        let mut child = command.spawn().expect("spawn the child");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let last_run = run == plan.kills;
-        let kill_after = 1 + rng.below(plan.keys / 2);
-        let mut seen = 0;
-        while let Some(line) = lines.next_line().await.expect("read the child") {
-            let Some(rest) = told(&line, ACK) else {
-                continue;
-            };
-            let mut parts = rest.split_whitespace();
-            let key: u64 = parts.next().and_then(|k| k.parse().ok()).expect("key");
-            let replayed = parts.next() == Some("true");
+    let runs = KillPlan {
+        test_name,
+        child_env: CHILD_ENV,
+        namespace: &namespace,
+        extra_env,
+        items: plan.keys,
+        kills: plan.kills,
+        seed: plan.seed,
+    };
+    stats.kills = runs
+        .run(|key, replayed| {
             stats.acknowledged += 1;
             if !replayed && !applied.insert(key) {
                 stats.double_counts += 1;
             }
-            seen += 1;
-            if !last_run && seen == kill_after {
-                child.start_kill().expect("SIGKILL");
-                stats.kills += 1;
-                break;
-            }
-        }
-        let status = child.wait().await.expect("wait for the child");
-        if last_run {
-            let mut err = String::new();
-            if let Some(mut stderr) = child.stderr.take() {
-                use tokio::io::AsyncReadExt;
-                // Best effort: the child's stderr only explains a failure the asserts below find.
-                let _ = stderr.read_to_string(&mut err).await;
-            }
-            assert!(status.success(), "the last run failed: {err}");
-            assert_eq!(seen, plan.keys, "the last run must answer every key");
-        }
-    }
+        })
+        .await;
     let backend = harness
         .open(ConnectOptions::new().namespace(namespace))
         .await

@@ -14,19 +14,14 @@ use stowage_core::{
     BudgetPolicy, ConnectOptions, DimensionLimit, MultiReserveOutcome, ReservationState,
     ReserveRequest, Result,
 };
-use stowage_testkit::child::{child_command, child_spec, tell, told};
+use stowage_testkit::child::{child_spec, tell};
 use stowage_testkit::env_number;
-use stowage_testkit::rng::Rng;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
+use super::crash::{KillPlan, ACK};
 use crate::Harness;
 
 /// Set in the child: `<namespace>\t<first request>`.
 pub const CHILD_ENV: &str = "STOWAGE_RESERVE_CRASH_CHILD";
-
-/// The tag of a child's acknowledgement line: `<request> <replayed>`.
-const ACK: &str = "ACK";
 
 /// How long a hold lives: long enough that every retry of a killed run comes before it expires.
 const HOLD_TTL_MS: u64 = 600_000;
@@ -153,56 +148,25 @@ pub async fn run(
             .await
             .expect("set_policy");
     }
-    let mut rng = Rng::new(plan.seed);
     let mut applied: HashSet<u64> = HashSet::new();
     let mut stats = ReserveCrashStats::default();
-    for run in 0..=plan.kills {
-        let first = rng.below(plan.requests);
-        let mut command = Command::from(child_command(
-            test_name,
-            CHILD_ENV,
-            &format!("{namespace}\t{first}"),
-            extra_env,
-        ));
-        command.kill_on_drop(true);
-        let mut child = command.spawn().expect("spawn the child");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let last_run = run == plan.kills;
-        let kill_after = 1 + rng.below(plan.requests / 2);
-        let mut seen = 0;
-        while let Some(line) = lines.next_line().await.expect("read the child") {
-            let Some(rest) = told(&line, ACK) else {
-                continue;
-            };
-            let mut parts = rest.split_whitespace();
-            let i: u64 = parts.next().and_then(|k| k.parse().ok()).expect("request");
-            let replayed = parts.next() == Some("true");
+    let runs = KillPlan {
+        test_name,
+        child_env: CHILD_ENV,
+        namespace: &namespace,
+        extra_env,
+        items: plan.requests,
+        kills: plan.kills,
+        seed: plan.seed,
+    };
+    stats.kills = runs
+        .run(|i, replayed| {
             stats.acknowledged += 1;
             if !replayed && !applied.insert(i) {
                 stats.double_counts += 1;
             }
-            seen += 1;
-            if !last_run && seen == kill_after {
-                child.start_kill().expect("SIGKILL");
-                stats.kills += 1;
-                break;
-            }
-        }
-        let status = child.wait().await.expect("wait for the child");
-        if last_run {
-            let mut err = String::new();
-            if let Some(mut stderr) = child.stderr.take() {
-                use tokio::io::AsyncReadExt;
-                // Best effort: the child's stderr only explains a failure the asserts below find.
-                let _ = stderr.read_to_string(&mut err).await;
-            }
-            assert!(status.success(), "the last run failed: {err}");
-            assert_eq!(
-                seen, plan.requests,
-                "the last run must answer every request"
-            );
-        }
-    }
+        })
+        .await;
     for (budget, total) in &expected {
         let usage = backend.usage(budget).await.expect("usage");
         if usage.counters.get("tokens") != Some(total) {
