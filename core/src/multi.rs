@@ -373,4 +373,101 @@ mod tests {
         );
         assert_eq!(run_now("op", async { Ok(7) }).unwrap(), 7);
     }
+
+    /// Steps over scripted answers: `reserve` answers per budget, `release` one answer for all.
+    struct Scripted {
+        reserves: BTreeMap<&'static str, Result<ReserveReceipt>>,
+        release: Result<bool>,
+        released: Vec<String>,
+    }
+
+    impl Steps for Scripted {
+        async fn reserve(&mut self, budget: &str, _: &ReserveRequest) -> Result<ReserveReceipt> {
+            self.reserves[budget].clone()
+        }
+
+        async fn check_commit(
+            &mut self,
+            _: &str,
+            _: &str,
+            _: &BTreeMap<String, u64>,
+        ) -> Result<()> {
+            Ok(())
+        }
+
+        async fn commit(
+            &mut self,
+            _: &str,
+            _: &str,
+            _: &BTreeMap<String, u64>,
+        ) -> Result<UsageReceipt> {
+            Err(Error::internal("not used"))
+        }
+
+        async fn release(&mut self, budget: &str, _: &str) -> Result<bool> {
+            self.released.push(budget.to_owned());
+            self.release.clone()
+        }
+    }
+
+    fn held(replayed: bool) -> Result<ReserveReceipt> {
+        Ok(ReserveReceipt {
+            outcome: ReserveOutcome::Reserved,
+            expires_at: 10,
+            replayed,
+        })
+    }
+
+    fn refused() -> Result<ReserveReceipt> {
+        Ok(ReserveReceipt {
+            outcome: ReserveOutcome::HardBreach(Vec::new()),
+            expires_at: 10,
+            replayed: false,
+        })
+    }
+
+    /// `reserve_all` over budgets a (created), b (replayed) and c (answer `last`), releases
+    /// answering `release`: what it answers and which budgets it released.
+    fn reserve_all_with(
+        last: Result<ReserveReceipt>,
+        release: Result<bool>,
+    ) -> (Result<MultiReserveReceipt>, Vec<String>) {
+        let mut steps = Scripted {
+            reserves: BTreeMap::from([("a", held(false)), ("b", held(true)), ("c", last)]),
+            release,
+            released: Vec::new(),
+        };
+        let request = ReserveRequest::new("r", 10).add("t", 1);
+        let answer = run_now("op", reserve_all(&mut steps, &["a", "b", "c"], &request));
+        (answer, steps.released)
+    }
+
+    #[test]
+    fn only_a_release_that_may_have_left_a_hold_changes_the_answer() {
+        // A refusal releases the hold this call created (a), not the replayed one (b).
+        let (answer, released) = reserve_all_with(refused(), Ok(true));
+        assert!(matches!(
+            answer.unwrap().outcome,
+            MultiReserveOutcome::HardBreach(_)
+        ));
+        assert_eq!(released, vec!["a".to_owned()]);
+        // The hold may be left: the caller must hear of it and retry.
+        let unavailable = Err(Error::unavailable("release: no answer"));
+        let (answer, _) = reserve_all_with(refused(), unavailable.clone());
+        assert_eq!(answer.unwrap_err().kind(), ErrorKind::Unavailable);
+        // Nothing is held any more (forgotten at once, or resolved by another caller): no answer.
+        for gone in [ErrorKind::NotFound, ErrorKind::Conflict] {
+            let (answer, _) = reserve_all_with(refused(), Err(Error::new(gone, "release")));
+            assert!(answer.is_ok(), "{gone:?} of a release is not the answer");
+        }
+        // The sequence's own error answers before a release's.
+        let conflict = Err(Error::conflict("reserve: other request"));
+        let (answer, released) = reserve_all_with(conflict, unavailable);
+        assert_eq!(answer.unwrap_err().kind(), ErrorKind::Conflict);
+        assert_eq!(released, vec!["a".to_owned()]);
+        // Everything reserved: nothing is released.
+        let (answer, released) = reserve_all_with(held(false), Ok(true));
+        assert_eq!(answer.unwrap().outcome, MultiReserveOutcome::Reserved);
+        assert!(released.is_empty());
+    }
 }
