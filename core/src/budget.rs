@@ -289,8 +289,16 @@ pub trait BudgetBackend: Send + Sync {
     }
 }
 
-/// The §4.3 sequence over any [`BudgetBackend`]'s public calls (its provided methods' default).
-struct OverBackend<'a, B: ?Sized>(&'a B);
+/// The §4.3 sequence over any [`BudgetBackend`]'s public calls, budget by budget: the default of
+/// its multi-budget methods, and what a wrapper that overrides them can fall back to
+/// (`raw::reserve_all(&mut OverBackend(backend), …)`).
+pub struct OverBackend<'a, B: ?Sized>(pub &'a B);
+
+impl<B: ?Sized> std::fmt::Debug for OverBackend<'_, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OverBackend")
+    }
+}
 
 impl<B: BudgetBackend + ?Sized> Steps for OverBackend<'_, B> {
     async fn reserve(&mut self, budget: &str, request: &ReserveRequest) -> Result<ReserveReceipt> {

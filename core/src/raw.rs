@@ -12,7 +12,7 @@ pub mod validate;
 pub use crate::access::{Access, Composed, NewRow};
 pub use crate::budget::{
     admit, decide, decode_outcome, dedup_expiry, dedup_fingerprint, dedup_is_live, encode_outcome,
-    settle, Decision,
+    settle, Decision, OverBackend,
 };
 pub use crate::driver::{connect_with_drivers, scheme_of, schemes_of, Driver, OpenFn, UrlParams};
 pub use crate::error::show;

@@ -244,6 +244,22 @@ pub async fn usage_sees_the_rollover_before_any_write(ctx: Ctx) {
     assert_usage(usage(b, "p").await, &[("a", 5)], Some(today));
 }
 
+/// A report in a new window replaces the whole past window's counters, not only its own dimensions'.
+pub async fn a_rollover_drops_every_counter_of_the_past_window(ctx: Ctx) {
+    let b = &*ctx.backend;
+    b.set_policy("p", &windowed(Window::day("UTC")))
+        .await
+        .unwrap();
+    let today = bounds(1_699_920_000_000, 1_700_006_400_000);
+    let both = report(&[("a", 2), ("b", 3)]);
+    assert_eq!(must_report(b, "p", &both).await, fresh(UsageOutcome::Ok));
+    assert_usage(usage(b, "p").await, &[("a", 2), ("b", 3)], Some(today));
+    ctx.clock.set(1_700_006_400_000); // the next UTC midnight
+    add(b, "p", 1).await;
+    let tomorrow = bounds(1_700_006_400_000, 1_700_092_800_000);
+    assert_usage(usage(b, "p").await, &[("a", 1)], Some(tomorrow));
+}
+
 /// After many idle windows the counters count as zero and the window is the one containing now.
 pub async fn many_idle_windows_later_the_window_is_the_one_of_now(ctx: Ctx) {
     let b = &*ctx.backend;
@@ -588,6 +604,7 @@ cases! {
         a_year_runs_to_the_next_first_of_january,
         a_day_whose_midnight_is_skipped_starts_after_the_gap,
         usage_sees_the_rollover_before_any_write,
+        a_rollover_drops_every_counter_of_the_past_window,
         many_idle_windows_later_the_window_is_the_one_of_now,
         a_lagging_clock_counts_into_the_stored_window,
         changing_the_window_keeps_the_counters,
