@@ -53,8 +53,17 @@ fn field<'a>(span: &'a BTreeMap<String, String>, name: &str) -> &'a str {
     span.get(name).map(String::as_str).unwrap_or("<absent>")
 }
 
+/// One test, in order, not two in parallel: tracing caches each callsite's interest for the whole
+/// process, so a test calling the backend without a subscriber on another thread could cache
+/// "never" while this one installs its scoped subscriber, and no span would be recorded (seen once,
+/// in a clean-clone CI run).
 #[tokio::test]
 async fn every_operation_is_one_span_with_its_outcome() {
+    // Without a subscriber, errors still name their operation.
+    let error = MemoryBackend::new().usage("").await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidInput);
+    assert_eq!(error.operation(), Some("usage"));
+
     let spans = Spans::default();
     let subscriber = tracing_subscriber::registry().with(spans.clone());
     let _guard = tracing::subscriber::set_default(subscriber);
@@ -90,12 +99,4 @@ async fn every_operation_is_one_span_with_its_outcome() {
     assert_eq!(field(&spans[3], "op"), "store");
     assert_eq!(field(&spans[3], "outcome"), "error");
     assert_eq!(field(&spans[3], "error_kind"), "InvalidInput");
-}
-
-#[tokio::test]
-async fn errors_name_their_operation_without_a_subscriber() {
-    let model = MemoryBackend::new();
-    let error = model.usage("").await.unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::InvalidInput);
-    assert_eq!(error.operation(), Some("usage"));
 }
