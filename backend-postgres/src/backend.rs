@@ -13,15 +13,14 @@ use sqlx::{Arguments, Row};
 use stowage_core::raw::validate::to_i64;
 use stowage_core::raw::{
     bounds_always_computable, cleanup_error, commit_answer, commit_fingerprint, dedup_fingerprint,
-    idempotent_repeat, report_all_request, reserve_answer, reserve_fingerprint, show,
-    window_kept_changing, within, Access, NewRow, Pattern, QueryPlan, ReservationReply,
-    ResolvedOptions, WindowStep, MAX_WINDOW_CALLS,
+    idempotent_repeat, refusal_answer, release_answer, report_all_request, reserve_answer,
+    reserve_fingerprint, show, window_kept_changing, within, Access, NewRow, Pattern, QueryPlan,
+    ReservationReply, ResolvedOptions, WindowStep, MAX_WINDOW_CALLS,
 };
 use stowage_core::{
-    BudgetPolicy, BudgetUsage, Capabilities, Checked, ConnectOptions, Error, MultiOutcome,
-    MultiReceipt, MultiReserveOutcome, MultiReserveReceipt, QueryParams, Reservation,
-    ReserveReceipt, ReserveRequest, Result, StoreResult, StoredValue, UsageReceipt, UsageReport,
-    Window,
+    BudgetPolicy, BudgetUsage, Capabilities, Checked, ConnectOptions, Error, MultiReceipt,
+    MultiReserveReceipt, QueryParams, Reservation, ReserveReceipt, ReserveRequest, Result,
+    StoreResult, StoredValue, UsageReceipt, UsageReport, Window,
 };
 
 use crate::budget::{
@@ -509,12 +508,9 @@ impl Access for PostgresBackend {
                 continue;
             }
             let reserved = reserve_part(budgets, &request.id, &steps, now)?;
-            return match reserved.outcome {
-                MultiReserveOutcome::HardBreach(breaches) => Ok(MultiReceipt {
-                    outcome: MultiOutcome::HardBreach(breaches),
-                    replayed: reserved.replayed,
-                }),
-                MultiReserveOutcome::Reserved => commit_part(budgets, &request.id, &steps),
+            return match refusal_answer(reserved) {
+                Some(refused) => Ok(refused),
+                None => commit_part(budgets, &request.id, &steps),
             };
         }
         Err(window_kept_changing(
@@ -600,13 +596,11 @@ impl Access for PostgresBackend {
         if steps.len() != budgets.len() {
             return Err(unexpected(op, budgets.first().copied().unwrap_or_default()));
         }
-        let mut first_error = None;
-        for (budget, step) in budgets.iter().zip(steps) {
-            if let Err(error) = step.reply.into_release("release", budget, id) {
-                first_error.get_or_insert(error);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        let answers = budgets
+            .iter()
+            .zip(steps)
+            .map(|(budget, step)| step.reply.into_release("release", budget, id));
+        release_answer(answers)
     }
 
     const NAME: &'static str = "postgres";

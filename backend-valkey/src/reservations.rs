@@ -15,12 +15,12 @@
 use std::collections::BTreeMap;
 
 use stowage_core::raw::{
-    bounds_always_computable, commit_answer, reserve_answer, show, window_kept_changing,
-    ReservationReply, ResolvedOptions, MAX_WINDOW_CALLS, REPORT_ALL_TTL_MS,
+    bounds_always_computable, commit_answer, refusal_answer, release_answer, reserve_answer, show,
+    window_kept_changing, ReservationReply, ResolvedOptions, MAX_WINDOW_CALLS, REPORT_ALL_TTL_MS,
 };
 use stowage_core::{
-    Error, MultiOutcome, MultiReceipt, MultiReserveOutcome, MultiReserveReceipt, Reservation,
-    ReservationState, ReserveReceipt, ReserveRequest, Result, UsageOutcome, UsageReceipt, Window,
+    Error, MultiReceipt, MultiReserveReceipt, Reservation, ReservationState, ReserveReceipt,
+    ReserveRequest, Result, UsageOutcome, UsageReceipt, Window,
 };
 
 use crate::budget::{breaches_of, detail, parse_decimal};
@@ -331,13 +331,12 @@ pub(crate) async fn release_all(ctx: Ctx<'_>, budgets: &[&str], id: &str) -> Res
             "{op}: the script did not answer for every budget"
         )));
     }
-    let mut first_error = None;
-    for answer in answers.answers {
-        if let Err(error) = answer.into_release(op, id, now) {
-            first_error.get_or_insert(error);
-        }
-    }
-    first_error.map_or(Ok(()), Err)
+    release_answer(
+        answers
+            .answers
+            .into_iter()
+            .map(|answer| answer.into_release(op, id, now)),
+    )
 }
 
 /// `report_usage_all` in one script: `reserve_all` under the dedup key, then `commit_all`.
@@ -355,15 +354,11 @@ pub(crate) async fn report_usage_all(
         return committed(op, budgets, answers, &request.id, now);
     }
     let receipt = reserved(op, budgets, answers, &request.id, now)?;
-    match receipt.outcome {
-        MultiReserveOutcome::HardBreach(breaches) => Ok(MultiReceipt {
-            outcome: MultiOutcome::HardBreach(breaches),
-            replayed: receipt.replayed,
-        }),
-        MultiReserveOutcome::Reserved => Err(Error::corruption(format!(
+    refusal_answer(receipt).ok_or_else(|| {
+        Error::corruption(format!(
             "{op}: the script reserved every budget but did not commit"
-        ))),
-    }
+        ))
+    })
 }
 
 /// The reservation `budget` remembers under `id`: one `HGET`.

@@ -268,13 +268,31 @@ pub fn commit_answer(budgets: &[&str], receipts: Vec<UsageReceipt>) -> Result<Mu
 
 /// `release_all`: `release` on every budget; after all were tried, the first error in name order.
 pub async fn release_all<S: Steps>(steps: &mut S, budgets: &[&str], id: &str) -> Result<()> {
-    let mut first_error = None;
+    let mut answers = Vec::with_capacity(budgets.len());
     for budget in budgets {
-        if let Err(error) = steps.release(budget, id).await {
-            first_error.get_or_insert(error);
-        }
+        answers.push(steps.release(budget, id).await);
     }
-    first_error.map_or(Ok(()), Err)
+    release_answer(answers)
+}
+
+/// `release_all`'s answer from every budget's `release` answer (in name order): the first error.
+pub fn release_answer(answers: impl IntoIterator<Item = Result<bool>>) -> Result<()> {
+    answers
+        .into_iter()
+        .find_map(Result::err)
+        .map_or(Ok(()), Err)
+}
+
+/// `report_usage_all`'s answer when its `reserve_all` refused (its `HardBreach`); `None` when
+/// every budget reserved and the commits answer.
+pub fn refusal_answer(reserved: MultiReserveReceipt) -> Option<MultiReceipt> {
+    match reserved.outcome {
+        MultiReserveOutcome::HardBreach(breaches) => Some(MultiReceipt {
+            outcome: MultiOutcome::HardBreach(breaches),
+            replayed: reserved.replayed,
+        }),
+        MultiReserveOutcome::Reserved => None,
+    }
 }
 
 /// The reservation `report_usage_all` makes: id = the report's dedup key, its dimensions, 60 s.
@@ -301,14 +319,9 @@ pub async fn report_usage_all<S: Steps>(
 ) -> Result<MultiReceipt> {
     let request = report_all_request("report_usage_all", report)?;
     let reserved = reserve_all(steps, budgets, &request).await?;
-    match reserved.outcome {
-        MultiReserveOutcome::HardBreach(breaches) => Ok(MultiReceipt {
-            outcome: MultiOutcome::HardBreach(breaches),
-            replayed: reserved.replayed,
-        }),
-        MultiReserveOutcome::Reserved => {
-            commit_all(steps, budgets, &request.id, &request.dimensions).await
-        }
+    match refusal_answer(reserved) {
+        Some(refused) => Ok(refused),
+        None => commit_all(steps, budgets, &request.id, &request.dimensions).await,
     }
 }
 

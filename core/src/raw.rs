@@ -17,9 +17,9 @@ pub use crate::budget::{
 pub use crate::driver::{connect_with_drivers, scheme_of, schemes_of, Driver, OpenFn, UrlParams};
 pub use crate::error::show;
 pub use crate::multi::{
-    cleanup_error, commit_all, commit_answer, holds_to_release, release_all, report_all_request,
-    report_usage_all, reserve_all, reserve_answer, run_now, sorted_budgets, Steps, MAX_BUDGETS,
-    REPORT_ALL_TTL_MS,
+    cleanup_error, commit_all, commit_answer, holds_to_release, refusal_answer, release_all,
+    release_answer, report_all_request, report_usage_all, reserve_all, reserve_answer, run_now,
+    sorted_budgets, Steps, MAX_BUDGETS, REPORT_ALL_TTL_MS,
 };
 pub use crate::options::ResolvedOptions;
 pub use crate::query::{NameRange, QueryPlan, RowCollector};
