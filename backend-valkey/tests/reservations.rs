@@ -194,7 +194,7 @@ async fn randomized(url: String, seed: u64, steps: usize, seen: &mut Seen) {
                 if rng.chance(40) {
                     seen.note("commit", &p.commit(budget, &id, &actual).await); // a retry
                 }
-                let _ = p.check_commit(budget, &id, &actual).await;
+                seen.note("check_commit", &p.check_commit(budget, &id, &actual).await);
             }
             6 => {
                 seen.note("release", &p.release(budget, any_id(&mut rng)).await);
@@ -206,7 +206,8 @@ async fn randomized(url: String, seed: u64, steps: usize, seen: &mut Seen) {
                 };
                 seen.note("reserve_all", &p.reserve_all(&budgets, &request).await);
                 if rng.chance(30) {
-                    let _ = p.reserve_all(&budgets, &request).await; // a retry
+                    seen.note("reserve_all", &p.reserve_all(&budgets, &request).await);
+                    // a retry
                 }
                 made.push((budgets, request));
             }
