@@ -391,21 +391,22 @@ impl Access for PostgresBackend {
         let op = "reserve";
         let now = self.now(op)?;
         let computable = bounds_always_computable(now);
-        let mut bounds = Bounds::default();
-        for _ in 0..MAX_WINDOW_CALLS {
-            let args = self.reserve_args(op, Bind::new(op).add(budget.to_owned()), request, now)?;
-            let args = bounds.bind(args.add(computable))?;
-            let steps = self.call(op, Repeat::Safe, |s| &s.reserve, &args).await?;
-            if let Some(specs) = window_needed(&steps) {
-                for spec in specs {
-                    bounds.add_or_mark(op, &spec, now)?;
-                }
-                continue;
-            }
-            let reply = window_error(op, budget, one(op, budget, steps)?, now)?;
-            return reply.into_reserve(op, budget, &request.id);
-        }
-        Err(window_kept_changing(op, budget))
+        let (steps, now) = self
+            .call_windowed(
+                op,
+                budget,
+                |s| &s.reserve,
+                Some(now),
+                true,
+                |now| {
+                    let args =
+                        self.reserve_args(op, Bind::new(op).add(budget.to_owned()), request, now)?;
+                    Ok(args.add(computable))
+                },
+            )
+            .await?;
+        let reply = window_error(op, budget, one(op, budget, steps)?, now)?;
+        reply.into_reserve(op, budget, &request.id)
     }
 
     /// One call; after a rollover the server names the policy's window and a second call brings
@@ -417,21 +418,17 @@ impl Access for PostgresBackend {
         actual: &BTreeMap<String, u64>,
     ) -> Result<UsageReceipt> {
         let op = "commit";
-        let mut bounds = Bounds::default();
-        for _ in 0..MAX_WINDOW_CALLS {
-            let now = self.now(op)?;
-            let args =
-                self.commit_args(op, Bind::new(op).add(budget.to_owned()), id, actual, now)?;
-            let args = bounds.bind(args)?;
-            let steps = self.call(op, Repeat::Safe, |s| &s.commit, &args).await?;
-            let step = one_step(op, budget, steps)?;
-            if step.step == "window" {
-                bounds.add(op, &step.reply.detail.0, now)?;
-                continue;
-            }
-            return step.reply.into_commit(op, budget, id);
-        }
-        Err(window_kept_changing(op, budget))
+        let (steps, _) = self
+            .call_windowed(
+                op,
+                budget,
+                |s| &s.commit,
+                None,
+                false,
+                |now| self.commit_args(op, Bind::new(op).add(budget.to_owned()), id, actual, now),
+            )
+            .await?;
+        one(op, budget, steps)?.into_commit(op, budget, id)
     }
 
     /// One call, never sent again after a dead connection: a second `release` would answer
@@ -492,31 +489,27 @@ impl Access for PostgresBackend {
         let op = "report_usage_all";
         let request = report_all_request(op, report)?;
         let commit_fp = commit_fingerprint(&request.dimensions);
-        let mut bounds = Bounds::default();
-        for _ in 0..MAX_WINDOW_CALLS {
-            let now = self.now(op)?;
-            let args = self.reserve_args(op, Bind::new(op).add(names(budgets)), &request, now)?;
-            // reserve_args bound: budgets, id, dims, amounts, ttl, fingerprint, now, remember.
-            let args = bounds.bind(args.add(commit_fp.clone()))?;
-            let steps = self
-                .call(op, Repeat::Safe, |s| &s.report_all, &args)
-                .await?;
-            if let Some(spec) = window_needed(&steps) {
-                for spec in spec {
-                    bounds.add_or_mark(op, &spec, now)?;
-                }
-                continue;
-            }
-            let reserved = reserve_part(budgets, &request.id, &steps, now)?;
-            return match refusal_answer(reserved) {
-                Some(refused) => Ok(refused),
-                None => commit_part(budgets, &request.id, &steps),
-            };
+        let first = budgets.first().copied().unwrap_or_default();
+        let (steps, now) = self
+            .call_windowed(
+                op,
+                first,
+                |s| &s.report_all,
+                None,
+                true,
+                |now| {
+                    let args =
+                        self.reserve_args(op, Bind::new(op).add(names(budgets)), &request, now)?;
+                    // reserve_args bound: budgets, id, dims, amounts, ttl, fingerprint, now, remember.
+                    Ok(args.add(commit_fp.clone()))
+                },
+            )
+            .await?;
+        let reserved = reserve_part(budgets, &request.id, &steps, now)?;
+        match refusal_answer(reserved) {
+            Some(refused) => Ok(refused),
+            None => commit_part(budgets, &request.id, &steps),
         }
-        Err(window_kept_changing(
-            op,
-            budgets.first().copied().unwrap_or_default(),
-        ))
     }
 
     /// One call, the whole §4.3 sequence inside it (a second only where some window may fail to
@@ -530,25 +523,22 @@ impl Access for PostgresBackend {
         let op = "reserve_all";
         let now = self.now(op)?;
         let computable = bounds_always_computable(now);
-        let mut bounds = Bounds::default();
-        for _ in 0..MAX_WINDOW_CALLS {
-            let args = self.reserve_args(op, Bind::new(op).add(names(budgets)), request, now)?;
-            let args = bounds.bind(args.add(computable))?;
-            let steps = self
-                .call(op, Repeat::Safe, |s| &s.reserve_all, &args)
-                .await?;
-            if let Some(specs) = window_needed(&steps) {
-                for spec in specs {
-                    bounds.add_or_mark(op, &spec, now)?;
-                }
-                continue;
-            }
-            return reserve_part(budgets, &request.id, &steps, now);
-        }
-        Err(window_kept_changing(
-            op,
-            budgets.first().copied().unwrap_or_default(),
-        ))
+        let first = budgets.first().copied().unwrap_or_default();
+        let (steps, now) = self
+            .call_windowed(
+                op,
+                first,
+                |s| &s.reserve_all,
+                Some(now),
+                true,
+                |now| {
+                    let args =
+                        self.reserve_args(op, Bind::new(op).add(names(budgets)), request, now)?;
+                    Ok(args.add(computable))
+                },
+            )
+            .await?;
+        reserve_part(budgets, &request.id, &steps, now)
     }
 
     /// One call (a second with window bounds after a rollover). Sent again after a dead
@@ -560,26 +550,18 @@ impl Access for PostgresBackend {
         actual: &BTreeMap<String, u64>,
     ) -> Result<MultiReceipt> {
         let op = "commit_all";
-        let mut bounds = Bounds::default();
-        for _ in 0..MAX_WINDOW_CALLS {
-            let now = self.now(op)?;
-            let args = self.commit_args(op, Bind::new(op).add(names(budgets)), id, actual, now)?;
-            let args = bounds.bind(args)?;
-            let steps = self
-                .call(op, Repeat::Safe, |s| &s.commit_all, &args)
-                .await?;
-            if let Some(spec) = window_needed(&steps) {
-                for spec in spec {
-                    bounds.add(op, &spec, now)?;
-                }
-                continue;
-            }
-            return commit_part(budgets, id, &steps);
-        }
-        Err(window_kept_changing(
-            op,
-            budgets.first().copied().unwrap_or_default(),
-        ))
+        let first = budgets.first().copied().unwrap_or_default();
+        let (steps, _) = self
+            .call_windowed(
+                op,
+                first,
+                |s| &s.commit_all,
+                None,
+                false,
+                |now| self.commit_args(op, Bind::new(op).add(names(budgets)), id, actual, now),
+            )
+            .await?;
+        commit_part(budgets, id, &steps)
     }
 
     /// One call, never sent again after a dead connection (as `release`).
@@ -1072,18 +1054,13 @@ fn unexpected(op: &str, budget: &str) -> Error {
     ))
 }
 
-/// The one row of a single-budget call.
-fn one_step(op: &str, budget: &str, steps: Vec<Step>) -> Result<Step> {
+/// The reply of a single-budget call: its one row.
+fn one(op: &str, budget: &str, steps: Vec<Step>) -> Result<ReservationReply> {
     let mut steps = steps.into_iter();
     match (steps.next(), steps.next()) {
-        (Some(step), None) => Ok(step),
+        (Some(step), None) => Ok(step.reply),
         _ => Err(unexpected(op, budget)),
     }
-}
-
-/// The reply of a single-budget call.
-fn one(op: &str, budget: &str, steps: Vec<Step>) -> Result<ReservationReply> {
-    one_step(op, budget, steps).map(|step| step.reply)
 }
 
 /// The specs of the windows whose bounds the server asked for, if it did (nothing was applied).
@@ -1243,5 +1220,42 @@ impl PostgresBackend {
             })
             .await?;
         decode_steps(op, &rows)
+    }
+
+    /// The window protocol of the reservation calls, once: sends `statement` with `args(now)` and
+    /// the bounds gathered so far until the server names no window whose bounds it needs (at most
+    /// `MAX_WINDOW_CALLS` calls, every one safe to resend), and returns its steps and the `now` they
+    /// were computed at. `now` is `fixed` when given (the reserve calls: one reading for every
+    /// try), else read again for each try. `tolerant`: bounds that cannot be computed go as NULL, for
+    /// the server to answer that error in sequence (`Bounds::add_or_mark`), instead of failing here.
+    async fn call_windowed(
+        &self,
+        op: &'static str,
+        subject: &str,
+        statement: fn(&BudgetSql) -> &String,
+        fixed: Option<u64>,
+        tolerant: bool,
+        args: impl Fn(u64) -> Result<Bind>,
+    ) -> Result<(Vec<Step>, u64)> {
+        let mut bounds = Bounds::default();
+        for _ in 0..MAX_WINDOW_CALLS {
+            let now = match fixed {
+                Some(now) => now,
+                None => self.now(op)?,
+            };
+            let bound = bounds.bind(args(now)?)?;
+            let steps = self.call(op, Repeat::Safe, statement, &bound).await?;
+            let Some(specs) = window_needed(&steps) else {
+                return Ok((steps, now));
+            };
+            for spec in specs {
+                if tolerant {
+                    bounds.add_or_mark(op, &spec, now)?;
+                } else {
+                    bounds.add(op, &spec, now)?;
+                }
+            }
+        }
+        Err(window_kept_changing(op, subject))
     }
 }
