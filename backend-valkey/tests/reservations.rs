@@ -395,52 +395,7 @@ async fn holds_near_the_limits(url: String) {
 /// budget whose turn it is in a sequence over several.
 async fn windows_that_cannot_be_computed(url: String) {
     let (p, _) = open(&url, T0).await;
-    let daily = BudgetPolicy::new()
-        .limit("t", DimensionLimit::hard(10))
-        .window(Window::day("UTC"));
-    p.set_policy("a", &daily).await.unwrap();
-    p.set_policy("b", &BudgetPolicy::new()).await.unwrap();
-    p.set_policy("c", &daily).await.unwrap();
-    let held = ReserveRequest::new("r", MAX_AMOUNT).add("t", 1);
-    p.reserve("a", &held).await.unwrap();
-    let both = ReserveRequest::new("m", MAX_AMOUNT).add("t", 1);
-    p.reserve_all(&["a", "b"], &both).await.unwrap();
-    for budget in ["a", "c"] {
-        p.report_usage(budget, &UsageReport::new().add("t", 1))
-            .await
-            .unwrap();
-    }
-    // 10000-01-02T00:00:00Z.
-    p.at(253_402_387_200_000);
-    p.usage("a").await.unwrap_err();
-    assert!(p.reserve("a", &held).await.unwrap().replayed);
-    assert!(p.reserve_all(&["a", "b"], &both).await.unwrap().replayed);
-    let other = ReserveRequest::new("s", 5).add("t", 1);
-    p.reserve("a", &other).await.unwrap_err();
-    p.reserve_all(&["a", "b"], &other).await.unwrap_err();
-    p.reserve("b", &other).await.unwrap();
-    // A conflict on a budget before the window's: the conflict answers.
-    let conflicting = ReserveRequest::new("r", MAX_AMOUNT).add("t", 2);
-    p.reserve_all(&["a", "b"], &conflicting).await.unwrap_err();
-    // b reserves, then c fails: b's hold is released and remembered as such.
-    let later = ReserveRequest::new("u", 5).add("t", 1);
-    p.reserve_all(&["b", "c"], &later).await.unwrap_err();
-    let none = BTreeMap::new();
-    p.commit("a", "unknown", &none).await.unwrap_err();
-    p.commit("a", "r", &none).await.unwrap_err();
-    p.commit_all(&["a", "b"], "m", &none).await.unwrap_err();
-    p.commit_all(&["b", "c"], "m", &none).await.unwrap_err();
-    let report = UsageReport::new().add("t", 1).dedup_key("k");
-    p.report_usage_all(&["a", "b"], &report).await.unwrap_err();
-    p.report_usage("a", &UsageReport::new().add("t", 1))
-        .await
-        .unwrap_err();
-    assert!(p.release("a", "r").await.unwrap());
-    p.release_all(&["a", "b"], "m").await.unwrap();
-    for budget in ["a", "b", "c"] {
-        p.reservations(budget).await.unwrap();
-    }
-    p.usage("b").await.unwrap();
+    stowage_conformance::lockstep::windows_that_cannot_be_computed(&p).await;
 }
 
 /// Concurrent holds never overshoot a hard limit; concurrent holds over several budgets are held
