@@ -38,6 +38,7 @@ pub use stowage_core::{
     PersistenceBackend, QueryParams, Reservation, ReservationState, ReserveOutcome, ReserveReceipt,
     ReserveRequest, Result, StoreResult, StoredValue, SystemClock, UsageOutcome, UsageReceipt,
     UsageReport, Value, Window, WindowBounds, DEFAULT_DEDUP_TTL_MS, DEFAULT_NAMESPACE, MAX_AMOUNT,
+    MAX_BATCH_ITEMS,
 };
 
 /// The PostgreSQL backend crate (`PostgresBackend`, `PostgresConfig`, …).

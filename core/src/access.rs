@@ -16,6 +16,7 @@ use tracing::{Instrument, Level, Span};
 
 use std::collections::BTreeMap;
 
+use crate::batch::{self, BatchItem};
 use crate::multi::{self, MultiOutcome, MultiReserveOutcome, Steps};
 use crate::{
     Backend, BoxFuture, BudgetBackend, BudgetPolicy, BudgetUsage, Capabilities, ErrorKind,
@@ -96,6 +97,21 @@ pub trait Access: Sized + Send + Sync + 'static {
         budget: &str,
         report: &UsageReport,
     ) -> impl Future<Output = Result<UsageReceipt>> + Send;
+
+    /// `BudgetBackend::report_usage_batch` over the valid items (1 to `MAX_BATCH_ITEMS`, each
+    /// a valid report, in the caller's order): one answer per item, in order, exactly those of
+    /// [`Access::report_usage`] item by item. The outer `Err` only when the outcome of items is
+    /// unknown. The default is [`one_by_one`](crate::raw::one_by_one); an engine overrides it to
+    /// answer the batch in one round trip.
+    fn report_usage_batch(
+        &self,
+        items: &[BatchItem<'_>],
+    ) -> impl Future<Output = Result<Vec<Result<UsageReceipt>>>> + Send {
+        async move {
+            crate::batch::one_by_one(items, |item| self.report_usage(item.budget, item.report))
+                .await
+        }
+    }
 
     /// The counters (`BudgetBackend::usage`).
     fn usage(&self, budget: &str) -> impl Future<Output = Result<BudgetUsage>> + Send;
@@ -391,6 +407,16 @@ impl Traced for UsageReceipt {
     }
 }
 
+impl Traced for Vec<Result<UsageReceipt>> {
+    fn outcome(&self) -> &'static str {
+        if self.iter().all(|answer| answer.is_ok()) {
+            "ok"
+        } else {
+            "some_failed"
+        }
+    }
+}
+
 impl Traced for ReserveReceipt {
     fn outcome(&self) -> &'static str {
         match self.outcome {
@@ -550,6 +576,23 @@ impl<A: Access> BudgetBackend for Checked<A> {
         self.run(op, budget, async move {
             validate::report(op, budget, report)?;
             self.engine.report_usage(budget, report).await
+        })
+    }
+
+    fn report_usage_batch<'a>(
+        &'a self,
+        items: &'a [(String, UsageReport)],
+    ) -> BoxFuture<'a, Result<Vec<Result<UsageReceipt>>>> {
+        let op = "report_usage_batch";
+        let subject = items.first().map_or("", |(budget, _)| budget.as_str());
+        self.run(op, subject, async move {
+            let (valid, invalid) = batch::split(op, items)?;
+            let answers = if valid.is_empty() {
+                Vec::new()
+            } else {
+                self.engine.report_usage_batch(&valid).await?
+            };
+            batch::merge(op, items.len(), &valid, answers, invalid)
         })
     }
 

@@ -186,6 +186,30 @@ pub trait BudgetBackend: Send + Sync {
         report: &'a UsageReport,
     ) -> BoxFuture<'a, Result<UsageReceipt>>;
 
+    /// Many reports in one call (SEMANTICS §4.4): answers exactly those of calling
+    /// [`BudgetBackend::report_usage`] on each `(budget, report)` item in order, each in its slot
+    /// (a breach, a conflict or an invalid item affects only itself; later items see earlier
+    /// ones). 0 to [`MAX_BATCH_ITEMS`](crate::MAX_BATCH_ITEMS) items, else `InvalidInput` for the
+    /// whole call. The outer `Err` is only for failures that leave the outcome of items unknown
+    /// (`Unavailable`): retrying the whole batch with dedup keys is safe.
+    ///
+    /// The default calls `report_usage` item by item; the backends of this project answer a
+    /// batch in one round trip (one transaction on SQLite).
+    fn report_usage_batch<'a>(
+        &'a self,
+        items: &'a [(String, UsageReport)],
+    ) -> BoxFuture<'a, Result<Vec<Result<UsageReceipt>>>> {
+        Box::pin(async move {
+            let op = "report_usage_batch";
+            let (valid, invalid) = crate::batch::split(op, items)?;
+            let answers = crate::batch::one_by_one(&valid, |item| {
+                self.report_usage(item.budget, item.report)
+            })
+            .await?;
+            crate::batch::merge(op, items.len(), &valid, answers, invalid)
+        })
+    }
+
     /// The counters of `budget`; empty for an unknown budget.
     fn usage<'a>(&'a self, budget: &'a str) -> BoxFuture<'a, Result<BudgetUsage>>;
 

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 mod access;
+mod batch;
 mod budget;
 mod capabilities;
 mod clock;
@@ -26,6 +27,7 @@ mod reservation;
 mod window;
 
 pub use access::Checked;
+pub use batch::MAX_BATCH_ITEMS;
 pub use budget::{
     Breach, BudgetBackend, BudgetPolicy, BudgetUsage, DimensionLimit, UsageOutcome, UsageReceipt,
     UsageReport,

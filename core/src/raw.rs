@@ -10,6 +10,9 @@ pub mod pattern;
 pub mod validate;
 
 pub use crate::access::{Access, Composed, NewRow};
+pub use crate::batch::{
+    merge as merge_batch, one_by_one, split as split_batch, BatchItem, MAX_BATCH_ITEMS,
+};
 pub use crate::budget::{
     admit, decide, decode_outcome, dedup_expiry, dedup_fingerprint, dedup_is_live, encode_outcome,
     settle, Decision, OverBackend,
