@@ -2,10 +2,13 @@
 -- and pending amounts, shared by every budget script. src/scripts.rs puts this file first in
 -- report_usage, usage and the reservation scripts (then lib.lua, then the script's body), and
 -- sends them without comment lines: an unauthenticated client may not send more than 16 KiB.
+-- It holds only what report_usage needs (every function here is a closure made on every call
+-- of every script): the reservation scripts' other helpers are in lib.lua, usage's in usage.lua.
 --
--- Amounts and times never become Lua numbers (doubles): they stay canonical decimal strings,
--- added and subtracted digit by digit and compared by length, then bytes. Only counts of
--- dimensions and budgets (at most 64 and 16) are Lua numbers.
+-- Amounts and times stay canonical decimal strings, compared by length, then bytes; they are
+-- added and subtracted as Lua numbers (doubles) only when both operands have at most 15 digits
+-- (exact: below 2^53), digit by digit otherwise. Counts of dimensions and budgets (at most 64
+-- and 16) are Lua numbers.
 --
 -- A budget's keys (B): counters, policy, window (as report_usage.lua), reservations (hash id ->
 -- record), held (lexicographic sorted set of 19-digit expiry .. id, holds not yet resolved or
@@ -22,7 +25,16 @@
 
 local MAX = '9223372036854775807'
 
+-- Operands of at most 15 digits (below 10^15) are exact as Lua numbers (doubles are exact to
+-- 2^53 > 2 * 10^15), so is their sum or difference, and Lua 5.1's string.format('%d') casts an
+-- integral double to a C long and prints it exactly: the fast path, never used for longer operands.
+local SHORT = 15
+
 local function add(a, b)
+  if #a <= SHORT and #b <= SHORT then
+    local x, y = tonumber(a), tonumber(b)
+    if x and y then return string.format('%d', x + y) end
+  end
   local digits = {}
   local i, j, carry = #a, #b, 0
   while i > 0 or j > 0 or carry > 0 do
@@ -49,6 +61,10 @@ end
 -- a - b for canonical decimals with a >= b (0 when b > a: never below zero).
 local function sub(a, b)
   if not gt(a, b) then return '0' end
+  if #a <= SHORT then
+    local x, y = tonumber(a), tonumber(b)
+    if x and y then return string.format('%d', x - y) end
+  end
   local digits = {}
   local i, j, borrow = #a, #b, 0
   while i > 0 do
@@ -64,11 +80,6 @@ local function sub(a, b)
   local out = {}
   for x = k, 1, -1 do out[#out + 1] = string.char(48 + digits[x]) end
   return table.concat(out)
-end
-
-local function capped(a)
-  if gt(a, MAX) then return MAX end
-  return a
 end
 
 -- A time as 19 digits, so that lexicographic order is numeric order (times <= MAX + 1).
@@ -90,13 +101,6 @@ local function split(s)
   end
 end
 
--- The budget of keys KEYS[base + 1 .. base + 7].
-local function budget_at(base)
-  return {counters = KEYS[base + 1], policy = KEYS[base + 2], window = KEYS[base + 3],
-          res = KEYS[base + 4], held = KEYS[base + 5], pending = KEYS[base + 6],
-          forget = KEYS[base + 7]}
-end
-
 -- A record's fields; nil when it cannot be decoded.
 local function parse(s)
   local F = split(s)
@@ -109,29 +113,6 @@ local function parse(s)
     r.amts[i] = F[2 + 2 * i]
   end
   if r.st ~= 'held' and not r.at then return nil end
-  return r
-end
-
--- Reservation::forget_at: min(ended_at + remember_ms, MAX).
-local function forget_at(r)
-  local ended = r.exp
-  if r.st ~= 'held' then ended = r.at end
-  return capped(add(ended, r.rem))
-end
-
--- The first fields of a record (request, expiry, remember_ms), to which a new state is appended.
-local function head(r)
-  return table.concat(r.F, '\0', 1, r.base)
-end
-
--- The reservation `id` of budget B remembered at now: r, or nil; 'corrupt' when undecodable.
-local function known(B, id, now)
-  local rec = redis.call('HGET', B.res, id)
-  if not rec then return nil end
-  local r = parse(rec)
-  if not r then return 'corrupt' end
-  if not gt(forget_at(r), now) then return nil end
-  r.rec = rec
   return r
 end
 
@@ -164,44 +145,3 @@ local function sweep(B, now)
     redis.call('ZREM', B.held, m)
   end
 end
-
--- Removes a few forgotten reservation ids of B.
-local function forget_some(B, now)
-  local due = redis.call('ZRANGEBYLEX', B.forget, '-', '(' .. pad(add(now, '1')), 'LIMIT', 0, 8)
-  for _, m in ipairs(due) do
-    local id = string.sub(m, 20)
-    redis.call('ZREM', B.forget, m)
-    local rec = redis.call('HGET', B.res, id)
-    local r = rec and parse(rec)
-    if r and not gt(forget_at(r), now) then redis.call('HDEL', B.res, id) end
-  end
-end
-
--- Dimension -> amount held at now by B's live holds (expired ones not yet swept excluded), as a
--- flat list of pairs in HGETALL order.
-local function pending_now(B, now)
-  local all = redis.call('HGETALL', B.pending)
-  local expired = expired_holds(B, now)
-  if #expired == 0 then return all end
-  local sums = {}
-  for i = 1, #all, 2 do sums[all[i]] = all[i + 1] end
-  for _, m in ipairs(expired) do
-    local rec = redis.call('HGET', B.res, string.sub(m, 20))
-    local r = rec and parse(rec)
-    if r then
-      for i = 1, r.n do
-        if sums[r.dims[i]] then sums[r.dims[i]] = sub(sums[r.dims[i]], r.amts[i]) end
-      end
-    end
-  end
-  local out = {}
-  for i = 1, #all, 2 do
-    local v = sums[all[i]]
-    if v ~= '0' then
-      out[#out + 1] = all[i]
-      out[#out + 1] = v
-    end
-  end
-  return out
-end
-

@@ -3,6 +3,55 @@
 -- mirroring stowage_core::raw (check_reserve, check_commit, check_release, admit, settle,
 -- WindowStep::at) and stowage_core::multi.
 
+-- The reservation scripts' own helpers over holds.lua.
+
+local function capped(a)
+  if gt(a, MAX) then return MAX end
+  return a
+end
+
+-- The budget of keys KEYS[base + 1 .. base + 7].
+local function budget_at(base)
+  return {counters = KEYS[base + 1], policy = KEYS[base + 2], window = KEYS[base + 3],
+          res = KEYS[base + 4], held = KEYS[base + 5], pending = KEYS[base + 6],
+          forget = KEYS[base + 7]}
+end
+
+-- Reservation::forget_at: min(ended_at + remember_ms, MAX).
+local function forget_at(r)
+  local ended = r.exp
+  if r.st ~= 'held' then ended = r.at end
+  return capped(add(ended, r.rem))
+end
+
+-- The first fields of a record (request, expiry, remember_ms), to which a new state is appended.
+local function head(r)
+  return table.concat(r.F, '\0', 1, r.base)
+end
+
+-- The reservation `id` of budget B remembered at now: r, or nil; 'corrupt' when undecodable.
+local function known(B, id, now)
+  local rec = redis.call('HGET', B.res, id)
+  if not rec then return nil end
+  local r = parse(rec)
+  if not r then return 'corrupt' end
+  if not gt(forget_at(r), now) then return nil end
+  r.rec = rec
+  return r
+end
+
+-- Removes a few forgotten reservation ids of B.
+local function forget_some(B, now)
+  local due = redis.call('ZRANGEBYLEX', B.forget, '-', '(' .. pad(add(now, '1')), 'LIMIT', 0, 8)
+  for _, m in ipairs(due) do
+    local id = string.sub(m, 20)
+    redis.call('ZREM', B.forget, m)
+    local rec = redis.call('HGET', B.res, id)
+    local r = rec and parse(rec)
+    if r and not gt(forget_at(r), now) then redis.call('HDEL', B.res, id) end
+  end
+end
+
 -- WindowStep::at for B at now, given the window the client brought (g: spec, start, end; start
 -- '' when its bounds could not be computed): {kind = 'ok' | 'need' | 'error', keep, roll, spec}.
 -- free: the caller only reads the counters (reserve) and no window can fail at now

@@ -13,7 +13,7 @@ use stowage_core::{
 
 use crate::config::ValkeyConfig;
 use crate::connection::Connection;
-use crate::keys::namespace_pattern;
+use crate::keys::{namespace_pattern, NAMESPACE_IDS, NAMESPACE_NEXT};
 use crate::scripts::Scripts;
 use crate::{budget, records, reservations};
 
@@ -27,8 +27,35 @@ pub struct ValkeyBackend {
 struct Inner {
     conn: Connection,
     options: ResolvedOptions,
+    /// `options` with the namespace replaced by its registered id, as every key spells it
+    /// (`keys.rs`): learned on first use, then kept (an id never changes).
+    keyed: tokio::sync::OnceCell<ResolvedOptions>,
     scripts: Scripts,
     durable: bool,
+}
+
+/// The id of `namespace` in the registry (`keys.rs`), registering it on first use: `HGET`; when
+/// absent, a fresh id by `INCR`, offered by `HSETNX` (of two processes registering at once, the
+/// first write wins), then `HGET` again to answer the id that won.
+async fn register(conn: &Connection, namespace: &str) -> Result<String> {
+    let op = "namespace";
+    let read = || redis::cmd("HGET").arg(NAMESPACE_IDS).arg(namespace).clone();
+    if let Some(id) = conn.run::<Option<String>>(op, &read()).await? {
+        return Ok(id);
+    }
+    let fresh: u64 = conn.run(op, redis::cmd("INCR").arg(NAMESPACE_NEXT)).await?;
+    let _: i64 = conn
+        .run(
+            op,
+            redis::cmd("HSETNX")
+                .arg(NAMESPACE_IDS)
+                .arg(namespace)
+                .arg(fresh),
+        )
+        .await?;
+    conn.run::<Option<String>>(op, &read())
+        .await?
+        .ok_or_else(|| stowage_core::Error::internal(format!("{op}: the registered id vanished")))
 }
 
 impl ValkeyBackend {
@@ -49,26 +76,50 @@ impl ValkeyBackend {
             inner: Arc::new(Inner {
                 conn,
                 options,
+                keyed: tokio::sync::OnceCell::new(),
                 scripts: Scripts::new(),
                 durable,
             }),
         }))
     }
 
-    fn ns(&self) -> &str {
-        &self.inner.options.namespace
+    /// The options every key is built from: the namespace is its registered id (see [`key_namespace`]).
+    ///
+    /// [`key_namespace`]: ValkeyBackend::key_namespace
+    async fn keyed(&self) -> Result<&ResolvedOptions> {
+        let inner = &*self.inner;
+        inner
+            .keyed
+            .get_or_try_init(|| async {
+                let id = register(&inner.conn, &inner.options.namespace).await?;
+                let mut keyed = inner.options.clone();
+                keyed.namespace = id;
+                Ok(keyed)
+            })
+            .await
+    }
+
+    /// The namespace as this backend's keys spell it: its id in the server's namespace registry,
+    /// registered on first use (one `HGET` per handle once registered). What the key builders of
+    /// [`crate::raw`] take as their namespace.
+    pub async fn key_namespace(&self) -> Result<String> {
+        Ok(self.keyed().await?.namespace.clone())
+    }
+
+    async fn ns(&self) -> Result<&str> {
+        Ok(&self.keyed().await?.namespace)
     }
 
     fn conn(&self) -> &Connection {
         &self.inner.conn
     }
 
-    fn ctx(&self) -> reservations::Ctx<'_> {
-        reservations::Ctx {
+    async fn ctx(&self) -> Result<reservations::Ctx<'_>> {
+        Ok(reservations::Ctx {
             conn: &self.inner.conn,
             scripts: &self.inner.scripts,
-            options: &self.inner.options,
-        }
+            options: self.keyed().await?,
+        })
     }
 }
 
@@ -78,7 +129,7 @@ impl Access for ValkeyBackend {
     }
 
     async fn reserve(&self, budget: &str, request: &ReserveRequest) -> Result<ReserveReceipt> {
-        reservations::reserve(self.ctx(), budget, request).await
+        reservations::reserve(self.ctx().await?, budget, request).await
     }
 
     async fn commit(
@@ -87,19 +138,19 @@ impl Access for ValkeyBackend {
         id: &str,
         actual: &BTreeMap<String, u64>,
     ) -> Result<UsageReceipt> {
-        reservations::commit(self.ctx(), budget, id, actual).await
+        reservations::commit(self.ctx().await?, budget, id, actual).await
     }
 
     async fn release(&self, budget: &str, id: &str) -> Result<bool> {
-        reservations::release(self.ctx(), budget, id).await
+        reservations::release(self.ctx().await?, budget, id).await
     }
 
     async fn reservation(&self, budget: &str, id: &str) -> Result<Option<Reservation>> {
-        reservations::reservation(self.ctx(), budget, id).await
+        reservations::reservation(self.ctx().await?, budget, id).await
     }
 
     async fn reservations(&self, budget: &str) -> Result<Vec<Reservation>> {
-        reservations::reservations(self.ctx(), budget).await
+        reservations::reservations(self.ctx().await?, budget).await
     }
 
     /// Standalone: the §4.3 sequence as one script over every budget's keys. Cluster: composed
@@ -113,7 +164,7 @@ impl Access for ValkeyBackend {
             return multi::report_usage_all(&mut Composed(self), budgets, report).await;
         }
         let request = multi::report_all_request("report_usage_all", report)?;
-        reservations::report_usage_all(self.ctx(), budgets, &request).await
+        reservations::report_usage_all(self.ctx().await?, budgets, &request).await
     }
 
     async fn reserve_all(
@@ -124,7 +175,7 @@ impl Access for ValkeyBackend {
         if self.inner.conn.is_cluster() {
             return multi::reserve_all(&mut Composed(self), budgets, request).await;
         }
-        reservations::reserve_all(self.ctx(), budgets, request).await
+        reservations::reserve_all(self.ctx().await?, budgets, request).await
     }
 
     async fn commit_all(
@@ -136,14 +187,14 @@ impl Access for ValkeyBackend {
         if self.inner.conn.is_cluster() {
             return multi::commit_all(&mut Composed(self), budgets, id, actual).await;
         }
-        reservations::commit_all(self.ctx(), budgets, id, actual).await
+        reservations::commit_all(self.ctx().await?, budgets, id, actual).await
     }
 
     async fn release_all(&self, budgets: &[&str], id: &str) -> Result<()> {
         if self.inner.conn.is_cluster() {
             return multi::release_all(&mut Composed(self), budgets, id).await;
         }
-        reservations::release_all(self.ctx(), budgets, id).await
+        reservations::release_all(self.ctx().await?, budgets, id).await
     }
 
     const NAME: &'static str = "valkey";
@@ -167,51 +218,72 @@ impl Access for ValkeyBackend {
     /// every handle keeps working.
     async fn purge(&self) -> Result<()> {
         self.conn()
-            .delete_matching("purge", &namespace_pattern(self.ns()))
+            .delete_matching("purge", &namespace_pattern(self.ns().await?))
             .await
     }
 
     async fn store(&self, row: NewRow<'_>) -> Result<()> {
-        records::store(self.conn(), &self.inner.scripts, self.ns(), row).await
+        records::store(self.conn(), &self.inner.scripts, self.ns().await?, row).await
     }
 
     async fn store_idempotent(&self, row: NewRow<'_>, key: &str) -> Result<StoreResult> {
-        records::store_idempotent(self.conn(), &self.inner.scripts, self.ns(), row, key).await
+        records::store_idempotent(self.conn(), &self.inner.scripts, self.ns().await?, row, key)
+            .await
     }
 
     async fn query(&self, pattern: &Pattern, params: QueryParams) -> Result<Vec<StoredValue>> {
-        records::query(self.conn(), self.ns(), pattern, params).await
+        records::query(self.conn(), self.ns().await?, pattern, params).await
     }
 
     async fn cleanup(&self, older_than: u64) -> Result<u64> {
-        records::cleanup(self.conn(), &self.inner.scripts, self.ns(), older_than).await
+        records::cleanup(
+            self.conn(),
+            &self.inner.scripts,
+            self.ns().await?,
+            older_than,
+        )
+        .await
     }
 
     async fn set_policy(&self, budget: &str, policy: &BudgetPolicy) -> Result<()> {
         let inner = &*self.inner;
-        budget::set_policy(&inner.conn, &inner.scripts, &inner.options, budget, policy).await
+        budget::set_policy(
+            &inner.conn,
+            &inner.scripts,
+            self.keyed().await?,
+            budget,
+            policy,
+        )
+        .await
     }
 
     async fn policy(&self, budget: &str) -> Result<Option<BudgetPolicy>> {
-        budget::policy(self.conn(), self.ns(), budget).await
+        budget::policy(self.conn(), self.ns().await?, budget).await
     }
 
     async fn delete_policy(&self, budget: &str) -> Result<bool> {
         let inner = &*self.inner;
-        budget::delete_policy(&inner.conn, &inner.scripts, &inner.options, budget).await
+        budget::delete_policy(&inner.conn, &inner.scripts, self.keyed().await?, budget).await
     }
 
     async fn report_usage(&self, budget: &str, report: &UsageReport) -> Result<UsageReceipt> {
         let inner = &*self.inner;
-        budget::report_usage(&inner.conn, &inner.scripts, &inner.options, budget, report).await
+        budget::report_usage(
+            &inner.conn,
+            &inner.scripts,
+            self.keyed().await?,
+            budget,
+            report,
+        )
+        .await
     }
 
     async fn usage(&self, budget: &str) -> Result<BudgetUsage> {
         let inner = &*self.inner;
-        budget::usage(&inner.conn, &inner.scripts, &inner.options, budget).await
+        budget::usage(&inner.conn, &inner.scripts, self.keyed().await?, budget).await
     }
 
     async fn reset_usage(&self, budget: &str) -> Result<()> {
-        budget::reset_usage(self.conn(), self.ns(), budget).await
+        budget::reset_usage(self.conn(), self.ns().await?, budget).await
     }
 }

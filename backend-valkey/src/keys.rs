@@ -1,10 +1,32 @@
-//! The one encoding of names into Valkey keys.
+//! The one encoding of names into Valkey keys (key layout 2).
 //!
-//! Every key is `stw:{TAG}:<kind>:` followed by length-prefixed names (`<byte length>.<name>`), so
-//! the encoding is injective: `a:b`/`c` and `a`/`b:c` never meet. `TAG` is 16 hex digits of a
-//! 64-bit FNV-1a hash of the encoded namespace and budget (or record): it contains no brace, it
-//! comes first, so the hash slot is decided by the tag alone and no name can steer it. Every key
-//! one call touches shares the tag, so each script runs on one cluster slot.
+//! **Namespace ids.** A namespace is spelled in keys by a short id registered once per
+//! namespace, as PostgreSQL registers its namespaces: the hash [`NAMESPACE_IDS`] maps the
+//! namespace name to a decimal id drawn from the counter [`NAMESPACE_NEXT`] (`INCR`), written by
+//! `HSETNX` so that two processes using a new namespace at once agree on the first id written
+//! (see `backend.rs`). Both registry keys share the hash tag `{ns}` (their own slot on a cluster).
+//! An id is never reused and never removed (`purge` deletes the namespace's data, not its id), so
+//! name → id is injective, and a namespace used again after `purge` keeps its id.
+//!
+//! **Data keys** are `stw:{TAG}:<kind>:` followed by length-prefixed names (`<byte length>.<name>`):
+//! the namespace id first, then the budget or record name, then (dedup records) the dedup key. The
+//! length prefixes make the encoding injective: `a:b`/`c` and `a`/`b:c` never meet, so two
+//! different (namespace, budget, key) triples never share a key. `TAG` is 4 hex digits folded from
+//! a 64-bit FNV-1a hash of the encoded namespace id and budget (or record): it contains no brace
+//! and comes first, so the hash slot is decided by the tag alone and no name can steer it (the
+//! tag only places keys: two budgets may share a tag, never a key). Every key one call touches
+//! shares the tag, so each script runs on one cluster slot.
+//!
+//! Layout 1 (before issue 13) spelled the namespace name in full and a 16-digit tag; its keys
+//! (`stw:{<16 hex>}:…`) are never read by layout 2 (the project is unreleased: no migration).
+//!
+//! In this module, `namespace` arguments are the namespace's id as keys spell it (see
+//! `ValkeyBackend::key_namespace`), except in the registry functions.
+
+/// Hash: namespace name → its decimal id (key layout 2).
+pub const NAMESPACE_IDS: &str = "stw:{ns}:ids";
+/// Counter: the last namespace id drawn.
+pub const NAMESPACE_NEXT: &str = "stw:{ns}:next";
 
 /// Appends `<byte length>.<name>` to `out`.
 fn push_name(out: &mut String, name: &str) {
@@ -22,13 +44,16 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     hash
 }
 
-/// `stw:{TAG}:<kind>:<names…>` where TAG hashes the first `tagged` names.
+/// `stw:{TAG}:<kind>:<names…>` where TAG folds the hash of the first `tagged` names to 16 bits
+/// (more than the 14 bits of a cluster slot).
 fn key(kind: &str, names: &[&str], tagged: usize) -> String {
     let mut tag_source = String::new();
     for name in &names[..tagged] {
         push_name(&mut tag_source, name);
     }
-    let mut key = format!("stw:{{{:016x}}}:{kind}:", fnv1a(tag_source.as_bytes()));
+    let hash = fnv1a(tag_source.as_bytes());
+    let tag = (hash ^ (hash >> 16) ^ (hash >> 32) ^ (hash >> 48)) & 0xffff;
+    let mut key = format!("stw:{{{tag:04x}}}:{kind}:");
     for name in names {
         push_name(&mut key, name);
     }
@@ -84,7 +109,8 @@ pub(crate) fn budget_keys(namespace: &str, budget: &str) -> BudgetKeys {
     }
 }
 
-/// Hash holding the dedup record of (budget, key): same tag as the budget's keys.
+/// String holding the dedup record of (budget, key): same tag as the budget's keys; its value is
+/// described in `report_usage.lua`.
 pub(crate) fn dedup_key(namespace: &str, budget: &str, dedup_key: &str) -> String {
     key("d", &[namespace, budget, dedup_key], 2)
 }
@@ -136,7 +162,7 @@ pub fn record_call_keys(namespace: &str, record: &str) -> Vec<String> {
 /// that prefix with the namespace's glob characters (`*?[]\`) escaped, then `*`. The length
 /// prefix ends at the first `.`, so `<len>.<namespace>` can only begin a key of this namespace.
 pub(crate) fn namespace_pattern(namespace: &str) -> String {
-    let mut pattern = String::from("stw:{????????????????}:?:");
+    let mut pattern = String::from("stw:{????}:?:");
     pattern.push_str(&namespace.len().to_string());
     pattern.push('.');
     for c in namespace.chars() {
@@ -203,9 +229,9 @@ mod tests {
     fn the_namespace_pattern_escapes_glob_characters() {
         assert_eq!(
             namespace_pattern(r"a*?[x]\b"),
-            r"stw:{????????????????}:?:8.a\*\?\[x\]\\b*"
+            r"stw:{????}:?:8.a\*\?\[x\]\\b*"
         );
-        assert_eq!(namespace_pattern("é"), "stw:{????????????????}:?:2.é*");
+        assert_eq!(namespace_pattern("é"), "stw:{????}:?:2.é*");
         // Every kind of key of the namespace starts with the pattern's literal prefix.
         for key in [
             name_index("ns"),
@@ -222,11 +248,13 @@ mod tests {
             record_keys("ns", "r").idempotency,
         ] {
             assert!(
-                key.starts_with("stw:{") && key[21..].starts_with("}:"),
+                key.starts_with("stw:{") && key[9..].starts_with("}:"),
                 "{key}"
             );
-            assert!(key.as_bytes()[23].is_ascii_lowercase(), "{key}");
-            assert!(key[24..].starts_with(":2.ns"), "{key}");
+            assert!(key.as_bytes()[11].is_ascii_lowercase(), "{key}");
+            assert!(key[12..].starts_with(":2.ns"), "{key}");
+            // The registry is no key of any namespace.
+            assert!(!NAMESPACE_IDS.starts_with(&key[..10]));
         }
     }
 
@@ -285,9 +313,10 @@ mod tests {
                 let slot = hash_slot(&r.rows);
                 assert_eq!(hash_slot(&r.seq), slot);
                 assert_eq!(hash_slot(&r.idempotency), slot);
-                // The tag is the first braces: exactly the 16 hex digits after "stw:".
+                // The tag is the first braces: exactly the 4 hex digits after "stw:".
                 assert_eq!(&r.rows[4..5], "{");
-                assert_eq!(&r.rows[21..22], "}");
+                assert_eq!(&r.rows[9..10], "}");
+                assert!(r.rows[5..9].bytes().all(|b| b.is_ascii_hexdigit()));
             }
         }
     }

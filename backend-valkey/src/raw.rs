@@ -1,5 +1,6 @@
 //! What one `report_usage` sends, and how keys and rows are encoded, for baselines, tools and
-//! property tests.
+//! property tests. The key builders take the namespace as keys spell it: its registered id,
+//! [`crate::ValkeyBackend::key_namespace`].
 //!
 //! Applications should use [`crate::ValkeyBackend`]; this lets a benchmark issue the very same
 //! EVALSHA through the driver with nothing around it. This module only re-exports and wraps the
@@ -9,7 +10,10 @@ use stowage_core::raw::decode_value;
 use stowage_core::{Result, StoredValue};
 
 pub use crate::keys::{budget_call_keys, record_call_keys};
-pub use crate::scripts::{report_usage_call, report_usage_call_in, REPORT_USAGE_LUA};
+pub use crate::keys::{NAMESPACE_IDS, NAMESPACE_NEXT};
+pub use crate::scripts::{
+    fingerprint_digest, report_usage_call, report_usage_call_in, REPORT_USAGE_LUA,
+};
 
 /// The member `store.lua` writes for one row: time, store order, key length, key, value.
 pub fn encode_row(stored_at: u64, seq: u64, key: &str, value: &str) -> String {
@@ -27,7 +31,7 @@ pub fn decode_row(record: &str, member: &[u8]) -> Result<StoredValue> {
     })
 }
 
-/// The namespace's name index (a sorted set of its record names).
+/// The namespace's name index (a sorted set of its record names); `namespace` is its id.
 pub fn name_index_key(namespace: &str) -> String {
     crate::keys::name_index(namespace)
 }

@@ -278,6 +278,40 @@ impl Scripts {
     }
 }
 
+/// The bytes of [`fingerprint_digest`]: 128 bits of SHA-256.
+const DIGEST_BYTES: usize = 16;
+/// The length of [`fingerprint_digest`]: 128 bits in base64 digits of 6 bits.
+pub(crate) const DIGEST_LEN: usize = 22;
+
+/// What a dedup record stores of its report: the first 128 bits of the SHA-256 of
+/// `dedup_fingerprint(report)`, as 22 digits of the URL-safe base64 alphabet (the arguments of a
+/// call are text; 22 bytes keep a record's value in the smallest allocation Valkey gives a key
+/// with its value). Two different reports conflict unless their digests collide (2^-128).
+pub fn fingerprint_digest(report: &UsageReport) -> String {
+    use sha2::{Digest, Sha256};
+    const DIGITS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let hash = Sha256::digest(dedup_fingerprint(report).as_bytes());
+    let mut bits: u32 = 0;
+    let mut held = 0;
+    let mut out = String::with_capacity(DIGEST_LEN);
+    for byte in &hash[..DIGEST_BYTES] {
+        bits = (bits << 8) | u32::from(*byte);
+        held += 8;
+        while held >= 6 {
+            held -= 6;
+            out.push(char::from(
+                DIGITS[usize::try_from((bits >> held) & 63).unwrap_or(0)],
+            ));
+        }
+    }
+    if held > 0 {
+        out.push(char::from(
+            DIGITS[usize::try_from((bits << (6 - held)) & 63).unwrap_or(0)],
+        ));
+    }
+    out
+}
+
 /// The keys and arguments of one `report_usage` call, in the order the script reads them: a
 /// record written by this call expires at `dedup_expiry(now, dedup_ttl_ms)`, passed as a decimal.
 /// Brings no window bounds: on a windowed budget whose stored window has passed, the script
@@ -315,7 +349,7 @@ pub fn report_usage_call_in(
         report
             .dedup_key
             .as_ref()
-            .map(|_| dedup_fingerprint(report))
+            .map(|_| fingerprint_digest(report))
             .unwrap_or_default(),
         gc_ms.to_string(),
         report.dimensions.len().to_string(),
@@ -332,13 +366,50 @@ pub fn report_usage_call_in(
 
 #[cfg(test)]
 mod tests {
+    use stowage_core::UsageReport;
+
     #[test]
-    fn records_without_an_expiry_live_the_default_ttl() {
-        let line = format!(
-            "local LEGACY_TTL = '{}'",
-            stowage_core::DEFAULT_DEDUP_TTL_MS
+    fn fingerprint_digests_are_fixed_size_and_tell_reports_apart() {
+        let a = super::fingerprint_digest(&UsageReport::new().add("t", 1).dedup_key("k"));
+        let b = super::fingerprint_digest(&UsageReport::new().add("t", 2).dedup_key("k"));
+        let c = super::fingerprint_digest(&UsageReport::new().add("t", 1).dedup_key("other"));
+        assert_eq!(a.len(), super::DIGEST_LEN);
+        assert_eq!(b.len(), super::DIGEST_LEN);
+        assert_ne!(a, b);
+        assert_eq!(a, c, "the key is not part of the fingerprint");
+        assert!(a
+            .bytes()
+            .all(|x| x.is_ascii_alphanumeric() || x == b'-' || x == b'_'));
+        // SHA-256("v1;1:t=1"), its first 16 bytes in base64url.
+        assert_eq!(
+            super::fingerprint_digest(&UsageReport::new().add("t", 1)),
+            expected_digest("v1;1:t=1")
         );
+    }
+
+    #[test]
+    fn the_script_reads_digests_of_the_length_written() {
+        let line = format!("local DIGEST = {}", super::DIGEST_LEN);
         assert!(super::REPORT_USAGE_LUA.contains(&line));
+    }
+
+    /// An independent base64url of the first 16 bytes of SHA-256, from the bytes' bits.
+    fn expected_digest(text: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let hash = Sha256::digest(text.as_bytes());
+        let mut bits = String::new();
+        for b in &hash[..16] {
+            bits.push_str(&format!("{b:08b}"));
+        }
+        bits.push_str("0000");
+        let digits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        bits.as_bytes()
+            .chunks(6)
+            .map(|c| {
+                let v = usize::from_str_radix(std::str::from_utf8(c).unwrap(), 2).unwrap();
+                char::from(digits.as_bytes()[v])
+            })
+            .collect()
     }
 
     #[test]

@@ -545,8 +545,9 @@ async fn each_call_is_one_round_trip_on_a_standalone_server() {
     trips!(backend.commit_all(&["a", "b"], "y", &actual)).unwrap();
     assert_eq!(trips, [1, 1, 2, 1, 2]);
     assert_eq!(backend.usage("a").await.unwrap().counters["t"], 4);
-    // Purge removes every key reservations wrote.
-    let pattern = format!("*{namespace}*");
+    // Purge removes every key reservations wrote (keys spell the namespace by its id).
+    let id = common::key_namespace(&server.url(), &namespace).await;
+    let pattern = format!("stw:{{????}}:?:{}.{id}*", id.len());
     let keys: Vec<String> = raw.query(redis::cmd("KEYS").arg(&pattern)).await.unwrap();
     assert!(keys.len() >= 8, "{keys:?}");
     p.purge().await.unwrap();

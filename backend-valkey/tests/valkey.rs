@@ -12,11 +12,10 @@ use stowage_conformance::process_race::{self, RaceSize};
 use stowage_conformance::servers::resp;
 use stowage_conformance::servers::valkey::{self, ValkeySettings};
 use stowage_conformance::START_MS;
-use stowage_core::raw::dedup_fingerprint;
 use stowage_core::Checked;
 use stowage_core::{
-    Backend, BudgetBackend, BudgetPolicy, Clock, ConnectOptions, DimensionLimit, ErrorKind,
-    ManualClock, PersistenceBackend, QueryParams, UsageReport, DEFAULT_DEDUP_TTL_MS, MAX_AMOUNT,
+    Backend, BudgetBackend, BudgetPolicy, ConnectOptions, DimensionLimit, ErrorKind, ManualClock,
+    PersistenceBackend, QueryParams, UsageReport, DEFAULT_DEDUP_TTL_MS,
 };
 use stowage_valkey::{raw, ValkeyBackend};
 
@@ -313,25 +312,29 @@ async fn purge_removes_the_namespace_and_nothing_else() {
         let b = open(&neighbour).await;
         fill(&a).await;
         fill(&b).await;
+        let (a_ns, b_ns) = (
+            a.key_namespace().await.unwrap(),
+            b.key_namespace().await.unwrap(),
+        );
         // Records of many hash slots, so that the namespace spreads over every primary.
         let spread: Vec<String> = (0..30).map(|i| format!("spread-{i}")).collect();
         let mut spread_keys = Vec::new();
         for name in &spread {
             a.store(name, &serde_json::json!(0), 1).await.unwrap();
-            spread_keys.extend(raw::record_call_keys(&target, name));
+            spread_keys.extend(raw::record_call_keys(&a_ns, name));
         }
         let raw = common::RawClient::open(&url).await;
         assert_eq!(raw.existing(&spread_keys).await.len(), 60, "{url}");
         let (a_keys, b_keys) = (
-            raw.existing(&keys_of(&target)).await,
-            raw.existing(&keys_of(&neighbour)).await,
+            raw.existing(&keys_of(&a_ns)).await,
+            raw.existing(&keys_of(&b_ns)).await,
         );
         assert_eq!(a_keys.len(), 9, "{url}: {a_keys:?}");
         assert_eq!(b_keys.len(), 9, "{url}: {b_keys:?}");
 
         a.purge().await.unwrap();
         assert_eq!(
-            raw.existing(&keys_of(&target)).await,
+            raw.existing(&keys_of(&a_ns)).await,
             Vec::<String>::new(),
             "{url}"
         );
@@ -340,7 +343,7 @@ async fn purge_removes_the_namespace_and_nothing_else() {
             Vec::<String>::new(),
             "{url}"
         );
-        assert_eq!(raw.existing(&keys_of(&neighbour)).await, b_keys, "{url}");
+        assert_eq!(raw.existing(&keys_of(&b_ns)).await, b_keys, "{url}");
         assert_filled(&b, "the neighbour is untouched").await;
 
         // The purged namespace is empty, and the same handle (and a new one) keep working.
@@ -360,12 +363,34 @@ async fn purge_removes_the_namespace_and_nothing_else() {
         a.purge().await.unwrap();
         a.purge().await.unwrap();
         assert_eq!(
-            raw.existing(&keys_of(&target)).await,
+            raw.existing(&keys_of(&a_ns)).await,
             Vec::<String>::new(),
             "{url}"
         );
         assert_filled(&b, "the neighbour is untouched").await;
         b.purge().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handles_using_a_new_namespace_at_once_agree_on_its_id() {
+    for url in [standalone(), cluster()].into_iter().flatten() {
+        let ns = stowage_conformance::unique_namespace("ids");
+        let mut handles = Vec::new();
+        for _ in 0..8 {
+            handles.push(
+                ValkeyBackend::open(&url, ConnectOptions::new().namespace(ns.clone()))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let ids = futures_util::future::join_all(handles.iter().map(|h| h.key_namespace())).await;
+        let first = ids[0].as_ref().unwrap().clone();
+        for id in ids {
+            assert_eq!(id.unwrap(), first, "{url}");
+        }
+        let other = common::key_namespace(&url, &format!("{ns}-other")).await;
+        assert_ne!(other, first, "{url}");
     }
 }
 
@@ -390,11 +415,18 @@ async fn dedup_records_live_by_their_own_expiry() {
         };
         let (short, long) = (open(1_000).await, open(DEFAULT_DEDUP_TTL_MS).await);
         let raw = common::RawClient::open(&url).await;
-        let record = |key: &str| raw::budget_call_keys(&ns, "b", Some(key))[2].clone();
-        let field = |key: String, name: &'static str| {
+        let key_ns = short.key_namespace().await.unwrap();
+        assert_eq!(
+            long.key_namespace().await.unwrap(),
+            key_ns,
+            "one id per namespace"
+        );
+        let record = |key: &str| raw::budget_call_keys(&key_ns, "b", Some(key))[2].clone();
+        // A record is one string: the fingerprint digest, the status letter, the expiry.
+        let value = |key: String| {
             let raw = &raw;
             async move {
-                raw.query::<Option<String>>(redis::cmd("HGET").arg(key).arg(name))
+                raw.query::<Option<String>>(redis::cmd("GET").arg(key))
                     .await
                     .unwrap()
             }
@@ -408,14 +440,22 @@ async fn dedup_records_live_by_their_own_expiry() {
         let by_long = UsageReport::new().add("t", 1).dedup_key("long");
         long.report_usage("b", &by_long).await.unwrap();
         assert_eq!(
-            field(record("long"), "exp").await,
-            Some((START_MS + DEFAULT_DEDUP_TTL_MS).to_string())
+            value(record("long")).await,
+            Some(format!(
+                "{}o{}",
+                raw::fingerprint_digest(&by_long),
+                START_MS + DEFAULT_DEDUP_TTL_MS
+            ))
         );
         let by_short = UsageReport::new().add("t", 1).dedup_key("short");
         short.report_usage("b", &by_short).await.unwrap();
         assert_eq!(
-            field(record("short"), "exp").await,
-            Some((START_MS + 1_000).to_string())
+            value(record("short")).await,
+            Some(format!(
+                "{}o{}",
+                raw::fingerprint_digest(&by_short),
+                START_MS + 1_000
+            ))
         );
         // Server-side garbage collection follows the writer's TTL, and a reader leaves it alone.
         let gc_short = pttl(record("short")).await;
@@ -431,54 +471,6 @@ async fn dedup_records_live_by_their_own_expiry() {
             "{gc_long}"
         );
 
-        // A record written before records carried an expiry lives 24 h from its write time,
-        // whatever the reading handle's TTL.
-        let legacy = UsageReport::new().add("t", 7).dedup_key("legacy");
-        let written_at = clock.now_ms();
-        let _: i64 = raw
-            .query(
-                redis::cmd("HSET")
-                    .arg(record("legacy"))
-                    .arg("fp")
-                    .arg(dedup_fingerprint(&legacy))
-                    .arg("at")
-                    .arg(written_at.to_string())
-                    .arg("st")
-                    .arg("ok")
-                    .arg("out")
-                    .arg(""),
-            )
-            .await
-            .unwrap();
-        clock.advance(DEFAULT_DEDUP_TTL_MS - 1);
-        assert!(short.report_usage("b", &legacy).await.unwrap().replayed);
-        clock.advance(1);
-        assert!(!short.report_usage("b", &legacy).await.unwrap().replayed);
-        assert_eq!(
-            field(record("legacy"), "exp").await,
-            Some((written_at + DEFAULT_DEDUP_TTL_MS + 1_000).to_string()),
-            "rewritten with its new writer's expiry"
-        );
-
-        // The backfilled expiry is capped at MAX_AMOUNT.
-        let late = UsageReport::new().add("t", 1).dedup_key("late");
-        let _: i64 = raw
-            .query(
-                redis::cmd("HSET")
-                    .arg(record("late"))
-                    .arg("fp")
-                    .arg(dedup_fingerprint(&late))
-                    .arg("at")
-                    .arg((MAX_AMOUNT - 10).to_string())
-                    .arg("st")
-                    .arg("ok")
-                    .arg("out")
-                    .arg(""),
-            )
-            .await
-            .unwrap();
-        clock.set(MAX_AMOUNT - 1);
-        assert!(short.report_usage("b", &late).await.unwrap().replayed);
         long.purge().await.unwrap();
     }
 }

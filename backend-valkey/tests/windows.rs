@@ -131,7 +131,8 @@ async fn fixed_window_rollover(url: String) {
     p.usage("b").await;
     p.report("b", &add("t", 2)).await;
     let raw = common::RawClient::open(&p.url).await;
-    let keys = stowage_valkey::raw::budget_call_keys(&p.namespace, "b", None);
+    let ns = common::key_namespace(&p.url, &p.namespace).await;
+    let keys = stowage_valkey::raw::budget_call_keys(&ns, "b", None);
     assert_eq!(raw.existing(&keys).await, keys, "counters, policy, window");
     p.purge().await.unwrap();
     assert!(raw.existing(&keys).await.is_empty());

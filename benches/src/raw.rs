@@ -107,6 +107,8 @@ impl RawValkey {
             .await
             .expect("load the scripts");
         crate::prepare_budget(&backend).await;
+        // The keys spell the namespace by its registered id, as the backend's calls do.
+        let namespace = backend.key_namespace().await.expect("the namespace's id");
         RawValkey {
             conn,
             script: Script::new(REPORT_USAGE_LUA),

@@ -113,3 +113,12 @@ impl RawClient {
         found
     }
 }
+
+/// The namespace `ns` as the keys of the server at `url` spell it (its registered id).
+#[allow(dead_code)]
+pub async fn key_namespace(url: &str, ns: &str) -> String {
+    let backend = ValkeyBackend::open(url, ConnectOptions::new().namespace(ns))
+        .await
+        .unwrap();
+    backend.key_namespace().await.unwrap()
+}
