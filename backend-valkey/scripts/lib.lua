@@ -96,7 +96,8 @@ local function limits_of(B, dims)
 end
 
 -- stowage_core::admit: counters + pending + amount per dimension in order; an overflow is
--- answered at once; hard breaches collected. Returns nil and the breaches, or the overflow reply.
+-- answered at once; hard breaches collected. Returns nil, the breaches and the amounts pending
+-- per dimension (as read), or the overflow reply.
 local function admit(B, dims, amts, cur)
   local soft, hard = limits_of(B, dims)
   if not soft then return {'corrupt', hard, ''} end
@@ -115,7 +116,7 @@ local function admit(B, dims, amts, cur)
       out[#out + 1] = dims[i] .. '\0' .. cur[i] .. '\0' .. hard[i] .. '\0' .. crossed .. '+' .. h
     end
   end
-  return nil, out
+  return nil, out, held
 end
 
 -- The dimension-list encoding: n, d1, a1, ..., dn, an.
@@ -144,7 +145,7 @@ local function reserve(B, R, now, remember)
   if ws.kind ~= 'ok' then return {'window-error', ws.spec, ''} end
   sweep(B, now)
   local cur = counters_of(B, R.dims, ws)
-  local failed, breaches = admit(B, R.dims, R.amts, cur)
+  local failed, breaches, held = admit(B, R.dims, R.amts, cur)
   if failed then return failed end
   forget_some(B, now)
   local exp = capped(add(now, R.ttl))
@@ -156,11 +157,15 @@ local function reserve(B, R, now, remember)
     return {'hard', blob, exp}
   end
   redis.call('HSET', B.res, R.id, front .. 'held')
+  -- The pending amounts admit read are still current (nothing since touched them): one HSET.
+  local pending = {}
   for i = 1, #R.dims do
     if R.amts[i] ~= '0' then
-      redis.call('HSET', B.pending, R.dims[i], add(redis.call('HGET', B.pending, R.dims[i]) or '0', R.amts[i]))
+      pending[#pending + 1] = R.dims[i]
+      pending[#pending + 1] = add(held[i] or '0', R.amts[i])
     end
   end
+  if #pending > 0 then redis.call('HSET', B.pending, unpack(pending)) end
   redis.call('ZADD', B.held, 0, pad(exp) .. R.id)
   redis.call('ZADD', B.forget, 0, pad(capped(add(exp, remember))) .. R.id)
   return {'reserved', '', exp}

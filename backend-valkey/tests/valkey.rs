@@ -17,6 +17,7 @@ use stowage_core::{
     Backend, BudgetBackend, BudgetPolicy, ConnectOptions, DimensionLimit, ErrorKind, ManualClock,
     PersistenceBackend, QueryParams, UsageReport, DEFAULT_DEDUP_TTL_MS,
 };
+use stowage_core::{Breach, ReserveRequest, UsageOutcome};
 use stowage_valkey::{raw, ValkeyBackend};
 
 fn standalone() -> Option<String> {
@@ -575,4 +576,70 @@ async fn records_stay_listed_after_the_server_loses_its_data() {
         .unwrap();
     assert_eq!(rows.len(), 1, "the row stored after the loss is listed");
     assert_eq!(backend.cleanup(3).await.unwrap(), 1, "and cleaned up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sums_at_the_fifteen_digit_boundary_are_exact() {
+    // The scripts add and subtract operands of at most 15 digits as Lua numbers, longer ones
+    // digit by digit: sums and differences on both sides of the boundary stay exact.
+    const LONGEST_SHORT: u64 = 999_999_999_999_999;
+    const TEN_POW_15: u64 = 1_000_000_000_000_000;
+    for url in [standalone(), cluster()].into_iter().flatten() {
+        let ns = stowage_conformance::unique_namespace("digits");
+        let b = open_initialized(&url, ConnectOptions::new().namespace(ns))
+            .await
+            .unwrap();
+        let cases = [
+            (LONGEST_SHORT, LONGEST_SHORT),
+            (LONGEST_SHORT, 1),
+            (1, LONGEST_SHORT),
+            (LONGEST_SHORT, TEN_POW_15),
+            (TEN_POW_15, TEN_POW_15 - 1),
+        ];
+        for (i, (x, y)) in cases.into_iter().enumerate() {
+            let budget = format!("b{i}");
+            let policy = BudgetPolicy::new().limit("d", DimensionLimit::both(x + y - 1, x + y));
+            b.set_policy(&budget, &policy).await.unwrap();
+            b.report_usage(&budget, &UsageReport::new().add("d", x))
+                .await
+                .unwrap();
+            let receipt = b
+                .report_usage(&budget, &UsageReport::new().add("d", y))
+                .await
+                .unwrap();
+            assert_eq!(b.usage(&budget).await.unwrap().counters["d"], x + y);
+            let breach = |usage: u64, limit: u64| {
+                vec![Breach {
+                    dimension: "d".into(),
+                    usage,
+                    limit,
+                    crossed: true,
+                    pending: 0,
+                }]
+            };
+            assert_eq!(
+                receipt.outcome,
+                UsageOutcome::SoftBreach(breach(x + y, x + y - 1)),
+                "{url} {x} + {y}"
+            );
+            // One more is exactly one past the hard limit.
+            let refused = b
+                .report_usage(&budget, &UsageReport::new().add("d", 1))
+                .await
+                .unwrap();
+            assert_eq!(
+                refused.outcome,
+                UsageOutcome::HardBreach(breach(x + y, x + y)),
+                "{url} {x} + {y} + 1"
+            );
+            // Pending amounts: two holds summed, one released (a difference).
+            let hold = |id: &str, amount: u64| ReserveRequest::new(id, 60_000).add("h", amount);
+            b.reserve(&budget, &hold("p", x)).await.unwrap();
+            b.reserve(&budget, &hold("q", y)).await.unwrap();
+            assert_eq!(b.usage(&budget).await.unwrap().pending["h"], x + y);
+            assert!(b.release(&budget, "p").await.unwrap());
+            assert_eq!(b.usage(&budget).await.unwrap().pending["h"], y);
+        }
+        b.purge().await.unwrap();
+    }
 }
