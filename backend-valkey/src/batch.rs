@@ -18,8 +18,9 @@
 //! [`MAX_WINDOW_CALLS`] pipelines are sent; an item still asking for a repeat then answers
 //! `Unavailable` in its slot, as a single call would.
 //!
-//! The batch's `now` is read once. The pipelines together are bounded by the handle's operation
-//! timeout ([`batch_timeout`]); a timeout or a lost connection is the outer `Unavailable` (the
+//! The batch's `now` is read once. Each round of pipelines (the first, then each repeat) is
+//! bounded by the handle's operation timeout scaled by the items it sends ([`batch_timeout`]);
+//! the driver's own bound is raised to the largest batch's (`connection.rs`). A timeout or a lost connection is the outer `Unavailable` (the
 //! items' outcomes are unknown). A per-item server error is that item's answer, with the kind a
 //! single call would give. On a cluster the driver reduces a pipeline's replies to its first
 //! error, so a slot's pipeline that meets one is the outer `Unavailable` (its items' outcomes are
