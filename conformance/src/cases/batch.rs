@@ -52,7 +52,7 @@ fn kind(answers: &[Result<UsageReceipt>], slot: usize) -> ErrorKind {
 
 /// What an answer is, comparable: the receipt or the error kind.
 fn shape(answer: &Result<UsageReceipt>) -> std::result::Result<UsageReceipt, ErrorKind> {
-    answer.as_ref().map(Clone::clone).map_err(|e| e.kind())
+    answer.clone().map_err(|e| e.kind())
 }
 
 /// The answers of `items` sent to `b` as single `report_usage` calls, in order.
