@@ -15,7 +15,7 @@ use crate::config::ValkeyConfig;
 use crate::connection::Connection;
 use crate::keys::{namespace_pattern, NAMESPACE_IDS, NAMESPACE_NEXT};
 use crate::scripts::Scripts;
-use crate::{budget, records, reservations};
+use crate::{batch, budget, records, reservations};
 
 /// The Valkey backend (standalone or cluster). Cheap to clone.
 #[derive(Debug, Clone)]
@@ -276,6 +276,16 @@ impl Access for ValkeyBackend {
             report,
         )
         .await
+    }
+
+    /// One pipeline of the items' EVALSHAs (one per hash slot on a cluster), one more after a
+    /// window rollover or a lost script cache (see `batch.rs`).
+    async fn report_usage_batch(
+        &self,
+        items: &[multi::BatchItem<'_>],
+    ) -> Result<Vec<Result<UsageReceipt>>> {
+        let inner = &*self.inner;
+        batch::report_usage_batch(&inner.conn, &inner.scripts, &inner.options, items).await
     }
 
     async fn usage(&self, budget: &str) -> Result<BudgetUsage> {

@@ -61,7 +61,7 @@ pub(crate) async fn report_usage(
 /// Decodes the script's answer: the breaches of `ok`/`soft`/`hard` (replayed or not) as
 /// `dim\0usage\0limit\0crossed\0` groups (see [`breaches`]), the `dim\0counter\0delta\0` of
 /// `overflow`, the undecodable dimension of `corrupt`.
-fn report_reply(op: &str, status: String, blob: &str) -> Result<ReportReply> {
+pub(crate) fn report_reply(op: &str, status: String, blob: &str) -> Result<ReportReply> {
     let mut reply = ReportReply {
         status,
         breaches: Vec::new(),

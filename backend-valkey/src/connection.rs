@@ -79,7 +79,7 @@ impl Connection {
                         redis::Client::open(url.as_str()).map_err(|e| error::map(op, e))?;
                     let manager = ConnectionManagerConfig::new()
                         .set_connection_timeout(config.connect_timeout)
-                        .set_response_timeout(config.operation_timeout)
+                        .set_response_timeout(driver_timeout(config.operation_timeout))
                         .set_number_of_retries(2);
                     Link::Standalone(
                         client
@@ -95,7 +95,7 @@ impl Connection {
                     // (docs/semantics.md, "Valkey cluster resends").
                     let client = ClusterClientBuilder::new(nodes.clone())
                         .connection_timeout(config.connect_timeout)
-                        .response_timeout(config.operation_timeout)
+                        .response_timeout(driver_timeout(config.operation_timeout))
                         .build()
                         .map_err(|e| error::map(op, e))?;
                     Link::Cluster(
@@ -271,6 +271,45 @@ impl Connection {
         self.bounded(op, run).await
     }
 
+    /// The operation timeout: the bound of one call (and, scaled, of a batch's pipelines).
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sends `pipe` in one write and reads its replies: the `count` replies after the first
+    /// `offset`, each server error in its place as an `Err` (the driver's `query_async` would
+    /// turn the first one into the whole answer). Connection trouble, or no answer within
+    /// `limit`, is the outer `Unavailable`.
+    ///
+    /// On a cluster the pipeline goes to the node of its commands' slot (they must share one);
+    /// the driver follows MOVED/ASK by sending the whole pipeline again to the node named, and
+    /// it reduces the replies to the first server error among them (every reply is then lost).
+    pub(crate) async fn pipeline(
+        &self,
+        op: &str,
+        pipe: &redis::Pipeline,
+        offset: usize,
+        count: usize,
+        limit: Duration,
+    ) -> Result<Vec<redis::RedisResult<RedisValue>>> {
+        use redis::aio::ConnectionLike;
+        let call = async {
+            let replies = match &self.link {
+                Link::Standalone(c) => c.clone().req_packed_commands(pipe, offset, count).await,
+                Link::Cluster(c) => c.clone().req_packed_commands(pipe, offset, count).await,
+            }
+            .map_err(|e| error::map(op, e))?;
+            Ok(replies
+                .into_iter()
+                .map(|reply| match reply {
+                    RedisValue::ServerError(e) => Err(e.into()),
+                    reply => Ok(reply),
+                })
+                .collect())
+        };
+        within(op, limit, call).await
+    }
+
     async fn bounded<T>(
         &self,
         op: &str,
@@ -281,6 +320,14 @@ impl Connection {
         })
         .await
     }
+}
+
+/// The driver's own bound on one request of the shared connection: long enough for the
+/// pipelines of the largest batch (`batch::batch_timeout` of `MAX_BATCH_ITEMS` items). Every call
+/// is bounded by its own, shorter limit around it ([`Connection::run`] and
+/// [`Connection::script`]: the operation timeout; [`Connection::pipeline`]: the batch's).
+fn driver_timeout(operation_timeout: Duration) -> Duration {
+    crate::batch::batch_timeout(operation_timeout, stowage_core::MAX_BATCH_ITEMS)
 }
 
 /// A plain multiplexed connection to the node `info` names, without the driver's reconnection

@@ -20,9 +20,17 @@
 //! may fail to compute, `bounds_always_computable`, so that it fails there as the model does). Several budgets (§4.3): on a
 //! standalone server one script runs the whole sequence of `stowage_core::multi` over every
 //! budget's keys (`atomic_multi_budget`); a cluster composes the calls budget by budget.
+//!
+//! Batches (SEMANTICS §4.4): `report_usage_batch` pipelines the items' `report_usage` EVALSHAs,
+//! one pipeline on a standalone server (one round trip, two right after a window rollover) and
+//! one per hash slot on a cluster, sent concurrently; items that must be repeated (`window`,
+//! NOSCRIPT) are repeated in order per budget in one more pipeline. See `batch.rs` and
+//! `docs/semantics.md` ("Batches on Valkey") for the repeat rule, the timeout and the cluster's
+//! limits.
 #![deny(missing_docs)]
 
 mod backend;
+mod batch;
 mod budget;
 mod config;
 mod connection;

@@ -152,8 +152,18 @@ impl Scripts {
     pub(crate) async fn report(
         &self,
         conn: &Connection,
-        (call_keys, args): (Vec<String>, Vec<String>),
+        call: (Vec<String>, Vec<String>),
     ) -> Result<(String, String)> {
+        conn.script("report_usage", &self.report_invocation(call))
+            .await
+    }
+
+    /// The EVALSHA of one `report_usage` call, from the keys and arguments of
+    /// [`report_usage_call_in`]: what [`Scripts::report`] sends, and each item of a batch.
+    pub(crate) fn report_invocation(
+        &self,
+        (call_keys, args): (Vec<String>, Vec<String>),
+    ) -> ScriptInvocation<'_> {
         let mut call: ScriptInvocation<'_> = self.report.prepare_invoke();
         for key in call_keys {
             call.key(key);
@@ -161,7 +171,21 @@ impl Scripts {
         for arg in args {
             call.arg(arg);
         }
-        conn.script("report_usage", &call).await
+        call
+    }
+
+    /// The `report_usage` script, for a pipeline that loads it (`SCRIPT LOAD`) before its calls.
+    pub(crate) fn report_script(&self) -> &Script {
+        &self.report
+    }
+
+    /// `SCRIPT LOAD`s the `report_usage` script (on every primary of a cluster), after a server
+    /// answered NOSCRIPT to a pipelined call.
+    pub(crate) async fn load_report(&self, conn: &Connection, op: &str) -> Result<()> {
+        let _: redis::Value = conn
+            .run(op, redis::cmd("SCRIPT").arg("LOAD").arg(&self.sources[0]))
+            .await?;
+        Ok(())
     }
 
     /// Replaces (`limits` given) or removes the policy of the budget `keys`, with the window

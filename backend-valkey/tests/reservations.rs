@@ -146,7 +146,9 @@ async fn compare(p: &Lockstep, rng: &mut Rng) {
         .unwrap();
 }
 
-async fn randomized(url: String, seed: u64, steps: usize, seen: &mut Seen) {
+/// `steps` random calls in lockstep with the model; with `batches`, a third of the reports are
+/// batches of one to eight items instead.
+async fn randomized(url: String, seed: u64, steps: usize, seen: &mut Seen, batches: bool) {
     let (p, _) = open(&url, T0).await;
     let mut rng = Rng::new(seed);
     // Requests made before, so retries (same id, same request) are frequent.
@@ -167,7 +169,33 @@ async fn randomized(url: String, seed: u64, steps: usize, seen: &mut Seen) {
                 if rng.chance(40) {
                     report.dedup_key = Some(format!("k{}", rng.below(3)));
                 }
-                seen.note("report_usage", &p.report_usage(budget, &report).await);
+                if batches && rng.chance(30) {
+                    // A batch (§4.4): this report and a few more, over the budgets, with the
+                    // same keys (replays and conflicts inside the batch and with earlier calls).
+                    let mut items = vec![(budget.to_owned(), report)];
+                    for _ in 0..rng.below(8) {
+                        if rng.chance(25) {
+                            let again = items[items.len() - 1].clone();
+                            items.push(again); // the same item twice: a replay when keyed
+                            continue;
+                        }
+                        let mut more = UsageReport {
+                            dimensions: dimensions(&mut rng),
+                            dedup_key: None,
+                        };
+                        if rng.chance(40) {
+                            more.dedup_key = Some(format!("k{}", rng.below(3)));
+                        }
+                        items.push(((*rng.pick(&BUDGETS)).to_owned(), more));
+                    }
+                    let answers = p.report_usage_batch(&items).await;
+                    seen.note("report_usage_batch", &answers);
+                    for answer in answers.iter().flatten() {
+                        seen.note("report_usage_batch item", answer);
+                    }
+                } else {
+                    seen.note("report_usage", &p.report_usage(budget, &report).await);
+                }
             }
             2 | 3 => {
                 let request = match made.last() {
@@ -273,7 +301,7 @@ async fn randomized(url: String, seed: u64, steps: usize, seen: &mut Seen) {
 async fn lockstep_seeds(url: String) {
     let mut seen = Seen::default();
     for seed in 1..=6u64 {
-        randomized(url.clone(), seed, 200, &mut seen).await;
+        randomized(url.clone(), seed, 200, &mut seen, false).await;
     }
     eprintln!("{:#?}", seen.0);
     // The sequences reached the cases that matter.
@@ -299,6 +327,25 @@ async fn lockstep_seeds(url: String) {
         "report_usage HardBreach",
         "report_usage_all Ok",
         "report_usage_all HardBreach",
+    ] {
+        assert!(seen.0.contains_key(label), "never seen: {label}");
+    }
+}
+
+/// The random sequences with batches (§4.4): each batch and each of its items answers as the
+/// model's, and the state stays the model's.
+async fn lockstep_batches(url: String) {
+    let mut seen = Seen::default();
+    for seed in 1..=6u64 {
+        randomized(url.clone(), seed, 200, &mut seen, true).await;
+    }
+    for label in [
+        "report_usage_batch item Ok",
+        "report_usage_batch item SoftBreach",
+        "report_usage_batch item HardBreach",
+        "report_usage_batch item replayed",
+        "report_usage_batch item Conflict",
+        "report_usage_batch item Overflow",
     ] {
         assert!(seen.0.contains_key(label), "never seen: {label}");
     }
@@ -472,6 +519,7 @@ macro_rules! on_both {
 
 on_both!(
     lockstep_seeds,
+    lockstep_batches,
     holds_near_the_limits,
     concurrent_holds_never_overshoot,
     windows_that_cannot_be_computed,
