@@ -285,7 +285,7 @@ impl Access for ValkeyBackend {
         items: &[multi::BatchItem<'_>],
     ) -> Result<Vec<Result<UsageReceipt>>> {
         let inner = &*self.inner;
-        batch::report_usage_batch(&inner.conn, &inner.scripts, &inner.options, items).await
+        batch::report_usage_batch(&inner.conn, &inner.scripts, self.keyed().await?, items).await
     }
 
     async fn usage(&self, budget: &str) -> Result<BudgetUsage> {

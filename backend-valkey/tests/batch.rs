@@ -403,10 +403,11 @@ async fn a_cluster_batch_is_one_pipeline_per_slot_and_two_after_a_rollover() {
             .await
             .unwrap();
     }
+    let key_namespace = backend.key_namespace().await.unwrap();
     let slots: std::collections::BTreeSet<u16> = budgets
         .iter()
         .map(|b| {
-            let key = &stowage_valkey::raw::budget_call_keys(&namespace, b, None)[0];
+            let key = &stowage_valkey::raw::budget_call_keys(&key_namespace, b, None)[0];
             stowage_valkey::hash_slot(key)
         })
         .collect();
