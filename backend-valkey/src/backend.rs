@@ -213,7 +213,8 @@ impl Access for ValkeyBackend {
         self.inner.scripts.load(self.conn()).await
     }
 
-    /// Deletes every key of the namespace (`SCAN` with its key pattern, `UNLINK`). Nothing is
+    /// Deletes every key of the namespace (`SCAN` with its key pattern, `UNLINK`). The namespace
+    /// keeps its registered id (the registry is no key of the namespace), and nothing else is
     /// cached in this process (the name index and the script cache live on the server), so
     /// every handle keeps working.
     async fn purge(&self) -> Result<()> {

@@ -8,6 +8,8 @@
 //! inside Lua, never doubles. Every key one call touches shares one hash tag
 //! derived from namespace + budget (or namespace + record), so scripts are cluster-safe; names are
 //! length-prefixed in keys, so no two names share storage and no name can steer the hash slot.
+//! Keys spell the namespace by a short id registered once per namespace on the server, and a
+//! dedup record is one string (fingerprint digest, status, expiry): key layout 2, see `keys.rs`.
 //!
 //! Reservations (SEMANTICS §4.2) live next to the counters under the budget's hash tag: a hash
 //! of records (id → the canonical `Reservation`, NUL-separated decimal strings), a lexicographic
