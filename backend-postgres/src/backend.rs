@@ -216,6 +216,17 @@ impl PostgresBackend {
             .map(|sql| sql.budget.report.clone())
             .unwrap_or_default()
     }
+
+    /// The SQL statement `report_usage_batch` sends (one call of a plpgsql function; its eleven
+    /// parameters: budgets, dimension counts, dimensions, deltas, dedup keys, fingerprints, now,
+    /// dedup TTL, window specs, starts, ends), empty before the namespace was initialized through
+    /// this handle.
+    pub fn report_usage_batch_sql(&self) -> String {
+        self.inner
+            .sql()
+            .map(|sql| sql.budget.report_batch.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// Whether the sessions are durable: an acknowledged write survives a crash or restart of the
