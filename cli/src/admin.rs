@@ -28,7 +28,7 @@ pub struct Target {
 }
 
 impl Target {
-    async fn connect(&self) -> Result<std::sync::Arc<dyn Backend>> {
+    pub(crate) async fn connect(&self) -> Result<std::sync::Arc<dyn Backend>> {
         let mut options = ConnectOptions::new();
         if let Some(ns) = &self.namespace {
             options = options.namespace(ns.clone());
@@ -36,7 +36,12 @@ impl Target {
         stowage::connect_with(&self.url, options).await
     }
 
-    fn print(&self, value: serde_json::Value, human: impl FnOnce() -> String) {
+    /// Whether `--json` was given.
+    pub(crate) fn json(&self) -> bool {
+        self.json
+    }
+
+    pub(crate) fn print(&self, value: serde_json::Value, human: impl FnOnce() -> String) {
         if self.json {
             println!("{value}");
         } else {
@@ -117,6 +122,10 @@ pub enum BudgetCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Report many items read as JSON lines ({"budget": …, "dimensions": {…}, "dedup_key": …}) from
+    /// --input or standard input, in batches; one answer per line (exit status 3 if a hard limit
+    /// refused an item, 1 if an item failed).
+    ReportBatch(crate::batch::ReportBatchArgs),
     /// Hold DIMENSION=AMOUNT pairs (the most the work can cost) on one or several budgets until
     /// commit, release or --ttl; refused whole (exit status 3) when a hard limit would be exceeded.
     Reserve {
@@ -733,6 +742,7 @@ pub async fn budget(command: BudgetCommand) -> Result<ExitCode> {
                 },
             );
         }
+        BudgetCommand::ReportBatch(args) => return crate::batch::run(args).await,
         BudgetCommand::Reset { budget, target } => {
             target.connect().await?.reset_usage(&budget).await?;
             target.print(json!({"budget": budget, "reset": true}), || {

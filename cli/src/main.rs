@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 mod admin;
+mod batch;
 mod bench;
 mod chart;
 mod conformance;

@@ -57,6 +57,68 @@ fn budget_commands_set_report_show_and_reset() {
 }
 
 #[test]
+fn budget_report_batch_answers_every_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("batch.db").display());
+    let u = ["--url", url.as_str(), "--json"];
+    json(&stowage(
+        &[&["budget", "set", "team", "--limit", "tokens=:10"], &u[..]].concat(),
+    ));
+    let input = dir.path().join("items.jsonl");
+    std::fs::write(
+        &input,
+        concat!(
+            "{\"budget\":\"team\",\"dimensions\":{\"tokens\":6},\"dedup_key\":\"r1\"}\n",
+            "{\"budget\":\"team\",\"dimensions\":{\"tokens\":6}}\n",
+            "\n",
+            "{\"budget\":\"team\",\"dimensions\":{\"tokens\":6},\"dedup_key\":\"r1\"}\n",
+            "{\"budget\":\"\",\"dimensions\":{\"tokens\":1}}\n",
+            "{\"budget\":\"other\",\"dimensions\":{\"tokens\":4}}\n",
+        ),
+    )
+    .unwrap();
+    let file = input.to_str().unwrap();
+    let out = stowage(
+        &[
+            &["budget", "report-batch", "-i", file, "--batch-size", "2"],
+            &u[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(out.status.code(), Some(1), "an item failed: exit status 1");
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    let numbers: Vec<_> = lines[..5].iter().map(|l| l["line"].as_u64()).collect();
+    assert_eq!(numbers, [Some(1), Some(2), Some(4), Some(5), Some(6)]);
+    assert_eq!(lines[0]["outcome"], "Ok");
+    assert_eq!(lines[1]["outcome"]["HardBreach"][0]["usage"], 6);
+    assert_eq!(lines[2]["replayed"], true);
+    assert_eq!(lines[3]["error"], "InvalidInput");
+    assert_eq!(lines[4]["outcome"], "Ok");
+    assert_eq!(
+        lines[5]["summary"],
+        serde_json::json!({"applied": 2, "replayed": 1, "refused": 1, "failed": 1})
+    );
+    let shown = json(&stowage(&[&["budget", "show", "team"], &u[..]].concat()));
+    assert_eq!(shown["usage"]["tokens"], 6);
+
+    // A line that is not an item: exit status 2, nothing from its batch on is sent.
+    std::fs::write(
+        &input,
+        "{\"budget\":\"other\",\"dimensions\":{\"tokens\":1}}\n{\"budget\":\"other\"}\n",
+    )
+    .unwrap();
+    let out = stowage(&[&["budget", "report-batch", "-i", file], &u[..]].concat());
+    assert_eq!(out.status.code(), Some(2));
+    let shown = json(&stowage(&[&["budget", "show", "other"], &u[..]].concat()));
+    assert_eq!(shown["usage"]["tokens"], 4);
+}
+
+#[test]
 fn budget_windows_set_and_show() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("win.db").display());

@@ -115,6 +115,38 @@ impl Lockstep {
         )
     }
 
+    /// `report_usage_batch` on both: the outer results agree, and each item's answer agrees
+    /// (values equal, errors by kind). Returns the backend's.
+    pub async fn report_usage_batch(
+        &self,
+        items: &[(String, UsageReport)],
+    ) -> Result<Vec<Result<UsageReceipt>>> {
+        let backend = self.backend.report_usage_batch(items).await;
+        let model = self.model.report_usage_batch(items).await;
+        match (&backend, &model) {
+            (Ok(b), Ok(m)) => {
+                let kinds = |answers: &[Result<UsageReceipt>]| -> Vec<_> {
+                    answers
+                        .iter()
+                        .map(|a| a.as_ref().map_err(|e| e.kind()).cloned())
+                        .collect()
+                };
+                assert_eq!(
+                    kinds(b),
+                    kinds(m),
+                    "report_usage_batch: the backend and the model differ (errors by kind)"
+                );
+            }
+            (Err(b), Err(m)) => assert_eq!(
+                b.kind(),
+                m.kind(),
+                "report_usage_batch: the backend and the model fail differently"
+            ),
+            (b, m) => panic!("report_usage_batch: the backend answered {b:?}, the model {m:?}"),
+        }
+        backend
+    }
+
     /// `usage` on both.
     pub async fn usage(&self, budget: &str) -> Result<BudgetUsage> {
         same(
