@@ -1,5 +1,6 @@
 -- stowage PostgreSQL schema, version 6: report_usage_batch (SEMANTICS §4.4) in one call.
--- The body of report_usage (version 4) moves, unchanged, into report_step, which both the single
+-- The body of report_usage (version 4) moves into report_step (unchanged but for skipping
+-- pending_for where no hold is live), which both the single
 -- report and every item of a batch run: the two cannot diverge. report_step takes no lock (its
 -- caller holds the budget's) and collects no expired dedup records (its caller does, once per call),
 -- and it takes the window bounds the call brought as arrays (spec i has bounds starts[i], ends[i];
@@ -66,7 +67,13 @@ BEGIN
       FROM unnest(p_dims) WITH ORDINALITY AS u(dim, ord)
       LEFT JOIN __SCHEMA__.counters c ON win.keep AND c.budget = p_budget AND c.dimension = u.dim
       LEFT JOIN __SCHEMA__.limits l ON l.budget = p_budget AND l.dimension = u.dim;
-    held := __SCHEMA__.pending_for(p_budget, p_dims, p_now);
+    -- pending_for (an SQL function, planned at every call) only where a hold may count: else 0s.
+    IF EXISTS (SELECT 1 FROM __SCHEMA__.reservations x
+                WHERE x.budget = p_budget AND x.state = 'held' AND x.expires_at > p_now) THEN
+        held := __SCHEMA__.pending_for(p_budget, p_dims, p_now);
+    ELSE
+        held := array_fill(0::bigint, ARRAY[n]);
+    END IF;
 
     FOR i IN 1..n LOOP
         IF cur[i]::numeric + held[i] + p_deltas[i] > 9223372036854775807 THEN
