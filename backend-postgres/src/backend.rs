@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgRow};
 use sqlx::{Arguments, Row};
 use stowage_core::raw::validate::to_i64;
+use stowage_core::raw::BatchItem;
 use stowage_core::raw::{
     bounds_always_computable, cleanup_error, commit_answer, commit_fingerprint, dedup_fingerprint,
     idempotent_repeat, refusal_answer, release_answer, report_all_request, reserve_answer,
@@ -18,9 +19,9 @@ use stowage_core::raw::{
     ReservationReply, ResolvedOptions, WindowStep, MAX_WINDOW_CALLS,
 };
 use stowage_core::{
-    BudgetPolicy, BudgetUsage, Capabilities, Checked, ConnectOptions, Error, MultiReceipt,
-    MultiReserveReceipt, QueryParams, Reservation, ReserveReceipt, ReserveRequest, Result,
-    StoreResult, StoredValue, UsageReceipt, UsageReport, Window,
+    BudgetPolicy, BudgetUsage, Capabilities, Checked, ConnectOptions, Error, ErrorKind,
+    MultiReceipt, MultiReserveReceipt, QueryParams, Reservation, ReserveReceipt, ReserveRequest,
+    Result, StoreResult, StoredValue, UsageReceipt, UsageReport, Window,
 };
 
 use crate::budget::{
@@ -213,6 +214,17 @@ impl PostgresBackend {
         self.inner
             .sql()
             .map(|sql| sql.budget.report.clone())
+            .unwrap_or_default()
+    }
+
+    /// The SQL statement `report_usage_batch` sends (one call of a plpgsql function; its eleven
+    /// parameters: budgets, dimension counts, dimensions, deltas, dedup keys, fingerprints, now,
+    /// dedup TTL, window specs, starts, ends), empty before the namespace was initialized through
+    /// this handle.
+    pub fn report_usage_batch_sql(&self) -> String {
+        self.inner
+            .sql()
+            .map(|sql| sql.budget.report_batch.clone())
             .unwrap_or_default()
     }
 }
@@ -903,6 +915,109 @@ impl Access for PostgresBackend {
         Err(window_kept_changing(op, budget))
     }
 
+    /// One call of `report_usage_batch` (every item in order, in one transaction, each by the
+    /// same `report_step` as `report_usage`), one answer row per item. After a rollover the first
+    /// item of a budget whose window needs bounds answers `window`, and so does every later item
+    /// of that budget, unapplied; Rust computes the bounds of the windows named (at the same now)
+    /// and sends those items again, in order, with them: two calls right after a rollover, more
+    /// only when a policy's window changes in between (at most `MAX_WINDOW_CALLS`).
+    ///
+    /// Sent again after a dead connection only when every item sent has a dedup key (each one
+    /// then replays, as a keyed `report_usage` sent twice does); otherwise the outcome is unknown
+    /// and the batch answers `Unavailable`. A failure of the whole statement that is not
+    /// `Unavailable` applied nothing: it is the answer of every item sent.
+    async fn report_usage_batch(
+        &self,
+        items: &[BatchItem<'_>],
+    ) -> Result<Vec<Result<UsageReceipt>>> {
+        let op = "report_usage_batch";
+        let options = &self.inner.options;
+        let now = options.now(op)?;
+        let ttl = to_i64(op, "dedup TTL", options.dedup_ttl_ms)?;
+        let mut answers: Vec<Option<Result<UsageReceipt>>> = items.iter().map(|_| None).collect();
+        let mut sent: Vec<usize> = (0..items.len()).collect();
+        let mut bounds = Bounds::default();
+        for _ in 0..MAX_WINDOW_CALLS {
+            let args = bounds.bind(batch_args(op, items, &sent, now, ttl)?)?;
+            let repeat = if sent.iter().all(|&i| items[i].report.dedup_key.is_some()) {
+                Repeat::Safe
+            } else {
+                Repeat::Once
+            };
+            let rows = self
+                .inner
+                .run(op, repeat, |mut lease, sql| {
+                    let args = args.clone();
+                    async move {
+                        let result = sqlx::query_with(&sql.budget.report_batch, args)
+                            .fetch_all(lease.conn())
+                            .await;
+                        (lease, result.map_err(Fail::from))
+                    }
+                })
+                .await;
+            let rows = match rows {
+                Ok(rows) => rows,
+                Err(error) if error.kind() == ErrorKind::Unavailable => return Err(error),
+                Err(error) => {
+                    for &i in &sent {
+                        answers[i] = Some(Err(error.clone()));
+                    }
+                    break;
+                }
+            };
+            if rows.len() != sent.len() {
+                return Err(Error::unavailable(format!(
+                    "{op}: the server answered {} rows for {} items",
+                    rows.len(),
+                    sent.len()
+                )));
+            }
+            let mut again = Vec::new();
+            let mut asked: Vec<String> = Vec::new();
+            for (&i, row) in sent.iter().zip(&rows) {
+                let item = items[i];
+                let answer = match decode_report(item.budget, row) {
+                    Err(error) => Err(error),
+                    Ok(Report::Reply(reply)) => {
+                        reply.into_receipt(op, item.budget, item.report.dedup_key.as_deref())
+                    }
+                    Ok(Report::Window(window)) => {
+                        let spec = window.spec();
+                        if bounds.specs.contains(&spec) {
+                            // Brought as NULL: the error computing them is the item's answer.
+                            window.bounds_at(now).and_then(|_| {
+                                Err(Error::internal(format!(
+                                    "{op}: the server asked again for the bounds of window \
+                                     {spec} it was given"
+                                )))
+                            })
+                        } else {
+                            again.push(i);
+                            if !asked.contains(&spec) {
+                                asked.push(spec);
+                            }
+                            continue;
+                        }
+                    }
+                };
+                answers[i] = Some(answer);
+            }
+            if again.is_empty() {
+                break;
+            }
+            for spec in &asked {
+                bounds.add_or_mark(op, spec, now)?;
+            }
+            sent = again;
+        }
+        answers
+            .into_iter()
+            .zip(items)
+            .map(|(answer, item)| answer.ok_or_else(|| window_kept_changing(op, item.budget)))
+            .collect()
+    }
+
     /// One statement reads the counters, the stored window and the policy's window; the window
     /// step is applied here (`WindowStep::at`), never written.
     async fn usage(&self, budget: &str) -> Result<BudgetUsage> {
@@ -1031,6 +1146,46 @@ impl Bounds {
             .add(self.ends.clone())
             .done()
     }
+}
+
+/// The arguments of `report_usage_batch` for `items[i]`, `i` in `sent` (in that order): budgets,
+/// dimension counts, dimensions and deltas (concatenated), keys, fingerprints, `now`, dedup TTL.
+fn batch_args(
+    op: &'static str,
+    items: &[BatchItem<'_>],
+    sent: &[usize],
+    now: u64,
+    ttl: i64,
+) -> Result<Bind> {
+    let mut budgets = Vec::with_capacity(sent.len());
+    let mut counts = Vec::with_capacity(sent.len());
+    let mut keys = Vec::with_capacity(sent.len());
+    let mut fingerprints = Vec::with_capacity(sent.len());
+    let mut dims = Vec::with_capacity(sent.len() * 2);
+    let mut deltas = Vec::with_capacity(sent.len() * 2);
+    for &i in sent {
+        let item = items[i];
+        let report = item.report;
+        budgets.push(item.budget.to_owned());
+        counts.push(i32::try_from(report.dimensions.len()).map_err(|_| {
+            Error::internal(format!("{op}: more dimensions than a report may have"))
+        })?);
+        for (dimension, delta) in &report.dimensions {
+            dims.push(dimension.clone());
+            deltas.push(to_i64(op, "delta", *delta)?);
+        }
+        keys.push(report.dedup_key.clone());
+        fingerprints.push(report.dedup_key.as_ref().map(|_| dedup_fingerprint(report)));
+    }
+    Ok(Bind::new(op)
+        .add(budgets)
+        .add(counts)
+        .add(dims)
+        .add(deltas)
+        .add(keys)
+        .add(fingerprints)
+        .add(to_i64(op, "clock", now)?)
+        .add(ttl))
 }
 
 /// The budgets as owned names, for binding.

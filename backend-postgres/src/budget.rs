@@ -17,6 +17,7 @@ use stowage_core::raw::validate::from_i64;
 #[derive(Debug)]
 pub(crate) struct BudgetSql {
     pub(crate) report: String,
+    pub(crate) report_batch: String,
     pub(crate) set_policy: String,
     pub(crate) policy: String,
     pub(crate) delete_policy: String,
@@ -49,6 +50,11 @@ impl BudgetSql {
             report: format!(
                 "SELECT status, b_dims, b_usage, b_limits, b_crossed, b_pending, spec \
                  FROM {schema}.report_usage($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ),
+            // The same columns as `report`, one row per item: decode_report reads both.
+            report_batch: format!(
+                "SELECT status, b_dims, b_usage, b_limits, b_crossed, b_pending, spec \
+                 FROM {schema}.report_usage_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
             ),
             set_policy: format!(
                 "SELECT status, old_spec \

@@ -362,3 +362,72 @@ async fn reservation_calls_are_one_round_trip() {
     r.unwrap();
     assert_eq!(n, 1, "report_usage_all inside the new window");
 }
+
+/// A batch of 100 reports is one round trip whatever its items (several budgets, keys, replays,
+/// breaches); right after a rollover two (the first call answers the items of the rolled budget
+/// from its first one on with the window, Rust brings its bounds, the second call applies them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_one_round_trip_two_after_a_rollover() {
+    let Some((proxied, turns)) = proxied().await else {
+        return;
+    };
+    // 2023-11-14T22:13:20Z, on a 1 s window boundary.
+    const T: u64 = 1_700_000_000_000;
+    let clock = Arc::new(ManualClock::new(T + 500));
+    let namespace = stowage_conformance::unique_namespace("rtb");
+    let backend = PostgresBackend::open(
+        &proxied,
+        ConnectOptions::new()
+            .namespace(namespace)
+            .clock(clock.clone()),
+    )
+    .await
+    .unwrap();
+    backend.initialize().await.unwrap();
+    let limits = BudgetPolicy::new().limit("t", DimensionLimit::both(50, 150));
+    backend
+        .set_policy("w", &limits.clone().window(Window::fixed(1_000, 0)))
+        .await
+        .unwrap();
+    backend.set_policy("p", &limits).await.unwrap();
+    // Warm up (statement preparation), inside the window set_policy stored.
+    let warm = [("p".to_owned(), UsageReport::new().add("t", 0))];
+    backend.report_usage_batch(&warm).await.unwrap();
+
+    let batch = |round: usize| -> Vec<(String, UsageReport)> {
+        (0..100)
+            .map(|i| {
+                // Every fifth item repeats the one before it: a replay.
+                let j = i - usize::from(i % 5 == 4);
+                let budget = ["w", "p", "x"][j % 3].to_owned();
+                let report = UsageReport::new().add("t", 2).add("u", 1);
+                (budget, report.dedup_key(format!("r{round}-{j}")))
+            })
+            .collect()
+    };
+    let (n, answers) = trips_of(&turns, backend.report_usage_batch(&batch(0))).await;
+    let answers = answers.unwrap();
+    assert_eq!(n, 1, "a batch of 100");
+    assert_eq!(answers.len(), 100);
+    // w, p and x get 34, 32 and 34 items, of which 27, 26 and 27 apply (the others replay); w and
+    // p breach their soft limit from their 26th.
+    let replays = answers
+        .iter()
+        .filter(|a| a.as_ref().unwrap().replayed)
+        .count();
+    assert_eq!(replays, 20);
+    assert_eq!(backend.usage("w").await.unwrap().counters["t"], 54);
+    assert_eq!(backend.usage("x").await.unwrap().counters["u"], 27);
+
+    clock.set(T + 1_500);
+    let (n, answers) = trips_of(&turns, backend.report_usage_batch(&batch(1))).await;
+    assert!(answers.unwrap().iter().all(Result::is_ok));
+    assert_eq!(n, 2, "a batch of 100 right after a rollover");
+    assert_eq!(backend.usage("w").await.unwrap().counters["t"], 54);
+    assert_eq!(backend.usage("p").await.unwrap().counters["t"], 104);
+
+    let (n, answers) = trips_of(&turns, backend.report_usage_batch(&batch(2))).await;
+    assert!(answers.unwrap().iter().all(Result::is_ok));
+    assert_eq!(n, 1, "a batch of 100 inside the new window");
+    assert_eq!(backend.usage("w").await.unwrap().counters["t"], 108);
+}

@@ -20,6 +20,7 @@ fn now_ms() -> u64 {
 #[derive(Debug)]
 pub struct RawPostgres {
     sql: String,
+    batch_sql: String,
     connections: Vec<Mutex<PgConnection>>,
 }
 
@@ -40,6 +41,7 @@ impl RawPostgres {
         }
         Arc::new(RawPostgres {
             sql: backend.report_usage_sql().to_owned(),
+            batch_sql: backend.report_usage_batch_sql(),
             connections: conns,
         })
     }
@@ -68,6 +70,58 @@ impl RawPostgres {
             .fetch_one(&mut *conn)
             .await
             .expect("raw report");
+    }
+}
+
+impl RawPostgres {
+    /// One call of the installed `report_usage_batch` function on connection `slot`: the items
+    /// as arrays (budgets, dimension counts, dimensions and deltas concatenated, keys,
+    /// fingerprints), no window bounds, one answer row per item.
+    pub async fn report_batch(&self, slot: usize, items: &[(String, UsageReport)]) {
+        let budgets: Vec<&str> = items.iter().map(|(b, _)| b.as_str()).collect();
+        let counts: Vec<i32> = items
+            .iter()
+            .map(|(_, r)| i32::try_from(r.dimensions.len()).expect("few"))
+            .collect();
+        let dims: Vec<&str> = items
+            .iter()
+            .flat_map(|(_, r)| r.dimensions.keys().map(String::as_str))
+            .collect();
+        let deltas: Vec<i64> = items
+            .iter()
+            .flat_map(|(_, r)| r.dimensions.values())
+            .map(|d| i64::try_from(*d).expect("small"))
+            .collect();
+        let keys: Vec<Option<&str>> = items.iter().map(|(_, r)| r.dedup_key.as_deref()).collect();
+        let fingerprints: Vec<Option<String>> = items
+            .iter()
+            .map(|(_, r)| {
+                r.dedup_key
+                    .as_ref()
+                    .map(|_| stowage::raw::dedup_fingerprint(r))
+            })
+            .collect();
+        let now = i64::try_from(now_ms()).expect("ms fit");
+        let ttl = i64::try_from(DEFAULT_DEDUP_TTL_MS).expect("fits");
+        let no_specs: Vec<String> = Vec::new();
+        let no_bounds: Vec<i64> = Vec::new();
+        let mut conn = self.connections[slot % self.connections.len()].lock().await;
+        let rows = sqlx::query(&self.batch_sql)
+            .bind(&budgets)
+            .bind(&counts)
+            .bind(&dims)
+            .bind(&deltas)
+            .bind(&keys)
+            .bind(&fingerprints)
+            .bind(now)
+            .bind(ttl)
+            .bind(&no_specs)
+            .bind(&no_bounds)
+            .bind(&no_bounds)
+            .fetch_all(&mut *conn)
+            .await
+            .expect("raw batch");
+        assert_eq!(rows.len(), items.len(), "one row per item");
     }
 }
 
