@@ -208,6 +208,8 @@ pub enum Op {
     CommitAll(Vec<String>, String, BTreeMap<String, u64>),
     ReleaseAll(Vec<String>, String),
     ReportAll(Vec<String>, UsageReport),
+    /// `report_usage_batch` of these items.
+    Batch(Vec<(String, UsageReport)>),
     /// Moves the shared clock forward by this many milliseconds, stopping at `MAX_AMOUNT`.
     Advance(u64),
     /// Moves the shared clock forward to this time, if it is not there yet (the end of time).
@@ -234,6 +236,8 @@ pub enum Answer {
     Multi(MultiReceipt),
     Reservation(Option<Reservation>),
     Reservations(Vec<Reservation>),
+    /// A batch's answers, item by item (`Receipt` or `Failed`).
+    Batch(Vec<Answer>),
     Failed(ErrorKind),
 }
 
@@ -313,21 +317,23 @@ pub fn random_op(rng: &mut Rng, advance_steps: &[u64]) -> Op {
         }
         8..=9 => Op::Policy(random_name(rng, &words.budgets)),
         10..=12 => Op::DeletePolicy(random_name(rng, &words.budgets)),
-        13..=49 => {
-            let mut report = UsageReport::new();
-            let dims = if rng.chance(3) { 0 } else { 1 + rng.below(3) };
-            for _ in 0..dims {
-                let delta = if rng.chance(2) {
-                    MAX_AMOUNT + 1
+        13..=44 => Op::Report(random_name(rng, &words.budgets), random_report(rng)),
+        45..=49 => {
+            // 0 to 8 items, now and then one sent twice (a replay or, changed, a conflict
+            // inside the batch).
+            let mut items: Vec<(String, UsageReport)> = Vec::new();
+            for _ in 0..rng.below(9) {
+                if !items.is_empty() && rng.chance(20) {
+                    let (budget, mut report) = rng.pick(&items).clone();
+                    if rng.chance(30) {
+                        report = report.add(random_name(rng, &words.dimensions), 1);
+                    }
+                    items.push((budget, report));
                 } else {
-                    *rng.pick(DELTAS)
-                };
-                report = report.add(random_name(rng, &words.dimensions), delta);
+                    items.push((random_name(rng, &words.budgets), random_report(rng)));
+                }
             }
-            if rng.chance(60) {
-                report = report.dedup_key(random_name(rng, &words.keys));
-            }
-            Op::Report(random_name(rng, &words.budgets), report)
+            Op::Batch(items)
         }
         50..=55 => Op::Usage(random_name(rng, &words.budgets)),
         56..=58 => Op::Reset(random_name(rng, &words.budgets)),
@@ -362,6 +368,26 @@ pub fn random_op(rng: &mut Rng, advance_steps: &[u64]) -> Op {
         }
         _ => Op::Advance(*rng.pick(advance_steps)),
     }
+}
+
+/// A report of 0 to 3 dimensions (now and then none, or a delta above `MAX_AMOUNT`), keyed
+/// six times in ten.
+fn random_report(rng: &mut Rng) -> UsageReport {
+    let words = &*VOCABULARY;
+    let mut report = UsageReport::new();
+    let dims = if rng.chance(3) { 0 } else { 1 + rng.below(3) };
+    for _ in 0..dims {
+        let delta = if rng.chance(2) {
+            MAX_AMOUNT + 1
+        } else {
+            *rng.pick(DELTAS)
+        };
+        report = report.add(random_name(rng, &words.dimensions), delta);
+    }
+    if rng.chance(60) {
+        report = report.dedup_key(random_name(rng, &words.keys));
+    }
+    report
 }
 
 /// The TTLs reservations draw from (the short ones expire within a sequence; clock moves by them
@@ -462,6 +488,20 @@ impl Reservations {
         }
         actual
     }
+}
+
+/// A small report on the common dimensions (where holds and tight policies are), unkeyed.
+fn small_report(rng: &mut Rng) -> UsageReport {
+    let mut report = UsageReport::new();
+    for dimension in &VOCABULARY.dimensions[..COMMON] {
+        if rng.chance(50) {
+            report = report.add(dimension.clone(), rng.below(8));
+        }
+    }
+    if report.dimensions.is_empty() {
+        report = report.add(VOCABULARY.dimensions[0].clone(), 1);
+    }
+    report
 }
 
 /// A policy of hard (and some soft) limits on the common dimensions, small enough that holds
@@ -594,18 +634,20 @@ pub fn random_reservation_op(rng: &mut Rng, made: &mut Reservations) -> Op {
             Op::ReportAll(budgets, report)
         }
         87..=93 => Op::SetPolicy(reservation_budget(rng), tight_policy(rng)),
-        94..=97 => {
-            // A small report where holds are: it must count them against hard limits.
-            let mut report = UsageReport::new();
-            for dimension in &VOCABULARY.dimensions[..COMMON] {
-                if rng.chance(50) {
-                    report = report.add(dimension.clone(), rng.below(8));
-                }
-            }
-            if report.dimensions.is_empty() {
-                report = report.add(VOCABULARY.dimensions[0].clone(), 1);
-            }
-            Op::Report(reservation_budget(rng), report)
+        94..=95 => Op::Report(reservation_budget(rng), small_report(rng)),
+        96..=97 => {
+            // Small reports where holds are, some keyed with reservation ids: a batch counts
+            // holds item by item.
+            let items = (0..1 + rng.below(6))
+                .map(|_| {
+                    let mut report = small_report(rng);
+                    if rng.chance(30) {
+                        report.dedup_key = Some(made.target(rng, false).1);
+                    }
+                    (reservation_budget(rng), report)
+                })
+                .collect();
+            Op::Batch(items)
         }
         _ => Op::Advance(*rng.pick(&RESERVE_TTLS[..RESERVE_TTLS.len() - 1])),
     }
@@ -653,6 +695,14 @@ pub async fn apply(backend: &dyn Backend, clock: &ManualClock, op: &Op) -> Answe
             let budgets: Vec<&str> = budgets.iter().map(String::as_str).collect();
             answer(backend.report_usage_all(&budgets, r).await, Answer::Multi)
         }
+        Op::Batch(items) => answer(backend.report_usage_batch(items).await, |answers| {
+            Answer::Batch(
+                answers
+                    .into_iter()
+                    .map(|a| answer(a, Answer::Receipt))
+                    .collect(),
+            )
+        }),
         Op::Advance(ms) => {
             clock.set(clock.now_ms().saturating_add(*ms).min(MAX_AMOUNT));
             Answer::Unit
@@ -806,6 +856,20 @@ pub async fn run_sequence(ctx: &Ctx, seed: u64, ops: usize) -> std::result::Resu
         if let Some(slot) = retried {
             if want != Answer::Failed(ErrorKind::InvalidInput) {
                 last_keyed.insert(slot, (via, op.clone()));
+            }
+        }
+        if let (Op::Batch(items), Answer::Batch(answers)) = (&op, &want) {
+            // Each keyed item is a report like any other: its retry comes at the end.
+            for ((budget, report), answer) in items.iter().zip(answers) {
+                if let (Some(key), false) = (
+                    &report.dedup_key,
+                    *answer == Answer::Failed(ErrorKind::InvalidInput),
+                ) {
+                    last_keyed.insert(
+                        (budget.clone(), format!("key {key}")),
+                        (via, Op::Report(budget.clone(), report.clone())),
+                    );
+                }
             }
         }
     }

@@ -76,6 +76,7 @@ macro_rules! conformance_tests {
         $crate::__conformance_windows!($backend);
         $crate::__conformance_reservations!($backend);
         $crate::__conformance_several!($backend);
+        $crate::__conformance_batch!($backend);
         $crate::__conformance_differential!($backend);
     };
 }

@@ -205,6 +205,28 @@ async fn reservation_defects_fail_their_cases_and_the_differential_test() {
             ],
         ),
         (
+            Defect::BatchInReverse,
+            &[
+                "batch::a_batch_answers_exactly_as_the_calls_one_by_one",
+                "batch::later_items_see_earlier_ones",
+                "batch::a_batch_after_a_rollover_counts_in_the_new_window",
+            ],
+        ),
+        (
+            Defect::BatchFailsWhole,
+            &[
+                "batch::a_batch_answers_exactly_as_the_calls_one_by_one",
+                "batch::a_batch_after_a_rollover_counts_in_the_new_window",
+            ],
+        ),
+        (
+            Defect::BatchKeysOnlyFromBefore,
+            &[
+                "batch::a_batch_answers_exactly_as_the_calls_one_by_one",
+                "batch::later_items_see_earlier_ones",
+            ],
+        ),
+        (
             Defect::ReserveAllKeepsHolds,
             &[
                 "several::reserve_all_refusal_releases_the_other_holds",

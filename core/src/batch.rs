@@ -21,12 +21,15 @@ pub struct BatchItem<'a> {
     pub report: &'a UsageReport,
 }
 
+/// The invalid items of a batch: each one's position and error.
+pub type InvalidItems = Vec<(usize, Error)>;
+
 /// The valid items of `items` in order, and the error of every invalid one by position.
 /// `InvalidInput` for the whole call when there are more than [`MAX_BATCH_ITEMS`].
 pub fn split<'a>(
     op: &str,
     items: &'a [(String, UsageReport)],
-) -> Result<(Vec<BatchItem<'a>>, Vec<(usize, Error)>)> {
+) -> Result<(Vec<BatchItem<'a>>, InvalidItems)> {
     if items.len() > MAX_BATCH_ITEMS {
         return Err(Error::invalid_input(format!(
             "{op}: {} items; a batch has 0 to {MAX_BATCH_ITEMS}",
@@ -58,7 +61,7 @@ pub fn merge(
     len: usize,
     valid: &[BatchItem<'_>],
     answers: Vec<Result<UsageReceipt>>,
-    invalid: Vec<(usize, Error)>,
+    invalid: InvalidItems,
 ) -> Result<Vec<Result<UsageReceipt>>> {
     if answers.len() != valid.len() {
         return Err(Error::unavailable(format!(

@@ -4,6 +4,7 @@
 //! cases in suite order: that list alone makes the module's `cases()` (for `all_cases`) and its
 //! `#[test]`s in every backend's test file (through `conformance_tests!`).
 
+pub mod batch;
 pub mod budget;
 pub mod dedup;
 pub mod lifecycle;

@@ -60,6 +60,15 @@ pub enum Defect {
     /// `reserve_all` keeps the holds it made on the other budgets when one budget refuses or
     /// fails (an engine that forgets to undo).
     ReserveAllKeepsHolds,
+    /// `report_usage_batch` runs its items last to first (an engine that sends its pipeline
+    /// backwards): later items do not see earlier ones.
+    BatchInReverse,
+    /// An item's error fails the whole batch (an engine that aborts its transaction on the
+    /// first error instead of rolling back the one item).
+    BatchFailsWhole,
+    /// A dedup key sent twice in one batch applies twice (an engine that checks keys only
+    /// against the records written before the batch).
+    BatchKeysOnlyFromBefore,
 }
 
 impl Defect {
@@ -423,6 +432,42 @@ impl BudgetBackend for Model {
                 }
                 _ => self.inner.report_usage(b, r).await,
             }
+        })
+    }
+    fn report_usage_batch<'a>(
+        &'a self,
+        items: &'a [(String, UsageReport)],
+    ) -> BoxFuture<'a, Result<Vec<Result<UsageReceipt>>>> {
+        Box::pin(async move {
+            let op = "report_usage_batch";
+            let (valid, invalid) = raw::split_batch(op, items)?;
+            let mut order: Vec<raw::BatchItem<'_>> = valid.clone();
+            if self.defect == Defect::BatchInReverse {
+                order.reverse();
+            }
+            let mut seen = BTreeSet::new();
+            let mut answers = BTreeMap::new();
+            for item in &order {
+                let mut report = item.report.clone();
+                if let Some(key) = &report.dedup_key {
+                    let first = seen.insert((item.budget, key.clone()));
+                    if self.defect == Defect::BatchKeysOnlyFromBefore && !first {
+                        report.dedup_key = None;
+                    }
+                }
+                let answer = self.report_usage(item.budget, &report).await;
+                match &answer {
+                    Err(e) if self.defect == Defect::BatchFailsWhole => return Err(e.clone()),
+                    Err(e) if e.kind() == ErrorKind::Unavailable => return Err(e.clone()),
+                    _ => {}
+                }
+                answers.insert(item.index, answer);
+            }
+            let answers = valid
+                .iter()
+                .map(|item| answers.remove(&item.index).expect("answered"))
+                .collect();
+            raw::merge_batch(op, items.len(), &valid, answers, invalid)
         })
     }
     fn usage<'a>(&'a self, b: &'a str) -> BoxFuture<'a, Result<BudgetUsage>> {
