@@ -25,7 +25,9 @@ fn main() {
         .map_or(10_000, |a| a.parse().expect("iterations"));
     let callers: u64 = args.get(3).map_or(1, |a| a.parse().expect("callers"));
     let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("loop.db").display());
+    let path = std::env::var("REPORT_LOOP_DB")
+        .unwrap_or_else(|_| dir.path().join("loop.db").display().to_string());
+    let url = format!("sqlite://{path}");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -79,6 +81,14 @@ fn main() {
                                 .collect();
                             backend.report_usage_batch(&items).await.expect("batch");
                             i += 100;
+                        }
+                        "store" => {
+                            let value = serde_json::json!({"celsius": 21.5, "seq": i});
+                            backend
+                                .store(&format!("sensor-{}-{}", caller, i % 100), &value, i)
+                                .await
+                                .expect("store");
+                            i += 1;
                         }
                         other => panic!("unknown mode {other}"),
                     }

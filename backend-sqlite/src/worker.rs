@@ -43,6 +43,7 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard, TryLockError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode};
 use stowage_core::{Error, Result};
 use tokio::sync::oneshot;
@@ -55,7 +56,7 @@ pub(crate) const READERS: usize = 2;
 
 /// How many read connections a file-backed backend keeps for short reads on the calling task
 /// ([`Worker::read_now`]): as many tasks as run at once can each find one free.
-pub(crate) const NOW_READERS: usize = 4;
+pub(crate) const NOW_READERS: usize = 2;
 
 const QUEUED: u8 = 0;
 const STARTED: u8 = 1;
@@ -636,13 +637,18 @@ fn reader_thread(
     }
 }
 
-/// A read-only connection for [`Worker::read_now`]: fails at once where it would wait for a lock.
+/// A read-only connection for [`Worker::read_now`]: fails at once where it would wait for a lock,
+/// and never checkpoints when it closes (a checkpoint on close takes the file's exclusive lock
+/// when it is the last connection: that is for the writer and the reader threads to do).
 fn open_now_reader(config: &SqliteConfig) -> Result<Connection> {
+    let op = "connect";
     let conn = open(config)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+        .map_err(|e| error::map(op, e))?;
     conn.pragma_update(None, "query_only", true)
-        .map_err(|e| error::map("connect", e))?;
+        .map_err(|e| error::map(op, e))?;
     conn.busy_timeout(Duration::ZERO)
-        .map_err(|e| error::map("connect", e))?;
+        .map_err(|e| error::map(op, e))?;
     Ok(conn)
 }
 
@@ -876,6 +882,12 @@ pub(crate) fn open(config: &SqliteConfig) -> Result<Connection> {
     conn.pragma_update(None, "synchronous", synchronous)
         .map_err(|e| error::map(op, e))?;
     conn.set_prepared_statement_cache_capacity(64);
+    // Without the query planner stability guarantee, SQLite (built with STAT4) re-prepares a
+    // statement whenever a parameter compared to an indexed column by a range changes: the clock
+    // in the dedup clean-up and in `pending`, i.e. on every report (a quarter of the writer's time
+    // under load, by `perf`). There are no statistics to plan with (no ANALYZE): plans are equal.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map_err(|e| error::map(op, e))?;
     Ok(conn)
 }
 
