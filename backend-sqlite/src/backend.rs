@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::collections::BTreeMap;
 
 use stowage_core::{
-    BudgetPolicy, BudgetUsage, Capabilities, Checked, ConnectOptions, Error, MultiReceipt,
-    MultiReserveReceipt, QueryParams, Reservation, ReserveReceipt, ReserveRequest, Result,
-    StoreResult, StoredValue, UsageReceipt, UsageReport,
+    BudgetPolicy, BudgetUsage, Capabilities, Checked, ConnectOptions, Error, ErrorKind,
+    MultiReceipt, MultiReserveReceipt, QueryParams, Reservation, ReserveReceipt, ReserveRequest,
+    Result, StoreResult, StoredValue, UsageReceipt, UsageReport,
 };
 
 use stowage_core::raw::{
-    commit_all, release_all, report_usage_all, reserve_all, run_now, Access, NewRow, Pattern,
-    ResolvedOptions,
+    commit_all, release_all, report_usage_all, reserve_all, run_now, Access, BatchItem, NewRow,
+    Pattern, ResolvedOptions,
 };
 
 use crate::config::{SqliteConfig, SqliteLocation};
@@ -242,8 +242,23 @@ impl Access for SqliteBackend {
             .await
     }
 
+    /// A keyed report whose dedup record is live is answered (replay or `Conflict`) by a read on
+    /// the calling task when a read connection is free ([`Worker::read_now`]), without entering
+    /// the writer's queue; everything else, and any failure of that read, goes to the writer,
+    /// which checks the record again inside its transaction (a first write racing this read stays
+    /// exact). A live record never changes until it expires, so the read's answer is the one the
+    /// writer would give at the same instant.
     async fn report_usage(&self, budget: &str, report: &UsageReport) -> Result<UsageReceipt> {
         let op = "report_usage";
+        if report.dedup_key.is_some() {
+            let recorded = self.worker.read_now(|c| {
+                let now = self.options.now(op)?;
+                budget::recorded_answer(c, &self.namespace, budget, report, now)
+            });
+            if let Some(Ok(Some(answer))) = recorded {
+                return answer;
+            }
+        }
         let ns = self.namespace.clone();
         let budget = budget.to_owned();
         let report = report.clone();
@@ -255,6 +270,37 @@ impl Access for SqliteBackend {
                 budget::report_usage(c, &ns, &budget, &report, now, options.dedup_ttl_ms)
             })
             .await
+    }
+
+    /// The whole batch is one write (one job in the writer's queue, so one transaction and one
+    /// commit, possibly shared with other writes), each item in its own savepoint, at one clock
+    /// reading. A failure of the transaction (its commit included) is the outer `Unavailable`.
+    async fn report_usage_batch(
+        &self,
+        items: &[BatchItem<'_>],
+    ) -> Result<Vec<Result<UsageReceipt>>> {
+        let op = "report_usage_batch";
+        let ns = self.namespace.clone();
+        let options = self.options.clone();
+        let items: Vec<(String, UsageReport)> = items
+            .iter()
+            .map(|item| (item.budget.to_owned(), item.report.clone()))
+            .collect();
+        self.worker
+            .write(op, move |c| match options.now(op) {
+                Ok(now) => budget::report_usage_batch(c, &ns, &items, now, options.dedup_ttl_ms),
+                // As each call would: every item answers the clock's error, nothing is written.
+                Err(e) => Ok(items.iter().map(|_| Err(e.clone())).collect()),
+            })
+            .await
+            .map_err(|e| match e.kind() {
+                ErrorKind::Unavailable => e,
+                _ => Error::unavailable(format!(
+                    "{op}: the batch's transaction failed; whether its items were applied is \
+                     unknown (retrying with the same keys is safe)"
+                ))
+                .with_source(e),
+            })
     }
 
     async fn usage(&self, budget: &str) -> Result<BudgetUsage> {

@@ -8,7 +8,8 @@ use stowage_core::raw::{
     StoredWindow, WindowChange, WindowStep,
 };
 use stowage_core::{
-    BudgetPolicy, BudgetUsage, Error, Result, UsageReceipt, UsageReport, Window, WindowBounds,
+    BudgetPolicy, BudgetUsage, Error, ErrorKind, Result, UsageReceipt, UsageReport, Window,
+    WindowBounds,
 };
 
 use crate::error;
@@ -83,8 +84,8 @@ pub(crate) fn report_usage(
     let op = "report_usage";
     let fingerprint = report.dedup_key.as_ref().map(|_| dedup_fingerprint(report));
     if let (Some(key), Some(fingerprint)) = (&report.dedup_key, &fingerprint) {
-        if let Some(replay) = replay(conn, ns, budget, key, fingerprint, now)? {
-            return Ok(replay);
+        if let Some(answer) = recorded(conn, ns, budget, key, fingerprint, now)? {
+            return answer;
         }
     }
     let policy = policy(conn, op, ns, budget)?;
@@ -116,15 +117,69 @@ pub(crate) fn report_usage(
     })
 }
 
-/// The recorded answer for a live dedup record with the same fingerprint; `Conflict` for a different one.
-fn replay(
+/// `report_usage` of every `(budget, report)` of `items` in order, inside the caller's transaction
+/// at one clock reading `now`: one answer per item, exactly those of the calls one by one (each
+/// item sees the items before it). Every item runs in its own savepoint, so an item that fails
+/// after writing undoes only its own writes. An item that fails `Unavailable` (the store itself)
+/// ends the batch with that error as the outer `Err`, and so does a savepoint statement that
+/// fails: the caller's transaction must then be rolled back whole.
+pub(crate) fn report_usage_batch(
+    conn: &Connection,
+    ns: &str,
+    items: &[(String, UsageReport)],
+    now: u64,
+    dedup_ttl_ms: u64,
+) -> Result<Vec<Result<UsageReceipt>>> {
+    let op = "report_usage_batch";
+    let savepoint = |sql: &str| {
+        conn.prepare_cached(sql)
+            .and_then(|mut s| s.execute([]))
+            .map(|_| ())
+            .map_err(|e| error::map(op, e))
+    };
+    let mut answers = Vec::with_capacity(items.len());
+    for (budget, report) in items {
+        savepoint("SAVEPOINT stowage_item")?;
+        let answer = report_usage(conn, ns, budget, report, now, dedup_ttl_ms);
+        if let Err(e) = &answer {
+            if e.kind() == ErrorKind::Unavailable {
+                return Err(e.clone());
+            }
+            savepoint("ROLLBACK TO stowage_item")?;
+        }
+        savepoint("RELEASE stowage_item")?;
+        answers.push(answer);
+    }
+    Ok(answers)
+}
+
+/// What a live dedup record of `report`'s key says at `now`, read without writing anything: its
+/// replay (same fingerprint) or `Conflict` (another one); `None` for an unkeyed report or without
+/// a live record. The outer `Err` is a failure of the store.
+pub(crate) fn recorded_answer(
+    conn: &Connection,
+    ns: &str,
+    budget: &str,
+    report: &UsageReport,
+    now: u64,
+) -> Result<Option<Result<UsageReceipt>>> {
+    match &report.dedup_key {
+        Some(key) => recorded(conn, ns, budget, key, &dedup_fingerprint(report), now),
+        None => Ok(None),
+    }
+}
+
+/// The answer of the live dedup record of `key`: the recorded outcome replayed for the same
+/// fingerprint, `Conflict` for a different one; `None` when no record of `key` is live at `now`.
+/// The outer `Err` is a failure of the store.
+fn recorded(
     conn: &Connection,
     ns: &str,
     budget: &str,
     key: &str,
     fingerprint: &str,
     now: u64,
-) -> Result<Option<UsageReceipt>> {
+) -> Result<Option<Result<UsageReceipt>>> {
     let op = "report_usage";
     let found: Option<(String, String, i64)> = conn
         .prepare_cached(
@@ -147,12 +202,12 @@ fn replay(
         return Ok(None);
     }
     if stored_fingerprint != fingerprint {
-        return Err(Error::dedup_conflict(op, budget, key));
+        return Ok(Some(Err(Error::dedup_conflict(op, budget, key))));
     }
-    Ok(Some(UsageReceipt {
+    Ok(Some(Ok(UsageReceipt {
         outcome: decode_outcome(op, &outcome)?,
         replayed: true,
-    }))
+    })))
 }
 
 /// Writes the dedup record with its expiry (`dedup_expiry(now, dedup_ttl_ms)` of this, the

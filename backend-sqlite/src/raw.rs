@@ -35,3 +35,33 @@ pub fn report_usage(
     tx.commit().map_err(|e| error::map(op, e))?;
     Ok(receipt)
 }
+
+/// `report_usage` of every `(budget, report)` of `items`, in order, in one `BEGIN IMMEDIATE`
+/// transaction with the same cached statements and one commit: the raw ceiling of a batch (no
+/// savepoints, so an item that fails after writing is not undone; the first failure rolls the
+/// whole transaction back and is returned). Items must be valid, as for [`report_usage`].
+pub fn report_usage_batch(
+    conn: &mut Connection,
+    namespace: &str,
+    items: &[(String, UsageReport)],
+    now: u64,
+    dedup_ttl_ms: u64,
+) -> Result<Vec<UsageReceipt>> {
+    let op = "report_usage_batch";
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| error::map(op, e))?;
+    let mut receipts = Vec::with_capacity(items.len());
+    for (budget, report) in items {
+        receipts.push(budget::report_usage(
+            &tx,
+            namespace,
+            budget,
+            report,
+            now,
+            dedup_ttl_ms,
+        )?);
+    }
+    tx.commit().map_err(|e| error::map(op, e))?;
+    Ok(receipts)
+}

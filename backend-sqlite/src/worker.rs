@@ -39,10 +39,11 @@
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, TryLockError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode};
 use stowage_core::{Error, Result};
 use tokio::sync::oneshot;
@@ -52,6 +53,10 @@ use crate::error;
 
 /// How many read connections, each on its own thread, a file-backed backend keeps.
 pub(crate) const READERS: usize = 2;
+
+/// How many read connections a file-backed backend keeps for short reads on the calling task
+/// ([`Worker::read_now`]): as many tasks as run at once can each find one free.
+pub(crate) const NOW_READERS: usize = 2;
 
 const QUEUED: u8 = 0;
 const STARTED: u8 = 1;
@@ -275,6 +280,8 @@ pub(crate) struct Worker {
     shared: Arc<Shared>,
     writer: Lane,
     readers: Option<Lane>,
+    /// Read connections for [`Worker::read_now`] (none for `sqlite::memory:`).
+    now_readers: Vec<Mutex<Connection>>,
 }
 
 /// A lane's threads just spawned: its channel, the threads, and one "opened" answer per thread.
@@ -296,12 +303,24 @@ impl Worker {
             }
             SqliteLocation::Memory => None,
         };
-        Ok(Worker {
+        let mut worker = Worker {
             config,
             shared,
             writer,
             readers,
-        })
+            now_readers: Vec::new(),
+        };
+        if worker.readers.is_some() {
+            // Opened on a reader thread: opening touches the file, never on the executor.
+            let config = worker.config.clone();
+            let conns: Vec<Connection> = worker
+                .read("connect", move |_| {
+                    (0..NOW_READERS).map(|_| open_now_reader(&config)).collect()
+                })
+                .await?;
+            worker.now_readers = conns.into_iter().map(Mutex::new).collect();
+        }
+        Ok(worker)
     }
 
     async fn start_lane(
@@ -344,6 +363,28 @@ impl Worker {
     {
         let lane = self.readers.as_ref().unwrap_or(&self.writer);
         self.plain(lane, op, f, false).await
+    }
+
+    /// Runs the short read `f` on the calling task, on a read connection that is free right now:
+    /// `None` when every one is in use (it never waits for one) or the database is
+    /// `sqlite::memory:` (it has none).
+    ///
+    /// This is the one place SQLite runs on the caller's thread, so what bounds it: WAL readers
+    /// never wait for a writer (they read the last committed state, whoever holds the write lock),
+    /// these connections have a busy timeout of 0 (where SQLite would wait for a lock — a
+    /// connection recovering the WAL after a crash — the read fails at once instead), and `f` is
+    /// meant for a lookup by primary key: a few pages of a B-tree, read from the OS page cache.
+    pub(crate) fn read_now<R>(&self, f: impl FnOnce(&Connection) -> R) -> Option<R> {
+        let conn = self
+            .now_readers
+            .iter()
+            .find_map(|slot| match slot.try_lock() {
+                Ok(conn) => Some(conn),
+                // A panic in an earlier read left the connection as it is: usable.
+                Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            })?;
+        Some(f(&conn))
     }
 
     async fn plain<R, F>(&self, lane: &Lane, op: &'static str, f: F, effects: bool) -> Result<R>
@@ -596,6 +637,21 @@ fn reader_thread(
     }
 }
 
+/// A read-only connection for [`Worker::read_now`]: fails at once where it would wait for a lock,
+/// and never checkpoints when it closes (a checkpoint on close takes the file's exclusive lock
+/// when it is the last connection: that is for the writer and the reader threads to do).
+fn open_now_reader(config: &SqliteConfig) -> Result<Connection> {
+    let op = "connect";
+    let conn = open(config)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+        .map_err(|e| error::map(op, e))?;
+    conn.pragma_update(None, "query_only", true)
+        .map_err(|e| error::map(op, e))?;
+    conn.busy_timeout(Duration::ZERO)
+        .map_err(|e| error::map(op, e))?;
+    Ok(conn)
+}
+
 /// The busy timeout last given to a connection, so it is set again only when it changes.
 #[derive(Debug, Default)]
 struct BusyTimeout(Option<Duration>);
@@ -826,6 +882,12 @@ pub(crate) fn open(config: &SqliteConfig) -> Result<Connection> {
     conn.pragma_update(None, "synchronous", synchronous)
         .map_err(|e| error::map(op, e))?;
     conn.set_prepared_statement_cache_capacity(64);
+    // Without the query planner stability guarantee, SQLite (built with STAT4) re-prepares a
+    // statement whenever a parameter compared to an indexed column by a range changes: the clock
+    // in the dedup clean-up and in `pending`, i.e. on every report (a quarter of the writer's time
+    // under load, by `perf`). There are no statistics to plan with (no ANALYZE): plans are equal.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map_err(|e| error::map(op, e))?;
     Ok(conn)
 }
 

@@ -192,6 +192,25 @@ fn report_concurrent(c: &mut Criterion) {
             })
         });
     }
+    // The SQLite ceiling for 32 callers: what one connection commits when every transaction holds
+    // 100 reports (more than 32 callers can ever have in flight), on the calling thread.
+    let raw_sqlite = rt.block_on(RawSqlite::start(&d.sqlite_url));
+    group.bench_function("raw-sqlite-100-per-tx", |b| {
+        b.iter_custom(|iters| {
+            const PER_TX: u64 = 100;
+            let rounds = iters.div_ceil(PER_TX);
+            let start = Instant::now();
+            for round in 0..rounds {
+                let items: Vec<_> = (0..PER_TX)
+                    .map(|i| (team(round * PER_TX + i), gateway_report(fresh_key())))
+                    .collect();
+                raw_sqlite.report_batch(&items);
+            }
+            let nanos =
+                start.elapsed().as_nanos() * u128::from(iters) / u128::from(rounds * PER_TX);
+            Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        })
+    });
     let raw_pg = rt.block_on(RawPostgres::start(&d.postgres_url, 32));
     group.bench_function("raw-postgres", |b| {
         b.to_async(rt).iter_custom(|iters| {

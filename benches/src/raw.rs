@@ -266,4 +266,17 @@ impl RawSqlite {
         )
         .expect("raw report");
     }
+
+    /// `items` in one `BEGIN IMMEDIATE … COMMIT` (stowage's statements, one fsync for all).
+    pub fn report_batch(&self, items: &[(String, UsageReport)]) {
+        let mut conn = self.conn.lock().expect("not poisoned");
+        stowage_sqlite::raw::report_usage_batch(
+            &mut conn,
+            &self.namespace,
+            items,
+            now_ms(),
+            DEFAULT_DEDUP_TTL_MS,
+        )
+        .expect("raw batch");
+    }
 }
