@@ -65,9 +65,50 @@ impl RawPostgres {
             .bind(fingerprint.as_deref())
             .bind(now)
             .bind(ttl)
+            .bind(None::<&str>) // no window bounds: a lifetime budget
+            .bind(None::<i64>)
+            .bind(None::<i64>)
             .fetch_one(&mut *conn)
             .await
             .expect("raw report");
+    }
+
+    /// `items` (budget, report) on connection `slot` as one batch.
+    ///
+    /// TEMPORARY (issue 13): until the PostgreSQL batch function is merged, this runs the
+    /// existing single-report function once per item inside one explicit transaction on one
+    /// connection (`items.len()` + 2 round trips, one commit); the PostgreSQL helper's version,
+    /// one call of the batch function, replaces it at merge.
+    pub async fn report_batch(&self, slot: usize, items: &[(String, UsageReport)]) {
+        let now = i64::try_from(now_ms()).expect("ms fit");
+        let ttl = i64::try_from(DEFAULT_DEDUP_TTL_MS).expect("fits");
+        let mut conn = self.connections[slot % self.connections.len()].lock().await;
+        let mut tx = conn.begin().await.expect("BEGIN");
+        for (budget, report) in items {
+            let dims: Vec<&str> = report.dimensions.keys().map(String::as_str).collect();
+            let deltas: Vec<i64> = report
+                .dimensions
+                .values()
+                .map(|d| i64::try_from(*d).expect("small"))
+                .collect();
+            let key = report.dedup_key.as_deref();
+            let fingerprint = key.map(|_| stowage::raw::dedup_fingerprint(report));
+            sqlx::query(&self.sql)
+                .bind(budget)
+                .bind(&dims)
+                .bind(&deltas)
+                .bind(key)
+                .bind(fingerprint.as_deref())
+                .bind(now)
+                .bind(ttl)
+                .bind(None::<&str>)
+                .bind(None::<i64>)
+                .bind(None::<i64>)
+                .fetch_one(&mut *tx)
+                .await
+                .expect("raw report");
+        }
+        tx.commit().await.expect("COMMIT");
     }
 }
 
@@ -209,5 +250,27 @@ impl RawSqlite {
             DEFAULT_DEDUP_TTL_MS,
         )
         .expect("raw report");
+    }
+
+    /// `items` (budget, report) as one batch.
+    ///
+    /// TEMPORARY (issue 13): `stowage_sqlite::raw` offers no way yet to run stowage's statements
+    /// inside a transaction the caller holds, so this is one `BEGIN IMMEDIATE … COMMIT` per item
+    /// (no better than [`RawSqlite::report`] in a loop). The SQLite helper's version, one
+    /// transaction of all items with stowage's own statements, replaces it at merge.
+    pub fn report_batch(&self, items: &[(String, UsageReport)]) {
+        let mut conn = self.conn.lock().expect("not poisoned");
+        let now = now_ms();
+        for (budget, report) in items {
+            stowage_sqlite::raw::report_usage(
+                &mut conn,
+                &self.namespace,
+                budget,
+                report,
+                now,
+                DEFAULT_DEDUP_TTL_MS,
+            )
+            .expect("raw report");
+        }
     }
 }
