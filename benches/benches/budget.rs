@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use stowage_benches::ceiling::{RedisBenchmark, MIN_REQUESTS};
 use stowage_benches::raw::{RawPostgres, RawSqlite, RawValkey};
 use stowage_benches::seed::SeedPostgres;
 use stowage_benches::{connect_prepared, deployments, gateway_report, runtime, BUDGET};
@@ -303,6 +304,74 @@ fn report_valkey_50(c: &mut Criterion) {
             }
         })
     });
+    // The ceiling: redis-benchmark's 50 clients on the same server, same script and call.
+    if let Some(ceiling) = rt.block_on(RedisBenchmark::prepare(&d.valkey_url, 50)) {
+        let shown = std::sync::Once::new();
+        group.bench_function("redis-benchmark", |b| {
+            shown.call_once(|| eprintln!("{}", ceiling.command_line(MIN_REQUESTS)));
+            b.iter_custom(|iters| ceiling.time(iters))
+        });
+    }
+    group.finish();
+}
+
+/// Reports per batch in `report_usage_batch_100`.
+const BATCH: u64 = 100;
+
+/// `BATCH` fresh-key reports spread over the [`TEAMS`] budgets, as one batch.
+fn fresh_batch() -> Vec<(String, stowage::UsageReport)> {
+    (0..BATCH)
+        .map(|i| (team(i), gateway_report(fresh_key())))
+        .collect()
+}
+
+/// Batches of 100 fresh-key reports at one caller through `report_usage_batch`, per deployment,
+/// beside the raw batched baselines; throughput is counted in reports (100 per batch), to be read
+/// beside the same deployment's `report_usage/fresh_key` (one report per call).
+fn report_batch_100(c: &mut Criterion) {
+    let rt = runtime();
+    let d = deployments();
+    let mut group = c.benchmark_group("report_usage_batch_100");
+    configure(&mut group);
+    group.throughput(Throughput::Elements(BATCH));
+    for (name, url) in d.urls() {
+        let backend = rt.block_on(connect_prepared(&url));
+        group.bench_function(name, |b| {
+            b.to_async(rt).iter(|| {
+                let backend = backend.clone();
+                async move {
+                    let items = fresh_batch();
+                    let answers = backend
+                        .report_usage_batch(&items)
+                        .await
+                        .expect("report_usage_batch");
+                    assert!(answers.iter().all(Result::is_ok), "every report applies");
+                }
+            })
+        });
+    }
+    let raw_sqlite = rt.block_on(RawSqlite::start(&d.sqlite_url));
+    group.bench_function("raw-sqlite-batched", |b| {
+        b.iter(|| raw_sqlite.report_batch(&fresh_batch()))
+    });
+    let raw_pg = rt.block_on(RawPostgres::start(&d.postgres_url, 1));
+    group.bench_function("raw-postgres-batched", |b| {
+        b.to_async(rt).iter(|| {
+            let raw = raw_pg.clone();
+            async move { raw.report_batch(0, &fresh_batch()).await }
+        })
+    });
+    let raw_vk = rt.block_on(async {
+        let raw = RawValkey::start(&d.valkey_url).await;
+        raw.load().await;
+        raw
+    });
+    group.bench_function("raw-valkey-pipelined", |b| {
+        b.to_async(rt).iter(|| {
+            let raw = raw_vk.clone();
+            async move { raw.report_pipelined(&fresh_batch()).await }
+        })
+    });
     group.finish();
 }
 
@@ -399,6 +468,7 @@ criterion_group!(
     report_windowed,
     report_replay,
     report_concurrent,
-    report_valkey_50
+    report_valkey_50,
+    report_batch_100
 );
 criterion_main!(budget);

@@ -4,6 +4,7 @@
 //! engine ceilings (the same work through the driver with nothing around it).
 #![deny(missing_docs)]
 
+pub mod ceiling;
 pub mod raw;
 pub mod seed;
 

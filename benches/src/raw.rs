@@ -67,6 +67,9 @@ impl RawPostgres {
             .bind(fingerprint.as_deref())
             .bind(now)
             .bind(ttl)
+            .bind(None::<&str>) // no window bounds: a lifetime budget
+            .bind(None::<i64>)
+            .bind(None::<i64>)
             .fetch_one(&mut *conn)
             .await
             .expect("raw report");

@@ -3,6 +3,11 @@
 //! Each of `--concurrency` workers draws operations from its own seeded generator: 40 % reports
 //! with a fresh dedup key, 15 % replays of one of its earlier keys, 30 % stores of a JSON reading,
 //! 15 % pattern queries with a per-record limit. Latencies are measured per operation.
+//!
+//! `--mix report` sends only fresh-key reports; `--mix batch` sends batches of `--batch-size`
+//! fresh-key reports through `report_usage_batch`, counted twice: as reports (`report`) and as
+//! batches (`batch`); the latency of each is that of its batch (a report is answered when its
+//! batch is).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,9 +46,13 @@ pub struct BenchArgs {
     /// Seed of the workload (the same seed gives the same operations).
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// `mixed` (reports, replays, stores, queries) or `report` (only reports with fresh keys).
-    #[arg(long, default_value = "mixed", value_parser = ["mixed", "report"])]
+    /// `mixed` (reports, replays, stores, queries), `report` (only reports with fresh keys) or
+    /// `batch` (batches of --batch-size fresh-key reports through `report_usage_batch`).
+    #[arg(long, default_value = "mixed", value_parser = ["mixed", "report", "batch"])]
     mix: String,
+    /// Reports per `report_usage_batch` call of `--mix batch`.
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
     /// Write results.json and chart.svg here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -52,10 +61,25 @@ pub struct BenchArgs {
     no_progress: bool,
 }
 
+/// Slots of [`OPS`] the samples are kept in.
+const REPORT: usize = 0;
+const BATCH: usize = 4;
+
 #[derive(Debug, Default)]
 struct Samples {
-    nanos: [Vec<u64>; 4],
-    errors: [u64; 4],
+    nanos: [Vec<u64>; OPS.len()],
+    errors: [u64; OPS.len()],
+}
+
+/// What the workers send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mix {
+    /// Reports, replays, stores and queries.
+    Mixed,
+    /// Fresh-key reports only.
+    Report,
+    /// Batches of this many fresh-key reports.
+    Batch(usize),
 }
 
 async fn worker(
@@ -63,9 +87,13 @@ async fn worker(
     seed: u64,
     id: u64,
     until: Instant,
-    only_reports: bool,
+    mix: Mix,
 ) -> Samples {
     let mut rng = Rng::new(seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    if let Mix::Batch(size) = mix {
+        return batch_worker(&*backend, &mut rng, id, until, size).await;
+    }
+    let only_reports = mix == Mix::Report;
     let mut samples = Samples::default();
     let mut sent: Vec<UsageReport> = Vec::new();
     let mut n = 0u64;
@@ -124,6 +152,50 @@ async fn worker(
     samples
 }
 
+/// A worker of `--mix batch`: batches of `size` fresh-key reports spread over the four budgets.
+/// Each report answered `Ok` counts one `report`, each error in a slot one report error; each
+/// batch counts one `batch` (an outer `Err` is a batch error, its reports uncounted). Both take
+/// the batch's latency.
+async fn batch_worker(
+    backend: &dyn Backend,
+    rng: &mut Rng,
+    id: u64,
+    until: Instant,
+    size: usize,
+) -> Samples {
+    let mut samples = Samples::default();
+    let mut n = 0u64;
+    while Instant::now() < until {
+        let items: Vec<(String, UsageReport)> = (0..size)
+            .map(|_| {
+                n += 1;
+                let report = UsageReport::new()
+                    .add("tokens", 100 + rng.below(900))
+                    .add("usd_micros", rng.below(50))
+                    .dedup_key(format!("w{id}-b{n}"));
+                (format!("team-{}", (id + n) % 4), report)
+            })
+            .collect();
+        let started = Instant::now();
+        let answers = backend.report_usage_batch(&items).await;
+        let elapsed = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        match answers {
+            Ok(answers) => {
+                samples.nanos[BATCH].push(elapsed);
+                for answer in answers {
+                    if answer.is_ok() {
+                        samples.nanos[REPORT].push(elapsed);
+                    } else {
+                        samples.errors[REPORT] += 1;
+                    }
+                }
+            }
+            Err(_) => samples.errors[BATCH] += 1,
+        }
+    }
+    samples
+}
+
 fn percentile(sorted: &[u64], per_mille: usize) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -166,23 +238,20 @@ async fn bench_one(
             }
         })
     };
+    let mix = match args.mix.as_str() {
+        "report" => Mix::Report,
+        "batch" => Mix::Batch(args.batch_size),
+        _ => Mix::Mixed,
+    };
     let workers: Vec<_> = (0..args.concurrency)
-        .map(|id| {
-            tokio::spawn(worker(
-                backend.clone(),
-                args.seed,
-                id,
-                until,
-                args.mix == "report",
-            ))
-        })
+        .map(|id| tokio::spawn(worker(backend.clone(), args.seed, id, until, mix)))
         .collect();
     let mut all = Samples::default();
     for w in workers {
         let s = w
             .await
             .map_err(|e| Error::internal(format!("bench worker: {e}")))?;
-        for i in 0..4 {
+        for i in 0..OPS.len() {
             all.nanos[i].extend(&s.nanos[i]);
             all.errors[i] += s.errors[i];
         }
@@ -190,7 +259,9 @@ async fn bench_one(
     let elapsed = start.elapsed();
     ticker.abort();
     let mut ops = Vec::new();
-    for (i, op) in OPS.iter().enumerate() {
+    // The table's operations: the four of the workloads, or a batch's two.
+    let sent = |i: usize| (i == BATCH) == matches!(mix, Mix::Batch(_)) || i == REPORT;
+    for (i, op) in OPS.iter().enumerate().filter(|(i, _)| sent(*i)) {
         let samples = &mut all.nanos[i];
         samples.sort_unstable();
         let count = u64::try_from(samples.len()).unwrap_or(u64::MAX);
@@ -233,6 +304,12 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
             "bench: --concurrency must be at least 1",
         ));
     }
+    if args.mix == "batch" && !(1..=stowage::MAX_BATCH_ITEMS).contains(&args.batch_size) {
+        return Err(Error::invalid_input(format!(
+            "bench: --batch-size must be 1 to {}",
+            stowage::MAX_BATCH_ITEMS
+        )));
+    }
     let mut spawned = Spawned::default();
     let dir = std::env::temp_dir().join(format!("stowage-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| Error::internal(format!("bench: temp dir: {e}")))?;
@@ -266,8 +343,13 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
         results.push(stats?);
     }
     let _ = std::fs::remove_dir_all(&dir);
+    let batches = if args.mix == "batch" {
+        format!(" of {} reports (latency per batch)", args.batch_size)
+    } else {
+        String::new()
+    };
     println!(
-        "stowage bench: {} workload, seed {}, {} callers, {:?} per backend\n",
+        "stowage bench: {} workload{batches}, seed {}, {} callers, {:?} per backend\n",
         args.mix, args.seed, args.concurrency, args.duration
     );
     print!("{}", table(&results));
@@ -276,6 +358,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
             .map_err(|e| Error::invalid_input(format!("bench: --out {}: {e}", out.display())))?;
         let report = json!({
             "mix": args.mix,
+            "batch_size": (args.mix == "batch").then_some(args.batch_size),
             "seed": args.seed,
             "concurrency": args.concurrency,
             "duration_ms": u64::try_from(args.duration.as_millis()).unwrap_or(u64::MAX),

@@ -2,8 +2,9 @@
 
 use serde::Serialize;
 
-/// The operations of the workload, in table order.
-pub const OPS: [&str; 4] = ["report", "replay", "store", "query"];
+/// The operations of the workload, in table order (`batch`: one `report_usage_batch` call of
+/// `--mix batch`, whose reports are counted under `report`).
+pub const OPS: [&str; 5] = ["report", "replay", "store", "query", "batch"];
 
 /// One backend × operation line of the table.
 #[derive(Debug, Clone, Serialize)]

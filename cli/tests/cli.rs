@@ -620,3 +620,54 @@ fn bench_writes_a_table_json_and_a_chart() {
     let svg = std::fs::read_to_string(out_dir.join("chart.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("sqlite"));
 }
+
+#[test]
+fn bench_batch_mix_counts_reports_and_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let out = stowage(&[
+        "bench",
+        "--mix",
+        "batch",
+        "--batch-size",
+        "10",
+        "--duration",
+        "300ms",
+        "--concurrency",
+        "2",
+        "--no-progress",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["mix"], "batch");
+    assert_eq!(results["batch_size"], 10);
+    let ops = results["backends"][0]["ops"].as_array().unwrap();
+    let count = |name: &str| {
+        let op = ops.iter().find(|o| o["op"] == name).unwrap();
+        assert_eq!(op["errors"], 0, "{op}");
+        op["count"].as_u64().unwrap()
+    };
+    let (reports, batches) = (count("report"), count("batch"));
+    assert!(batches > 0);
+    assert_eq!(reports, batches * 10, "every report of every batch applied");
+    assert_eq!(ops.len(), 2, "only reports and batches: {ops:?}");
+}
+
+#[test]
+fn bench_refuses_a_batch_size_of_zero() {
+    let out = stowage(&[
+        "bench",
+        "--mix",
+        "batch",
+        "--batch-size",
+        "0",
+        "--duration",
+        "100ms",
+        "--no-progress",
+    ]);
+    assert!(!out.status.success());
+}
