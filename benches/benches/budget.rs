@@ -286,6 +286,31 @@ fn report_valkey_50(c: &mut Criterion) {
             })
         })
     });
+    // The same EVALSHAs spread over four multiplexed connections (caller i on connection i mod 4):
+    // whether the one connection's driver task is what limits the 50 callers.
+    let raws: Arc<Vec<RawValkey>> = Arc::new(rt.block_on(async {
+        let mut raws = Vec::new();
+        for _ in 0..4 {
+            let raw = RawValkey::start(&d.valkey_url).await;
+            raw.load().await;
+            raws.push(raw);
+        }
+        raws
+    }));
+    group.bench_function("raw-valkey-4-connections", |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let raws = raws.clone();
+            concurrently(iters, callers, move |i| {
+                let raws = raws.clone();
+                async move {
+                    let slot = usize::try_from(i % 4).unwrap_or(0);
+                    raws[slot]
+                        .report(&team(i), &gateway_report(fresh_key()))
+                        .await
+                }
+            })
+        })
+    });
     group.bench_function("raw-valkey-pipelined", |b| {
         b.to_async(rt).iter_custom(|iters| {
             let raw = raw.clone();
