@@ -57,9 +57,8 @@ async fn server(url: &str) -> redis::aio::MultiplexedConnection {
 }
 
 async fn call(url: &str) {
-    let (backend, namespace) = open(url).await;
+    let (backend, _) = open(url).await;
     let key_namespace = backend.key_namespace().await.expect("namespace id");
-    let _ = namespace;
     let mut conn = server(url).await;
     let sha: String = redis::cmd("SCRIPT")
         .arg("LOAD")
