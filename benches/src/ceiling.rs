@@ -12,8 +12,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use redis::{ConnectionAddr, IntoConnectionInfo};
-use stowage::{ConnectOptions, DEFAULT_DEDUP_TTL_MS};
-use stowage_valkey::raw::{report_usage_call, REPORT_USAGE_LUA};
+use stowage::DEFAULT_DEDUP_TTL_MS;
+use stowage_valkey::raw::report_usage_call;
 
 /// Where redis-benchmark is expected.
 pub const REDIS_BENCHMARK: &str = "/usr/bin/redis-benchmark";
@@ -47,35 +47,15 @@ impl RedisBenchmark {
             eprintln!("redis-benchmark ceiling skipped: {url} is not a plain TCP address");
             return None;
         };
-        let namespace = stowage_testkit::unique_namespace("ceiling");
-        let backend = stowage_valkey::ValkeyBackend::open(
-            &url,
-            ConnectOptions::new().namespace(namespace.clone()),
-        )
-        .await
-        .expect("set up the namespace");
-        stowage::PersistenceBackend::initialize(&backend)
-            .await
-            .expect("load the scripts");
-        crate::prepare_budget(&backend).await;
-        let client = redis::Client::open(url.as_str()).expect("client");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connection");
-        let sha: String = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(REPORT_USAGE_LUA)
-            .query_async(&mut conn)
-            .await
-            .expect("SCRIPT LOAD");
+        // The raw baseline's setup: a namespace with the benchmarks' policies, the script loaded.
+        let raw = crate::raw::RawValkey::start(&url).await;
+        let sha = raw.load().await;
         // The benchmarks' own report; the key's placeholder has the length of what replaces it.
         let report = crate::gateway_report(format!("ceil-{RANDOM}"));
         // The keys spell the namespace by its registered id, as the backend's calls do (key
         // layout 2): with the name instead, the call would meet no policy and take a cheaper path.
-        let key_namespace = backend.key_namespace().await.expect("the namespace's id");
         let (keys, args) = report_usage_call(
-            &key_namespace,
+            raw.key_namespace(),
             crate::BUDGET,
             &report,
             stowage::Clock::now_ms(&stowage::SystemClock),

@@ -223,14 +223,19 @@ impl RawValkey {
             .expect("pipelined EVALSHA");
     }
 
-    /// Loads the script so EVALSHA finds it.
-    pub async fn load(&self) {
-        let _: String = redis::cmd("SCRIPT")
+    /// Loads the script so EVALSHA finds it; its SHA.
+    pub async fn load(&self) -> String {
+        redis::cmd("SCRIPT")
             .arg("LOAD")
             .arg(REPORT_USAGE_LUA)
             .query_async(&mut self.conn.clone())
             .await
-            .expect("SCRIPT LOAD");
+            .expect("SCRIPT LOAD")
+    }
+
+    /// The namespace as the keys spell it (its registered id).
+    pub fn key_namespace(&self) -> &str {
+        &self.namespace
     }
 }
 

@@ -34,9 +34,13 @@ pub async fn run_case_within(
             // Stop the case (and drop its handles) before its namespaces are purged.
             task.abort();
             // Its result is the cancellation (or a finish that raced the abort): the timeout is
-            // the verdict either way; awaiting only makes sure the task is gone.
-            let _ = task.await;
-            Err(format!("timed out after {timeout:?}"))
+            // the verdict either way; awaiting makes sure the task is gone, and says how it ended.
+            let ended = match task.await {
+                Ok(()) => " (it finished as it was stopped)",
+                Err(join) if join.is_panic() => " (it panicked as it was stopped)",
+                Err(_) => "",
+            };
+            Err(format!("timed out after {timeout:?}{ended}"))
         }
         Ok(Ok(())) => Ok(()),
         Ok(Err(join)) => match join.try_into_panic() {

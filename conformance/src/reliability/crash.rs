@@ -146,8 +146,11 @@ impl KillPlan<'_> {
                 let mut err = String::new();
                 if let Some(mut stderr) = child.stderr.take() {
                     use tokio::io::AsyncReadExt;
-                    // Best effort: the child's stderr only explains a failure the asserts find.
-                    let _ = stderr.read_to_string(&mut err).await;
+                    // The child's stderr only explains a failure the asserts find; a stderr that
+                    // cannot be read says so in that explanation.
+                    if let Err(e) = stderr.read_to_string(&mut err).await {
+                        err.push_str(&format!(" (its stderr could not be read: {e})"));
+                    }
                 }
                 assert!(status.success(), "the last run failed: {err}");
                 assert_eq!(seen, self.items, "the last run must answer every item");
