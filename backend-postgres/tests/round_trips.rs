@@ -3,92 +3,26 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
+use stowage_conformance::round_trips::RoundTrips;
 use stowage_core::{
     BudgetBackend, BudgetPolicy, ConnectOptions, DimensionLimit, ManualClock, PersistenceBackend,
     ReserveRequest, UsageReport, Window,
 };
 use stowage_postgres::PostgresBackend;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-/// Round trips seen by the proxy: client bytes that follow server bytes (or the start) open a new one.
-#[derive(Default)]
-struct Turns {
-    count: AtomicU64,
-    server_spoke_last: AtomicBool,
-}
-
-impl Turns {
-    fn client_sent(&self) {
-        if self.server_spoke_last.swap(false, Ordering::SeqCst) {
-            self.count.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn server_sent(&self) {
-        self.server_spoke_last.store(true, Ordering::SeqCst);
-    }
-}
-
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    turns: Arc<Turns>,
-    client_side: bool,
-) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = from.read(&mut buf).await.unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        // Mark the turn before forwarding, so the other side's answer cannot be seen first.
-        if client_side {
-            turns.client_sent();
-        } else {
-            turns.server_sent();
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-    }
-}
-
-async fn proxy(server_port: u16, turns: Arc<Turns>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let (client, _) = listener.accept().await.unwrap();
-            let server = TcpStream::connect(("127.0.0.1", server_port))
-                .await
-                .unwrap();
-            client.set_nodelay(true).unwrap();
-            server.set_nodelay(true).unwrap();
-            let (client_read, client_write) = client.into_split();
-            let (server_read, server_write) = server.into_split();
-            tokio::spawn(pump(client_read, server_write, turns.clone(), true));
-            tokio::spawn(pump(server_read, client_write, turns.clone(), false));
-        }
-    });
-    port
-}
 
 /// The shared server's URL behind a counting proxy, and the counter.
-async fn proxied() -> Option<(String, Arc<Turns>)> {
+async fn proxied() -> Option<(String, Arc<RoundTrips>)> {
     let url = common::shared_url()?;
     let server_port: u16 = url
         .rsplit_once(':')
         .and_then(|(_, rest)| rest.split('/').next())
         .and_then(|p| p.parse().ok())
         .expect("the URL names a port");
-    let turns = Arc::new(Turns::default());
-    let port = proxy(server_port, turns.clone()).await;
+    let (turns, port) = RoundTrips::proxy(server_port).await;
     Some((
         format!("postgres://stowage@127.0.0.1:{port}/postgres?max_connections=1"),
         turns,
@@ -96,12 +30,10 @@ async fn proxied() -> Option<(String, Arc<Turns>)> {
 }
 
 /// The round trips `report` takes.
-async fn trips(turns: &Turns, backend: &dyn BudgetBackend, report: &UsageReport) -> u64 {
-    // The previous answer was read in full: the next client bytes open a new round trip.
-    turns.server_sent();
-    let before = turns.count.load(Ordering::SeqCst);
-    backend.report_usage("b", report).await.unwrap();
-    turns.count.load(Ordering::SeqCst) - before
+async fn trips(turns: &RoundTrips, backend: &dyn BudgetBackend, report: &UsageReport) -> u64 {
+    let (spent, answer) = turns.of(backend.report_usage("b", report)).await;
+    answer.unwrap();
+    spent
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,14 +183,6 @@ async fn connections_run_read_committed_whatever_the_database_default() {
     );
 }
 
-/// The round trips `call` takes.
-async fn trips_of<T>(turns: &Turns, call: impl std::future::Future<Output = T>) -> (u64, T) {
-    turns.server_sent();
-    let before = turns.count.load(Ordering::SeqCst);
-    let answer = call.await;
-    (turns.count.load(Ordering::SeqCst) - before, answer)
-}
-
 /// `reserve`, `commit`, `release` and each call over several budgets are one round trip (the whole
 /// §4.3 sequence runs in one plpgsql call); a commit that applies after a rollover of a windowed
 /// budget at most one more (the server names the window, Rust brings its bounds). A reserve
@@ -303,33 +227,33 @@ async fn reservation_calls_are_one_round_trip() {
     backend.release_all(all, "wb").await.unwrap();
     backend.report_usage_all(all, &report("wr")).await.unwrap();
 
-    let (n, r) = trips_of(&turns, backend.reserve("a", &hold("r1"))).await;
+    let (n, r) = turns.of(backend.reserve("a", &hold("r1"))).await;
     assert!(r.unwrap().outcome.is_reserved());
     assert_eq!(n, 1, "reserve");
-    let (n, r) = trips_of(&turns, backend.reserve("a", &hold("r1"))).await;
+    let (n, r) = turns.of(backend.reserve("a", &hold("r1"))).await;
     assert!(r.unwrap().replayed);
     assert_eq!(n, 1, "reserve replayed");
-    let (n, r) = trips_of(&turns, backend.commit("a", "r1", &actual)).await;
+    let (n, r) = turns.of(backend.commit("a", "r1", &actual)).await;
     r.unwrap();
     assert_eq!(n, 1, "commit");
-    let (n, r) = trips_of(&turns, backend.commit("a", "r1", &actual)).await;
+    let (n, r) = turns.of(backend.commit("a", "r1", &actual)).await;
     assert!(r.unwrap().replayed);
     assert_eq!(n, 1, "commit replayed");
     backend.reserve("a", &hold("r2")).await.unwrap();
-    let (n, r) = trips_of(&turns, backend.release("a", "r2")).await;
+    let (n, r) = turns.of(backend.release("a", "r2")).await;
     assert!(r.unwrap());
     assert_eq!(n, 1, "release");
-    let (n, r) = trips_of(&turns, backend.reserve_all(all, &hold("m1"))).await;
+    let (n, r) = turns.of(backend.reserve_all(all, &hold("m1"))).await;
     r.unwrap();
     assert_eq!(n, 1, "reserve_all");
-    let (n, r) = trips_of(&turns, backend.commit_all(all, "m1", &actual)).await;
+    let (n, r) = turns.of(backend.commit_all(all, "m1", &actual)).await;
     r.unwrap();
     assert_eq!(n, 1, "commit_all");
     backend.reserve_all(all, &hold("m2")).await.unwrap();
-    let (n, r) = trips_of(&turns, backend.release_all(all, "m2")).await;
+    let (n, r) = turns.of(backend.release_all(all, "m2")).await;
     r.unwrap();
     assert_eq!(n, 1, "release_all");
-    let (n, r) = trips_of(&turns, backend.report_usage_all(all, &report("k1"))).await;
+    let (n, r) = turns.of(backend.report_usage_all(all, &report("k1"))).await;
     r.unwrap();
     assert_eq!(n, 1, "report_usage_all");
 
@@ -338,27 +262,27 @@ async fn reservation_calls_are_one_round_trip() {
     backend.reserve("a", &hold("r3")).await.unwrap();
     backend.reserve_all(all, &hold("m3")).await.unwrap();
     clock.set(T + 1_200);
-    let (n, r) = trips_of(&turns, backend.reserve("a", &hold("r4"))).await;
+    let (n, r) = turns.of(backend.reserve("a", &hold("r4"))).await;
     r.unwrap();
     assert_eq!(n, 1, "reserve after a rollover");
-    let (n, r) = trips_of(&turns, backend.reserve_all(all, &hold("m4"))).await;
+    let (n, r) = turns.of(backend.reserve_all(all, &hold("m4"))).await;
     r.unwrap();
     assert_eq!(n, 1, "reserve_all after a rollover");
-    let (n, r) = trips_of(&turns, backend.commit("a", "r3", &actual)).await;
+    let (n, r) = turns.of(backend.commit("a", "r3", &actual)).await;
     r.unwrap();
     assert_eq!(n, 2, "commit after a rollover");
-    let (n, r) = trips_of(&turns, backend.commit("a", "r4", &actual)).await;
+    let (n, r) = turns.of(backend.commit("a", "r4", &actual)).await;
     r.unwrap();
     assert_eq!(n, 1, "commit inside the new window");
     clock.set(T + 2_300);
-    let (n, r) = trips_of(&turns, backend.commit_all(all, "m3", &actual)).await;
+    let (n, r) = turns.of(backend.commit_all(all, "m3", &actual)).await;
     r.unwrap();
     assert_eq!(n, 2, "commit_all after a rollover");
     clock.set(T + 3_400);
-    let (n, r) = trips_of(&turns, backend.report_usage_all(all, &report("k2"))).await;
+    let (n, r) = turns.of(backend.report_usage_all(all, &report("k2"))).await;
     r.unwrap();
     assert_eq!(n, 2, "report_usage_all after a rollover");
-    let (n, r) = trips_of(&turns, backend.report_usage_all(all, &report("k3"))).await;
+    let (n, r) = turns.of(backend.report_usage_all(all, &report("k3"))).await;
     r.unwrap();
     assert_eq!(n, 1, "report_usage_all inside the new window");
 }
@@ -405,7 +329,7 @@ async fn a_batch_is_one_round_trip_two_after_a_rollover() {
             })
             .collect()
     };
-    let (n, answers) = trips_of(&turns, backend.report_usage_batch(&batch(0))).await;
+    let (n, answers) = turns.of(backend.report_usage_batch(&batch(0))).await;
     let answers = answers.unwrap();
     assert_eq!(n, 1, "a batch of 100");
     assert_eq!(answers.len(), 100);
@@ -420,13 +344,13 @@ async fn a_batch_is_one_round_trip_two_after_a_rollover() {
     assert_eq!(backend.usage("x").await.unwrap().counters["u"], 27);
 
     clock.set(T + 1_500);
-    let (n, answers) = trips_of(&turns, backend.report_usage_batch(&batch(1))).await;
+    let (n, answers) = turns.of(backend.report_usage_batch(&batch(1))).await;
     assert!(answers.unwrap().iter().all(Result::is_ok));
     assert_eq!(n, 2, "a batch of 100 right after a rollover");
     assert_eq!(backend.usage("w").await.unwrap().counters["t"], 54);
     assert_eq!(backend.usage("p").await.unwrap().counters["t"], 104);
 
-    let (n, answers) = trips_of(&turns, backend.report_usage_batch(&batch(2))).await;
+    let (n, answers) = turns.of(backend.report_usage_batch(&batch(2))).await;
     assert!(answers.unwrap().iter().all(Result::is_ok));
     assert_eq!(n, 1, "a batch of 100 inside the new window");
     assert_eq!(backend.usage("w").await.unwrap().counters["t"], 108);

@@ -4,83 +4,24 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use stowage_conformance::round_trips::RoundTrips;
 use stowage_conformance::servers::valkey::{self, ValkeySettings};
 use stowage_core::{
     BudgetBackend, BudgetPolicy, ConnectOptions, DimensionLimit, ErrorKind, ManualClock,
     PersistenceBackend, Result, UsageReceipt, UsageReport, Window, MAX_BATCH_ITEMS,
 };
 use stowage_valkey::ValkeyBackend;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-/// Round trips seen by a proxy: client bytes that follow server bytes open a new one.
-#[derive(Default)]
-struct Turns {
-    count: AtomicU64,
-    server_spoke_last: AtomicBool,
-}
-
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    turns: Arc<Turns>,
-    client_side: bool,
-) {
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = from.read(&mut buf).await.unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        // Mark the turn before forwarding, so the other side's answer cannot be seen first.
-        if client_side {
-            if turns.server_spoke_last.swap(false, Ordering::SeqCst) {
-                turns.count.fetch_add(1, Ordering::SeqCst);
-            }
-        } else {
-            turns.server_spoke_last.store(true, Ordering::SeqCst);
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-    }
-}
-
-/// A counting proxy in front of `127.0.0.1:server_port`; answers its port.
-async fn proxy(server_port: u16, turns: Arc<Turns>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let (client, _) = listener.accept().await.unwrap();
-            let server = TcpStream::connect(("127.0.0.1", server_port))
-                .await
-                .unwrap();
-            client.set_nodelay(true).unwrap();
-            server.set_nodelay(true).unwrap();
-            let (client_read, client_write) = client.into_split();
-            let (server_read, server_write) = server.into_split();
-            tokio::spawn(pump(client_read, server_write, turns.clone(), true));
-            tokio::spawn(pump(server_read, client_write, turns.clone(), false));
-        }
-    });
-    port
-}
 
 /// The round trips `items` take as one batch, and its answers.
 async fn batch_trips(
-    turns: &Turns,
+    turns: &RoundTrips,
     backend: &dyn BudgetBackend,
     items: &[(String, UsageReport)],
 ) -> (u64, Vec<Result<UsageReceipt>>) {
-    // The previous answer was read in full: the next client bytes open a new round trip.
-    turns.server_spoke_last.store(true, Ordering::SeqCst);
-    let before = turns.count.load(Ordering::SeqCst);
-    let answers = backend.report_usage_batch(items).await.unwrap();
-    (turns.count.load(Ordering::SeqCst) - before, answers)
+    let (spent, answers) = turns.of(backend.report_usage_batch(items)).await;
+    (spent, answers.unwrap())
 }
 
 fn port_of(url: &str) -> u16 {
@@ -95,8 +36,7 @@ async fn a_batch_of_100_is_one_round_trip_and_two_after_a_rollover() {
     let Some(url) = common::url_or_skip("valkey", valkey::shared_url()) else {
         return;
     };
-    let turns = Arc::new(Turns::default());
-    let port = proxy(port_of(&url), turns.clone()).await;
+    let (turns, port) = RoundTrips::proxy(port_of(&url)).await;
     let clock = Arc::new(ManualClock::new(10_500));
     let backend = ValkeyBackend::open(
         &format!("valkey://127.0.0.1:{port}"),

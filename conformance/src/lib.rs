@@ -41,6 +41,7 @@ pub mod lockstep;
 mod memory;
 pub mod process_race;
 pub mod reliability;
+pub mod round_trips;
 mod runner;
 
 use std::sync::Arc;
