@@ -131,12 +131,7 @@ pub(crate) fn report_usage_batch(
     dedup_ttl_ms: u64,
 ) -> Result<Vec<Result<UsageReceipt>>> {
     let op = "report_usage_batch";
-    let savepoint = |sql: &str| {
-        conn.prepare_cached(sql)
-            .and_then(|mut s| s.execute([]))
-            .map(|_| ())
-            .map_err(|e| error::map(op, e))
-    };
+    let savepoint = |sql: &str| crate::worker::exec(conn, op, sql);
     let mut answers = Vec::with_capacity(items.len());
     for (budget, report) in items {
         savepoint("SAVEPOINT stowage_item")?;

@@ -766,11 +766,12 @@ fn ensure_autocommit(
 }
 
 /// Runs one statement through the statement cache (no re-parsing on every commit).
-fn exec(conn: &Connection, sql: &str) -> Result<()> {
+/// Runs one cached statement without parameters (transaction control); its error names `op`.
+pub(crate) fn exec(conn: &Connection, op: &str, sql: &str) -> Result<()> {
     conn.prepare_cached(sql)
         .and_then(|mut s| s.execute([]))
         .map(|_| ())
-        .map_err(|e| error::map("commit", e))
+        .map_err(|e| error::map(op, e))
 }
 
 /// One transaction and one commit for the whole batch, then every caller is answered. With more
@@ -799,7 +800,7 @@ fn commit_batch(
     let commit = (|| {
         ensure_autocommit(conn, config, shared, busy)?;
         busy.set(conn, config, latest)?;
-        exec(conn, "BEGIN IMMEDIATE")?;
+        exec(conn, "commit", "BEGIN IMMEDIATE")?;
         let mut kept = 0usize;
         for (job, started) in batch.iter_mut().zip(started.iter_mut()) {
             if !job.ticket().start() {
@@ -810,18 +811,18 @@ fn commit_batch(
                 kept += usize::from(job.run(conn));
                 continue;
             }
-            exec(conn, "SAVEPOINT stowage_write")?;
+            exec(conn, "commit", "SAVEPOINT stowage_write")?;
             if job.run(conn) {
                 kept += 1;
             } else {
-                exec(conn, "ROLLBACK TO stowage_write")?;
+                exec(conn, "commit", "ROLLBACK TO stowage_write")?;
             }
-            exec(conn, "RELEASE stowage_write")?;
+            exec(conn, "commit", "RELEASE stowage_write")?;
         }
         if kept == 0 {
-            exec(conn, "ROLLBACK")
+            exec(conn, "commit", "ROLLBACK")
         } else {
-            exec(conn, "COMMIT")
+            exec(conn, "commit", "COMMIT")
         }
     })();
     if commit.is_err() && !conn.is_autocommit() {
