@@ -106,11 +106,7 @@ fn single_caller(c: &mut Criterion, group_name: &str, key: fn() -> String) {
             }
         })
     });
-    let raw_vk = rt.block_on(async {
-        let raw = RawValkey::start(&d.valkey_url).await;
-        raw.load().await;
-        raw
-    });
+    let raw_vk = rt.block_on(RawValkey::start(&d.valkey_url));
     group.bench_function("raw-valkey", |b| {
         b.to_async(rt).iter(|| {
             let raw = raw_vk.clone();
@@ -272,11 +268,7 @@ fn report_valkey_50(c: &mut Criterion) {
             })
         });
     }
-    let raw = Arc::new(rt.block_on(async {
-        let raw = RawValkey::start(&d.valkey_url).await;
-        raw.load().await;
-        raw
-    }));
+    let raw = Arc::new(rt.block_on(RawValkey::start(&d.valkey_url)));
     group.bench_function("raw-valkey", |b| {
         b.to_async(rt).iter_custom(|iters| {
             let raw = raw.clone();
@@ -291,9 +283,7 @@ fn report_valkey_50(c: &mut Criterion) {
     let raws: Arc<Vec<RawValkey>> = Arc::new(rt.block_on(async {
         let mut raws = Vec::new();
         for _ in 0..4 {
-            let raw = RawValkey::start(&d.valkey_url).await;
-            raw.load().await;
-            raws.push(raw);
+            raws.push(RawValkey::start(&d.valkey_url).await);
         }
         raws
     }));
@@ -386,11 +376,7 @@ fn report_batch_100(c: &mut Criterion) {
             async move { raw.report_batch(0, &fresh_batch()).await }
         })
     });
-    let raw_vk = rt.block_on(async {
-        let raw = RawValkey::start(&d.valkey_url).await;
-        raw.load().await;
-        raw
-    });
+    let raw_vk = rt.block_on(RawValkey::start(&d.valkey_url));
     group.bench_function("raw-valkey-pipelined", |b| {
         b.to_async(rt).iter(|| {
             let raw = raw_vk.clone();

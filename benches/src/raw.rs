@@ -145,7 +145,8 @@ impl std::fmt::Debug for RawValkey {
 }
 
 impl RawValkey {
-    /// Connects to a standalone `valkey://` URL.
+    /// Connects to a standalone `valkey://` URL, sets up a namespace with the benchmarks'
+    /// policies and loads the script.
     pub async fn start(url: &str) -> RawValkey {
         let url = url.replacen("valkey://", "redis://", 1);
         let client = redis::Client::open(url.as_str()).expect("client");
@@ -166,11 +167,13 @@ impl RawValkey {
         crate::prepare_budget(&backend).await;
         // The keys spell the namespace by its registered id, as the backend's calls do.
         let namespace = backend.key_namespace().await.expect("the namespace's id");
-        RawValkey {
+        let raw = RawValkey {
             conn,
             script: Script::new(REPORT_USAGE_LUA),
             namespace,
-        }
+        };
+        raw.load().await;
+        raw
     }
 
     /// One EVALSHA.
@@ -223,14 +226,24 @@ impl RawValkey {
             .expect("pipelined EVALSHA");
     }
 
-    /// Loads the script so EVALSHA finds it; its SHA.
-    pub async fn load(&self) -> String {
-        redis::cmd("SCRIPT")
+    /// Loads the script so EVALSHA finds it.
+    async fn load(&self) {
+        let sha: String = redis::cmd("SCRIPT")
             .arg("LOAD")
             .arg(REPORT_USAGE_LUA)
             .query_async(&mut self.conn.clone())
             .await
-            .expect("SCRIPT LOAD")
+            .expect("SCRIPT LOAD");
+        assert_eq!(
+            sha,
+            self.script.get_hash(),
+            "the server's SHA of the script"
+        );
+    }
+
+    /// The script's SHA (what EVALSHA names).
+    pub fn sha(&self) -> &str {
+        self.script.get_hash()
     }
 
     /// The namespace as the keys spell it (its registered id).
