@@ -394,6 +394,10 @@ impl Access for PostgresBackend {
         self.inner.options.now(op)
     }
 
+    fn namespace(&self) -> &str {
+        &self.inner.options.namespace
+    }
+
     /// One call: a reserve writes no counters, so after a rollover the server counts the passed
     /// window's counters as zero without its bounds. Only where some window may fail to compute
     /// at now (`bounds_always_computable` is false) does the server name a rolled window first and

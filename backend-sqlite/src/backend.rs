@@ -327,6 +327,10 @@ impl Access for SqliteBackend {
         self.options.now(op)
     }
 
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     async fn reserve(&self, budget: &str, request: &ReserveRequest) -> Result<ReserveReceipt> {
         let budget = budget.to_owned();
         let request = request.clone();

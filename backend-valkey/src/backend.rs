@@ -128,6 +128,10 @@ impl Access for ValkeyBackend {
         self.inner.options.now(op)
     }
 
+    fn namespace(&self) -> &str {
+        &self.inner.options.namespace
+    }
+
     async fn reserve(&self, budget: &str, request: &ReserveRequest) -> Result<ReserveReceipt> {
         reservations::reserve(self.ctx().await?, budget, request).await
     }

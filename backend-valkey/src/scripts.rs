@@ -302,38 +302,10 @@ impl Scripts {
     }
 }
 
-/// The bytes of [`fingerprint_digest`]: 128 bits of SHA-256.
-const DIGEST_BYTES: usize = 16;
-/// The length of [`fingerprint_digest`]: 128 bits in base64 digits of 6 bits.
-pub(crate) const DIGEST_LEN: usize = 22;
-
-/// What a dedup record stores of its report: the first 128 bits of the SHA-256 of
-/// `dedup_fingerprint(report)`, as 22 digits of the URL-safe base64 alphabet (the arguments of a
-/// call are text; 22 bytes keep a record's value in the smallest allocation Valkey gives a key
-/// with its value). Two different reports conflict unless their digests collide (2^-128).
+/// What a dedup record stores of its report: [`dedup_fingerprint`], 22 digits (kept under
+/// this name for the benches and tests that spell it).
 pub fn fingerprint_digest(report: &UsageReport) -> String {
-    use sha2::{Digest, Sha256};
-    const DIGITS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let hash = Sha256::digest(dedup_fingerprint(report).as_bytes());
-    let mut bits: u32 = 0;
-    let mut held = 0;
-    let mut out = String::with_capacity(DIGEST_LEN);
-    for byte in &hash[..DIGEST_BYTES] {
-        bits = (bits << 8) | u32::from(*byte);
-        held += 8;
-        while held >= 6 {
-            held -= 6;
-            out.push(char::from(
-                DIGITS[usize::try_from((bits >> held) & 63).unwrap_or(0)],
-            ));
-        }
-    }
-    if held > 0 {
-        out.push(char::from(
-            DIGITS[usize::try_from((bits << (6 - held)) & 63).unwrap_or(0)],
-        ));
-    }
-    out
+    dedup_fingerprint(report)
 }
 
 /// The keys and arguments of one `report_usage` call, in the order the script reads them: a
@@ -397,8 +369,8 @@ mod tests {
         let a = super::fingerprint_digest(&UsageReport::new().add("t", 1).dedup_key("k"));
         let b = super::fingerprint_digest(&UsageReport::new().add("t", 2).dedup_key("k"));
         let c = super::fingerprint_digest(&UsageReport::new().add("t", 1).dedup_key("other"));
-        assert_eq!(a.len(), super::DIGEST_LEN);
-        assert_eq!(b.len(), super::DIGEST_LEN);
+        assert_eq!(a.len(), stowage_core::raw::FINGERPRINT_LEN);
+        assert_eq!(b.len(), stowage_core::raw::FINGERPRINT_LEN);
         assert_ne!(a, b);
         assert_eq!(a, c, "the key is not part of the fingerprint");
         assert!(a
@@ -413,7 +385,7 @@ mod tests {
 
     #[test]
     fn the_script_reads_digests_of_the_length_written() {
-        let line = format!("local DIGEST = {}", super::DIGEST_LEN);
+        let line = format!("local DIGEST = {}", stowage_core::raw::FINGERPRINT_LEN);
         assert!(super::REPORT_USAGE_LUA.contains(&line));
     }
 

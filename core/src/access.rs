@@ -17,6 +17,7 @@ use tracing::{Instrument, Level, Span};
 use std::collections::BTreeMap;
 
 use crate::batch::{self, BatchItem};
+use crate::dump::{self, DumpItem, DumpPage, DumpSummary, Section};
 use crate::multi::{self, MultiOutcome, MultiReserveOutcome, Steps};
 use crate::{
     Backend, BoxFuture, BudgetBackend, BudgetPolicy, BudgetUsage, Capabilities, ErrorKind,
@@ -122,6 +123,53 @@ pub trait Access: Sized + Send + Sync + 'static {
     /// The handle's clock for operation `op` (`ResolvedOptions::now`): what "now" is to the
     /// checks core runs on the engine's behalf.
     fn now(&self, op: &str) -> Result<u64>;
+
+    /// The handle's namespace (a dump's header names it).
+    fn namespace(&self) -> &str;
+
+    /// One page of a dump's `section` (SEMANTICS §4.5, `docs/dump-format.md`): the section's items
+    /// in canonical order starting after the engine's own token `after` (`None`: from the start),
+    /// at most [`dump::PAGE_ITEMS`], and the token of the next page (`None`: the section is done).
+    /// Items read as they are stored, verbatim: core leaves out those not live at `now` (an engine
+    /// may leave them out first) and checks the order. The default: `Unsupported`.
+    fn dump_page(
+        &self,
+        section: Section,
+        after: Option<&str>,
+        now: u64,
+    ) -> impl Future<Output = Result<DumpPage>> + Send {
+        let _ = (section, after, now);
+        async move {
+            Err(crate::Error::unsupported(format!(
+                "export: the {} engine cannot export",
+                Self::NAME
+            )))
+        }
+    }
+
+    /// Writes `items` (checked by core: valid, in canonical order, consistent) into the
+    /// namespace, verbatim, keeping the order of record rows as store order; called by `import`
+    /// after [`Access::is_empty`], batch after batch. The default: `Unsupported`.
+    fn load(&self, items: &[DumpItem]) -> impl Future<Output = Result<()>> + Send {
+        let _ = items;
+        async move {
+            Err(crate::Error::unsupported(format!(
+                "import: the {} engine cannot import",
+                Self::NAME
+            )))
+        }
+    }
+
+    /// Whether the namespace holds nothing at all (no record, policy, counter, window,
+    /// reservation or dedup record, live or not). The default: `Unsupported`.
+    fn is_empty(&self) -> impl Future<Output = Result<bool>> + Send {
+        async move {
+            Err(crate::Error::unsupported(format!(
+                "import: the {} engine cannot import",
+                Self::NAME
+            )))
+        }
+    }
 
     /// One atomic reservation (`BudgetBackend::reserve`); the request is valid.
     fn reserve(
@@ -337,6 +385,18 @@ trait Traced {
     /// Whether the answer was replayed, for answers that can be.
     fn replayed(&self) -> Option<bool> {
         None
+    }
+}
+
+impl Traced for DumpSummary {
+    fn outcome(&self) -> &'static str {
+        "ok"
+    }
+}
+
+impl Traced for String {
+    fn outcome(&self) -> &'static str {
+        "ok"
     }
 }
 
@@ -750,5 +810,36 @@ impl<A: Access> Backend for Checked<A> {
 
     fn purge(&self) -> BoxFuture<'_, Result<()>> {
         self.run("purge", "", self.engine.purge())
+    }
+
+    fn export<'a>(
+        &'a self,
+        out: &'a mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> BoxFuture<'a, Result<DumpSummary>> {
+        let namespace = self.engine.namespace();
+        self.run(
+            "export",
+            namespace,
+            dump::export(&self.engine, namespace, out),
+        )
+    }
+
+    fn import<'a>(
+        &'a self,
+        input: &'a mut (dyn tokio::io::AsyncBufRead + Unpin + Send),
+    ) -> BoxFuture<'a, Result<DumpSummary>> {
+        self.run(
+            "import",
+            self.engine.namespace(),
+            dump::import(&self.engine, input),
+        )
+    }
+
+    fn digest(&self) -> BoxFuture<'_, Result<String>> {
+        self.run(
+            "digest",
+            self.engine.namespace(),
+            dump::digest(&self.engine),
+        )
     }
 }

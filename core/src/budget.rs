@@ -474,10 +474,11 @@ pub fn decide(
     settle(op, budget, current, policy, &report.dimensions)
 }
 
-/// The canonical, unambiguous text of a report's dimensions and deltas, compared to detect a reused dedup key.
+/// The canonical, unambiguous text of a report's dimensions and deltas, from which
+/// [`dedup_fingerprint`] is taken.
 ///
 /// Format: `v1` then, per dimension in name order, `;<byte length>:<name>=<delta>`.
-pub fn dedup_fingerprint(report: &UsageReport) -> String {
+pub fn dedup_fingerprint_text(report: &UsageReport) -> String {
     let mut text = String::from("v1");
     for (dimension, delta) in &report.dimensions {
         text.push(';');
@@ -488,6 +489,46 @@ pub fn dedup_fingerprint(report: &UsageReport) -> String {
         text.push_str(&delta.to_string());
     }
     text
+}
+
+/// The length of a [`dedup_fingerprint`]: 128 bits in base64 digits of 6 bits.
+pub const FINGERPRINT_LEN: usize = 22;
+
+/// What every engine stores of a keyed report in its dedup record, and compares to detect a
+/// reused key: the first 128 bits of the SHA-256 of [`dedup_fingerprint_text`], as 22 digits of
+/// the URL-safe base64 alphabet. Two different reports conflict unless their digests collide
+/// (2^-128). One form on every engine, so a dump (§4.5) carries it as it is.
+pub fn dedup_fingerprint(report: &UsageReport) -> String {
+    use sha2::{Digest, Sha256};
+    const DIGITS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let hash = Sha256::digest(dedup_fingerprint_text(report).as_bytes());
+    let mut bits: u32 = 0;
+    let mut held = 0;
+    let mut out = String::with_capacity(FINGERPRINT_LEN);
+    for byte in &hash[..16] {
+        bits = (bits << 8) | u32::from(*byte);
+        held += 8;
+        while held >= 6 {
+            held -= 6;
+            out.push(char::from(
+                DIGITS[usize::try_from((bits >> held) & 63).unwrap_or(0)],
+            ));
+        }
+    }
+    if held > 0 {
+        out.push(char::from(
+            DIGITS[usize::try_from((bits << (6 - held)) & 63).unwrap_or(0)],
+        ));
+    }
+    out
+}
+
+/// Whether `text` has the form of a [`dedup_fingerprint`]: 22 URL-safe base64 digits.
+pub fn is_fingerprint(text: &str) -> bool {
+    text.len() == FINGERPRINT_LEN
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The expiry a dedup record carries: `written_at + ttl_ms` of the handle that writes it, capped at
@@ -534,8 +575,8 @@ mod tests {
     #[test]
     fn fingerprint_is_unambiguous() {
         assert_ne!(
-            dedup_fingerprint(&report(&[("a=1;1:b", 2)])),
-            dedup_fingerprint(&report(&[("a", 1), ("b", 2)]))
+            dedup_fingerprint_text(&report(&[("a=1;1:b", 2)])),
+            dedup_fingerprint_text(&report(&[("a", 1), ("b", 2)]))
         );
         assert_eq!(
             dedup_fingerprint(&report(&[("b", 2), ("a", 1)])),

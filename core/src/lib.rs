@@ -15,6 +15,7 @@ mod budget;
 mod capabilities;
 mod clock;
 mod driver;
+pub mod dump;
 mod error;
 mod memory;
 mod multi;
@@ -34,6 +35,7 @@ pub use budget::{
 };
 pub use capabilities::Capabilities;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use dump::{copy, CopyProgress, DumpSummary};
 pub use error::{Error, ErrorKind, Result};
 pub use memory::MemoryBackend;
 pub use multi::{MultiOutcome, MultiReceipt, MultiReserveOutcome, MultiReserveReceipt};
@@ -64,6 +66,34 @@ pub trait Backend: PersistenceBackend + BudgetBackend {
     /// on the namespace may go on using it afterwards; they find it empty (a backend re-creates
     /// what it needs, so purging twice, or using the namespace again, is harmless).
     fn purge(&self) -> BoxFuture<'_, Result<()>>;
+
+    /// Writes every item of this namespace into `out` as a dump (SEMANTICS §4.5,
+    /// `docs/dump-format.md`): JSON lines in canonical order, the state as read at one clock
+    /// reading (the header's `exported_at`). Reads page by page: memory stays bounded whatever the
+    /// namespace's size. Writes happen on the calling task: give a buffered writer.
+    ///
+    /// A page is read at a time, not one snapshot: writes made while an export runs may or may not
+    /// be in it. Stop writers for an exact copy.
+    fn export<'a>(
+        &'a self,
+        out: &'a mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> BoxFuture<'a, Result<DumpSummary>>;
+
+    /// Reads a dump from `input` into this namespace, which must be empty (`InvalidInput`
+    /// otherwise); afterwards every operation answers as it would have on the source, at clock
+    /// readings from the dump's `exported_at` on. Every line is checked before its batch is
+    /// written: a bad line is `InvalidInput` naming it. Nothing is written when the header or the
+    /// emptiness check fails; a bad line later leaves the batches before it imported (the error
+    /// says how many): purge the namespace before importing again.
+    fn import<'a>(
+        &'a self,
+        input: &'a mut (dyn tokio::io::AsyncBufRead + Unpin + Send),
+    ) -> BoxFuture<'a, Result<DumpSummary>>;
+
+    /// The SHA-256 (lowercase hex) of this namespace's export at this clock reading, header and
+    /// trailer left out: two backends given the same operations at the same clock readings have
+    /// the same digest, and a copy has its source's.
+    fn digest(&self) -> BoxFuture<'_, Result<String>>;
 }
 
 impl std::fmt::Debug for dyn Backend {

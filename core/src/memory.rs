@@ -10,7 +10,12 @@ use crate::{
     ReserveRequest, Result, StoreResult, StoredValue, UsageReceipt, UsageReport,
 };
 
+use crate::dump::{
+    CountersItem, DedupItem, DumpItem, DumpPage, PolicyItem, RecordItem, ReservationItem, Section,
+    PAGE_ITEMS,
+};
 use crate::raw::{Access, NewRow, Pattern, ResolvedOptions};
+use serde::{de::DeserializeOwned, Serialize};
 
 /// The in-memory reference model: every rule of the contract in plain Rust, behind one mutex.
 #[derive(Debug)]
@@ -347,6 +352,26 @@ impl Steps for Transaction<'_> {
     }
 }
 
+/// The page of the keys after `after` (a key's JSON), in key order, and the token of the next.
+fn page_of<K: Serialize + DeserializeOwned + Ord>(
+    after: Option<&str>,
+    keys: impl Iterator<Item = K>,
+    item: impl Fn(&K) -> DumpItem,
+) -> DumpPage {
+    let from: Option<K> = after.and_then(|token| serde_json::from_str(token).ok());
+    let mut page = DumpPage::default();
+    let mut last: Option<K> = None;
+    for key in keys.filter(|key| from.as_ref().is_none_or(|from| key > from)) {
+        if page.items.len() == PAGE_ITEMS {
+            page.next = last.map(|key| serde_json::to_string(&key).expect("keys serialize"));
+            break;
+        }
+        page.items.push(item(&key));
+        last = Some(key);
+    }
+    page
+}
+
 /// The spec of `budget`'s policy window (called only where the policy has one).
 fn policy_window_spec(state: &State, budget: &str) -> String {
     state
@@ -509,6 +534,103 @@ impl State {
         Ok(())
     }
 
+    /// One page of `section` after the token `after`: the model's tokens are the JSON of the
+    /// last item's key (budget; budget and id or key; record name, `stored_at` and sequence).
+    fn dump_page(&self, section: Section, after: Option<&str>) -> DumpPage {
+        match section {
+            Section::Policies => page_of(after, self.policies.keys().cloned(), |budget| {
+                DumpItem::Policy(PolicyItem::new(
+                    budget.clone(),
+                    self.policies[budget].clone(),
+                ))
+            }),
+            Section::Counters => {
+                let budgets: BTreeSet<&String> =
+                    self.counters.keys().chain(self.windows.keys()).collect();
+                page_of(after, budgets.into_iter().cloned(), |budget| {
+                    DumpItem::Counters(CountersItem {
+                        budget: budget.clone(),
+                        window: self.windows.get(budget).cloned(),
+                        values: self.counters.get(budget).cloned().unwrap_or_default(),
+                    })
+                })
+            }
+            Section::Reservations => page_of(after, self.reservations.keys().cloned(), |key| {
+                DumpItem::Reservation(ReservationItem::new(
+                    key.0.clone(),
+                    self.reservations[key].clone(),
+                ))
+            }),
+            Section::Dedup => page_of(after, self.dedup.keys().cloned(), |key| {
+                let record = &self.dedup[key];
+                DumpItem::Dedup(DedupItem {
+                    budget: key.0.clone(),
+                    key: key.1.clone(),
+                    fingerprint: record.fingerprint.clone(),
+                    outcome: record.outcome.clone(),
+                    expires_at: record.expires_at,
+                })
+            }),
+            Section::Records => {
+                let rows = self.records.iter().flat_map(|(name, rows)| {
+                    let mut keys: Vec<(String, u64, u64)> = rows
+                        .iter()
+                        .map(|row| (name.clone(), row.stored_at, row.seq))
+                        .collect();
+                    keys.sort();
+                    keys
+                });
+                page_of(after, rows, |(name, _, seq)| {
+                    let row = self.records[name]
+                        .iter()
+                        .find(|row| row.seq == *seq)
+                        .expect("the row of a key just read");
+                    DumpItem::Record(RecordItem {
+                        name: name.clone(),
+                        stored_at: row.stored_at,
+                        idempotency_key: row.idempotency_key.clone(),
+                        value: row.text.clone(),
+                    })
+                })
+            }
+        }
+    }
+
+    fn load(&mut self, item: &DumpItem) {
+        match item {
+            DumpItem::Policy(p) => {
+                self.policies.insert(p.budget.clone(), p.policy());
+            }
+            DumpItem::Counters(c) => {
+                if !c.values.is_empty() {
+                    self.counters.insert(c.budget.clone(), c.values.clone());
+                }
+                if let Some(window) = &c.window {
+                    self.windows.insert(c.budget.clone(), window.clone());
+                }
+            }
+            DumpItem::Reservation(r) => self.put(&r.budget, r.reservation()),
+            DumpItem::Dedup(d) => {
+                self.dedup.insert(
+                    (d.budget.clone(), d.key.clone()),
+                    DedupRecord {
+                        fingerprint: d.fingerprint.clone(),
+                        outcome: d.outcome.clone(),
+                        expires_at: d.expires_at,
+                    },
+                );
+            }
+            DumpItem::Record(r) => {
+                self.append(
+                    &r.name,
+                    r.stored_at,
+                    r.value.clone(),
+                    r.idempotency_key.clone(),
+                );
+            }
+        }
+    }
+
     fn append(&mut self, record_name: &str, stored_at: u64, text: String, key: Option<String>) {
         self.next_seq += 1;
         let row = Row {
@@ -608,6 +730,37 @@ impl Access for MemoryBackend {
 
     fn now(&self, op: &str) -> Result<u64> {
         self.options.now(op)
+    }
+
+    fn namespace(&self) -> &str {
+        &self.options.namespace
+    }
+
+    async fn dump_page(
+        &self,
+        section: Section,
+        after: Option<&str>,
+        _now: u64,
+    ) -> Result<DumpPage> {
+        Ok(self.state().dump_page(section, after))
+    }
+
+    async fn load(&self, items: &[DumpItem]) -> Result<()> {
+        let mut state = self.state();
+        for item in items {
+            state.load(item);
+        }
+        Ok(())
+    }
+
+    async fn is_empty(&self) -> Result<bool> {
+        let state = self.state();
+        Ok(state.records.is_empty()
+            && state.policies.is_empty()
+            && state.counters.is_empty()
+            && state.windows.is_empty()
+            && state.dedup.is_empty()
+            && state.reservations.is_empty())
     }
 
     async fn reserve(&self, budget: &str, request: &ReserveRequest) -> Result<ReserveReceipt> {

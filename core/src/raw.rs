@@ -14,8 +14,8 @@ pub use crate::batch::{
     merge as merge_batch, one_by_one, split as split_batch, BatchItem, MAX_BATCH_ITEMS,
 };
 pub use crate::budget::{
-    admit, decide, decode_outcome, dedup_expiry, dedup_fingerprint, dedup_is_live, encode_outcome,
-    settle, Decision, OverBackend,
+    admit, decide, decode_outcome, dedup_expiry, dedup_fingerprint, dedup_fingerprint_text,
+    dedup_is_live, encode_outcome, is_fingerprint, settle, Decision, OverBackend, FINGERPRINT_LEN,
 };
 pub use crate::driver::{connect_with_drivers, scheme_of, schemes_of, Driver, OpenFn, UrlParams};
 pub use crate::error::show;

@@ -291,7 +291,7 @@ pub fn window_kept_changing(op: &str, budget: &str) -> Error {
 
 /// The window an engine keeps next to a budget's counters: the policy's window spec when it was
 /// stored, and the bounds `bounds_at` gave then.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredWindow {
     /// [`Window::spec`] of the window the bounds were computed for.
     pub spec: String,

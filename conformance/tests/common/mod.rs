@@ -14,9 +14,10 @@ use stowage_core::raw::{
 };
 use stowage_core::{
     Backend, BoxFuture, BudgetBackend, BudgetPolicy, BudgetUsage, Capabilities, Checked,
-    ConnectOptions, Error, ErrorKind, MemoryBackend, MultiReceipt, MultiReserveReceipt,
-    PersistenceBackend, QueryParams, Reservation, ReservationState, ReserveReceipt, ReserveRequest,
-    Result, StoreResult, StoredValue, UsageOutcome, UsageReceipt, UsageReport, Value, Window,
+    ConnectOptions, DumpSummary, Error, ErrorKind, MemoryBackend, MultiReceipt,
+    MultiReserveReceipt, PersistenceBackend, QueryParams, Reservation, ReservationState,
+    ReserveReceipt, ReserveRequest, Result, StoreResult, StoredValue, UsageOutcome, UsageReceipt,
+    UsageReport, Value, Window,
 };
 
 /// A deliberate defect of the wrapped model (or none).
@@ -645,5 +646,23 @@ impl Backend for Model {
             lock(&self.log.purged).insert(self.resolved.namespace.clone());
             Ok(())
         })
+    }
+
+    fn export<'a>(
+        &'a self,
+        out: &'a mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> BoxFuture<'a, Result<DumpSummary>> {
+        self.inner.export(out)
+    }
+
+    fn import<'a>(
+        &'a self,
+        input: &'a mut (dyn tokio::io::AsyncBufRead + Unpin + Send),
+    ) -> BoxFuture<'a, Result<DumpSummary>> {
+        self.inner.import(input)
+    }
+
+    fn digest(&self) -> BoxFuture<'_, Result<String>> {
+        self.inner.digest()
     }
 }
