@@ -678,7 +678,9 @@ struct Check {
 impl Check {
     /// Admits `item` read on line `line` after every item before it, or says why not.
     fn admit(&mut self, item: &DumpItem, line: u64) -> Result<()> {
-        let at = |message: String| Error::invalid_input(format!("import: line {line}: {message}"));
+        let at = |message: String| {
+            Error::invalid_input(format!("import: line {line}: {message}")).with_line(line)
+        };
         item.validate().map_err(|e| at(e.message().to_owned()))?;
         let place = item.place();
         if let Some(last) = &self.last {
@@ -764,7 +766,7 @@ impl<R: AsyncBufRead + Unpin> Reader<R> {
     }
 
     fn error(&self, message: impl std::fmt::Display) -> Error {
-        Error::invalid_input(format!("import: line {}: {message}", self.line))
+        Error::invalid_input(format!("import: line {}: {message}", self.line)).with_line(self.line)
     }
 
     /// Reads the next line into `buffer` (newline removed); false at the end of the input.
@@ -781,6 +783,7 @@ impl<R: AsyncBufRead + Unpin> Reader<R> {
                     "import: line {}: the input cannot be read",
                     self.line
                 ))
+                .with_line(self.line)
                 .with_source(e)
             })?;
         if read == 0 {
@@ -871,13 +874,15 @@ pub(crate) async fn import<A: Access>(
         if loaded == 0 {
             return e;
         }
-        Error::new(
-            e.kind(),
-            format!(
-                "{}; {loaded} items before it were imported: purge the namespace before importing again",
-                e.message()
-            ),
-        )
+        e.and_message(&format!(
+            "; the {loaded} items before it were imported: purge the namespace before importing again"
+        ))
+    };
+    let unfinished = |e: Error, loaded: u64| {
+        e.and_message(&format!(
+            "; the namespace may hold part of the dump ({loaded} items were imported before this \
+             batch): purge it before importing again"
+        ))
     };
     loop {
         let item = match reader.item().await {
@@ -890,13 +895,19 @@ pub(crate) async fn import<A: Access>(
             .map_err(|e| partial(e, loaded))?;
         batch.push(item);
         if batch.len() == LOAD_ITEMS {
-            engine.load(&batch).await.map_err(|e| partial(e, loaded))?;
+            engine
+                .load(&batch)
+                .await
+                .map_err(|e| unfinished(e, loaded))?;
             loaded += u64::try_from(batch.len()).unwrap_or(u64::MAX);
             batch.clear();
         }
     }
     if !batch.is_empty() {
-        engine.load(&batch).await.map_err(|e| partial(e, loaded))?;
+        engine
+            .load(&batch)
+            .await
+            .map_err(|e| unfinished(e, loaded))?;
     }
     Ok(DumpSummary {
         items: reader.items,

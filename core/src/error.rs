@@ -64,6 +64,8 @@ pub struct Error {
     /// The operation that failed (`"report_usage"`, …), set by the checked layer.
     operation: Option<&'static str>,
     message: String,
+    /// The line of a dump an import refused (1 is the header).
+    line: Option<u64>,
     source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
@@ -77,8 +79,26 @@ impl Error {
             kind,
             operation: None,
             message: message.into(),
+            line: None,
             source: None,
         }
+    }
+
+    /// Names the line of a dump this error is about (`Backend::import`).
+    pub fn with_line(mut self, line: u64) -> Self {
+        self.line = Some(line);
+        self
+    }
+
+    /// The line of a dump an import refused (1 is the header), where the error is about one.
+    pub fn line(&self) -> Option<u64> {
+        self.line
+    }
+
+    /// Adds `more` to the message.
+    pub(crate) fn and_message(mut self, more: &str) -> Self {
+        self.message.push_str(more);
+        self
     }
 
     /// Attaches the underlying cause.
@@ -228,6 +248,9 @@ impl fmt::Debug for Error {
         d.field("kind", &self.kind)
             .field("operation", &self.operation)
             .field("message", &self.message);
+        if let Some(line) = self.line {
+            d.field("line", &line);
+        }
         if let Some(source) = &self.source {
             d.field("source", source);
         }
