@@ -109,6 +109,7 @@ pub fn all_cases() -> Vec<Case> {
         cases::reservations::cases(),
         cases::several::cases(),
         cases::batch::cases(),
+        cases::dump::cases(),
         differential::cases(),
     ]
     .concat()

@@ -77,6 +77,7 @@ macro_rules! conformance_tests {
         $crate::__conformance_reservations!($backend);
         $crate::__conformance_several!($backend);
         $crate::__conformance_batch!($backend);
+        $crate::__conformance_dump!($backend);
         $crate::__conformance_differential!($backend);
     };
 }

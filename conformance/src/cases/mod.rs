@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod budget;
 pub mod dedup;
+pub mod dump;
 pub mod lifecycle;
 pub mod names;
 pub mod numbers;
