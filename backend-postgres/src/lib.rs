@@ -43,6 +43,7 @@
 mod backend;
 mod budget;
 mod config;
+mod dump;
 mod error;
 mod pool;
 mod records;

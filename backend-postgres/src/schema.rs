@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_reservations.sql"),
     include_str!("../migrations/0005_reserve_round_trip.sql"),
     include_str!("../migrations/0006_report_batch.sql"),
+    include_str!("../migrations/0007_dump.sql"),
 ];
 
 /// The advisory lock (bigint key space) that serializes every stowage initialization in a database.
