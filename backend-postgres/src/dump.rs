@@ -81,7 +81,8 @@ impl DumpSql {
                   WHERE p.budget > $1 ORDER BY p.budget LIMIT {limit}"
             ),
             // The next budgets with a stored window (windows_pkey) or counters (counters_pkey),
-            // each with its window and its counters.
+            // each with its window and its counters (each looked up by its primary key: the
+            // LIMIT keeps the planner from joining the whole windows table by hash).
             counters: format!(
                 "WITH b AS ( \
                     SELECT x.budget FROM ( \
@@ -93,7 +94,9 @@ impl DumpSql {
                      ORDER BY x.budget LIMIT {limit}) \
                  SELECT b.budget, w.spec, w.start_ms, w.end_ms, c.dims, c.vals \
                    FROM b \
-                   LEFT JOIN {schema}.windows w ON w.budget = b.budget \
+                   LEFT JOIN LATERAL ( \
+                        SELECT x.spec, x.start_ms, x.end_ms FROM {schema}.windows x \
+                         WHERE x.budget = b.budget LIMIT 1) w ON true \
                    LEFT JOIN LATERAL ( \
                         SELECT array_agg(x.dimension ORDER BY x.dimension) AS dims, \
                                array_agg(x.value ORDER BY x.dimension) AS vals \
