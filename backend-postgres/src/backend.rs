@@ -221,6 +221,26 @@ impl PostgresBackend {
             .unwrap_or_default()
     }
 
+    /// The SQL statement a page of an export's `section` sends (one keyset range scan; its
+    /// parameters: the previous page's last budget; or its last budget, id or key, and `now`; or
+    /// its last record name, `stored_at` and row id), empty before the namespace was initialized
+    /// through this handle.
+    pub fn dump_page_sql(&self, section: Section) -> String {
+        self.inner
+            .sql()
+            .map(|sql| {
+                let dump = &sql.dump;
+                match section {
+                    Section::Policies => dump.policies.clone(),
+                    Section::Counters => dump.counters.clone(),
+                    Section::Reservations => dump.reservations.clone(),
+                    Section::Dedup => dump.dedup.clone(),
+                    Section::Records => dump.records.clone(),
+                }
+            })
+            .unwrap_or_default()
+    }
+
     /// The SQL statement `report_usage_batch` sends (one call of a plpgsql function; its eleven
     /// parameters: budgets, dimension counts, dimensions, deltas, dedup keys, fingerprints, now,
     /// dedup TTL, window specs, starts, ends), empty before the namespace was initialized through

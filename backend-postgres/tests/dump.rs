@@ -273,3 +273,58 @@ async fn a_failed_load_batch_leaves_nothing_of_it() {
         "the big records read back verbatim, in store order"
     );
 }
+
+/// Every page statement reads an index, never a whole table, even as a generic plan (what a
+/// prepared statement may settle on): a table of millions of rows exports page by page. (At this
+/// size the planner would not hash the windows table even where a statement let it: that was
+/// seen with 10,000 stored windows, and the counters statement looks each one up by its key.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_reads_an_index() {
+    use sqlx::Connection;
+    let Some(url) = common::shared_url() else {
+        return;
+    };
+    let backend = open(&url, "dump_plan").await;
+    let engine = backend.engine();
+    // 20,000 budgets and rows per section (10,000 stored windows): enough for the planner to
+    // hash a whole table if a statement let it.
+    for k in 0..10 {
+        engine
+            .load(&batch(&format!("e{k}"), 200, 10))
+            .await
+            .unwrap();
+    }
+    let schema = engine.schema_name();
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query(&format!("ANALYZE {schema}.records, {schema}.policies, {schema}.limits, {schema}.counters, {schema}.windows, {schema}.reservations, {schema}.dedup"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    for (section, args) in [
+        (Section::Policies, "('e5-b00100')"),
+        (Section::Counters, "('e5-b00100')"),
+        (Section::Reservations, "('e5-b00000', 'r00100', 0)"),
+        (Section::Dedup, "('e5-b00000', 'k00100', 0)"),
+        (Section::Records, "('e5-rec', 7, 0)"),
+    ] {
+        let name = format!("page_{}", section.name().replace(' ', "_"));
+        sqlx::query(&format!(
+            "PREPARE {name} AS {}",
+            engine.dump_page_sql(section)
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE {name}{args}"))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        let plan = plan.join("\n");
+        assert!(plan.contains("Index"), "{section:?}: {plan}");
+        assert!(!plan.contains("Seq Scan"), "{section:?}: {plan}");
+    }
+}
