@@ -409,6 +409,14 @@ impl DumpItem {
                     } => {
                         validate::amount(op, "resolved at", *at)?;
                         amounts(op, actual)?;
+                        if matches!(outcome, UsageOutcome::HardBreach(_)) {
+                            return Err(Error::invalid_input(format!(
+                                "{op}: reservation {} of budget {} is committed with a hard \
+                                 breach, which no commit answers",
+                                show(&r.id),
+                                show(&r.budget)
+                            )));
+                        }
                         self::outcome(op, outcome)
                     }
                 }
