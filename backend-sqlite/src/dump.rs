@@ -84,7 +84,11 @@ pub(crate) fn page(
 
 /// The page's items and its token: the next page starts after the last item of a full page.
 fn finish(items: Vec<DumpItem>, last: Option<String>) -> DumpPage {
-    let next = if items.len() >= PAGE_ITEMS { last } else { None };
+    let next = if items.len() >= PAGE_ITEMS {
+        last
+    } else {
+        None
+    };
     DumpPage { items, next }
 }
 
@@ -312,14 +316,21 @@ fn dedup(conn: &Connection, ns: &str, after: Option<&str>, now: u64) -> Result<D
     Ok(finish(items, last))
 }
 
-/// The SQL of the record pages: the next name (one seek), and the rows of one name after a
-/// `(stored_at, id)` (the index scanned backwards: ascending time, then store order).
+/// The SQL of the record pages: the next name (one seek), and the rows of one name in canonical
+/// order (the index scanned backwards: ascending time, then store order) — those of one
+/// `stored_at` after a row id, and those after a `stored_at` (two plain ranges: SQLite seeks a
+/// row value `(stored_at, id) > (?, ?)` on `stored_at` alone, which would read the rows of a
+/// crowded millisecond again on every page).
 pub(crate) const NEXT_NAME_SQL: &str = "SELECT name FROM stowage_records
      WHERE ns = ?1 AND name > ?2 ORDER BY name LIMIT 1";
-pub(crate) const ROWS_OF_NAME_SQL: &str = "SELECT stored_at, id, idempotency_key, value
+pub(crate) const ROWS_AT_SQL: &str = "SELECT stored_at, id, idempotency_key, value
      FROM stowage_records INDEXED BY stowage_records_by_name
-     WHERE ns = ?1 AND name = ?2 AND (stored_at, id) > (?3, ?4)
+     WHERE ns = ?1 AND name = ?2 AND stored_at = ?3 AND id > ?4
      ORDER BY stored_at, id LIMIT ?5";
+pub(crate) const ROWS_AFTER_SQL: &str = "SELECT stored_at, id, idempotency_key, value
+     FROM stowage_records INDEXED BY stowage_records_by_name
+     WHERE ns = ?1 AND name = ?2 AND stored_at > ?3
+     ORDER BY stored_at, id LIMIT ?4";
 
 /// Record rows by name, then `stored_at`, then store order (rowid), with their idempotency keys.
 fn records(conn: &Connection, ns: &str, after: Option<&str>) -> Result<DumpPage> {
@@ -328,21 +339,51 @@ fn records(conn: &Connection, ns: &str, after: Option<&str>) -> Result<DumpPage>
     let (mut name, mut from) = match after {
         Some(after) => {
             let p = parts(op, after, 3)?;
-            (p[0].to_owned(), Some((number(op, p[1])?, number(op, p[2])?)))
+            (
+                p[0].to_owned(),
+                Some((number(op, p[1])?, number(op, p[2])?)),
+            )
         }
         None => (String::new(), None),
     };
     let mut next_name = conn
         .prepare_cached(NEXT_NAME_SQL)
         .map_err(|e| error::map(op, e))?;
-    let mut rows_of = conn
-        .prepare_cached(ROWS_OF_NAME_SQL)
+    let mut rows_at = conn
+        .prepare_cached(ROWS_AT_SQL)
+        .map_err(|e| error::map(op, e))?;
+    let mut rows_after = conn
+        .prepare_cached(ROWS_AFTER_SQL)
         .map_err(|e| error::map(op, e))?;
     let mut items: Vec<DumpItem> = Vec::new();
     let mut last: Option<(i64, i64)> = None;
+    let mut read = |rows: &mut rusqlite::Rows<'_>, name: &str, items: &mut Vec<DumpItem>| {
+        while let Some(r) = rows.next().map_err(|e| error::map(op, e))? {
+            let stored_at: i64 = r.get(0).map_err(|e| error::map(op, e))?;
+            let id: i64 = r.get(1).map_err(|e| error::map(op, e))?;
+            items.push(DumpItem::Record(RecordItem {
+                name: name.to_owned(),
+                stored_at: from_i64(op, "timestamp", stored_at)?,
+                idempotency_key: r.get(2).map_err(|e| error::map(op, e))?,
+                value: r.get(3).map_err(|e| error::map(op, e))?,
+            }));
+            last = Some((stored_at, id));
+        }
+        Ok::<_, Error>(())
+    };
+    let room = |items: &Vec<DumpItem>| i64::try_from(PAGE_ITEMS - items.len()).unwrap_or(0);
     while items.len() < PAGE_ITEMS {
-        let (stored_at, id) = match from.take() {
-            Some(start) => start,
+        let stored_at = match from.take() {
+            Some((stored_at, id)) => {
+                let mut rows = rows_at
+                    .query(params![ns, name, stored_at, id, room(&items)])
+                    .map_err(|e| error::map(op, e))?;
+                read(&mut rows, &name, &mut items)?;
+                if items.len() == PAGE_ITEMS {
+                    break;
+                }
+                stored_at
+            }
             None => {
                 let found: Option<String> = next_name
                     .query(params![ns, name])
@@ -353,24 +394,13 @@ fn records(conn: &Connection, ns: &str, after: Option<&str>) -> Result<DumpPage>
                     None => break,
                 }
                 // Before every row: stored_at is never negative.
-                (-1, 0)
+                -1
             }
         };
-        let room = i64::try_from(PAGE_ITEMS - items.len()).unwrap_or(i64::MAX);
-        let mut rows = rows_of
-            .query(params![ns, name, stored_at, id, room])
+        let mut rows = rows_after
+            .query(params![ns, name, stored_at, room(&items)])
             .map_err(|e| error::map(op, e))?;
-        while let Some(r) = rows.next().map_err(|e| error::map(op, e))? {
-            let stored_at: i64 = r.get(0).map_err(|e| error::map(op, e))?;
-            let id: i64 = r.get(1).map_err(|e| error::map(op, e))?;
-            items.push(DumpItem::Record(RecordItem {
-                name: name.clone(),
-                stored_at: from_i64(op, "timestamp", stored_at)?,
-                idempotency_key: r.get(2).map_err(|e| error::map(op, e))?,
-                value: r.get(3).map_err(|e| error::map(op, e))?,
-            }));
-            last = Some((stored_at, id));
-        }
+        read(&mut rows, &name, &mut items)?;
     }
     let last = last.map(|(stored_at, id)| token(&[&name, &stored_at.to_string(), &id.to_string()]));
     Ok(finish(items, last))
@@ -475,4 +505,70 @@ pub(crate) fn is_empty(conn: &mut Connection, ns: &str) -> Result<bool> {
     }
     tx.commit().map_err(|e| error::map(op, e))?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plan of every page query: index searches only, in the index's order (no table scan,
+    /// no sort into a temporary B-tree).
+    #[test]
+    fn every_page_query_is_an_index_range_scan_without_a_sort() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        schema::migrate(&mut conn).unwrap();
+        let pk = |table: &str, range: &str| {
+            format!("SEARCH {table} USING PRIMARY KEY (ns=? AND {range})")
+        };
+        let by_name = |how: &str, range: &str| {
+            format!("SEARCH stowage_records USING {how}stowage_records_by_name (ns=? AND {range})")
+        };
+        let queries = [
+            (POLICIES_SQL, pk("stowage_policies", "budget>?")),
+            (COUNTER_BUDGETS_SQL, pk("stowage_counters", "budget>?")),
+            (WINDOW_BUDGETS_SQL, pk("stowage_windows", "budget>?")),
+            (
+                COUNTERS_SQL,
+                pk("stowage_counters", "budget>? AND budget<?"),
+            ),
+            (WINDOWS_SQL, pk("stowage_windows", "budget>? AND budget<?")),
+            (
+                RESERVATIONS_SQL,
+                pk("stowage_reservations", "(budget,id)>(?,?)"),
+            ),
+            (
+                AMOUNTS_SQL,
+                pk(
+                    "stowage_reservation_amounts",
+                    "(budget,id)>(?,?) AND (budget,id)<(?,?)",
+                ),
+            ),
+            (DEDUP_SQL, pk("stowage_dedup", "(budget,dedup_key)>(?,?)")),
+            (NEXT_NAME_SQL, by_name("COVERING INDEX ", "name>?")),
+            (
+                ROWS_AT_SQL,
+                by_name("INDEX ", "name=? AND stored_at=? AND id>?"),
+            ),
+            (ROWS_AFTER_SQL, by_name("INDEX ", "name=? AND stored_at>?")),
+        ];
+        for (sql, expected) in queries {
+            let mut s = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let nulls = vec![rusqlite::types::Null; s.parameter_count()];
+            let plan: Vec<String> = s
+                .query_map(rusqlite::params_from_iter(nulls), |r| r.get(3))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect();
+            // One step: no full scan, no "USE TEMP B-TREE FOR ORDER BY / DISTINCT".
+            assert_eq!(plan, vec![expected], "{sql}");
+        }
+    }
+
+    #[test]
+    fn tokens_keep_their_parts() {
+        let t = token(&["b;1", "id:2"]);
+        assert_eq!(parts("export", &t, 2).unwrap(), vec!["b;1", "id:2"]);
+        assert!(parts("export", &t, 3).is_err());
+        assert!(parts("export", "", 1).is_err());
+    }
 }

@@ -144,3 +144,34 @@ pub(crate) fn purge(conn: &Connection, ns: &str) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stowage_core::raw::dedup_fingerprint_text;
+
+    #[test]
+    fn a_fingerprint_text_parses_back_into_its_report() {
+        for report in [
+            UsageReport::new().add("t", 1),
+            UsageReport::new().add("a=1;1:b", 2).add("b", 0),
+            UsageReport::new()
+                .add("é;:=", u64::try_from(i64::MAX).unwrap())
+                .add("z", 7),
+        ] {
+            let text = dedup_fingerprint_text(&report);
+            assert_eq!(report_of_fingerprint_text(&text), Some(report));
+        }
+        for text in [
+            "",
+            "v1",
+            "v2;1:t=1",
+            "v1;2:t=1",
+            "v1;1:t=",
+            "v1;1:t=1;",
+            "v1;1:t=-1",
+        ] {
+            assert_eq!(report_of_fingerprint_text(text), None, "{text}");
+        }
+    }
+}
