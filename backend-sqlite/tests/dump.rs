@@ -1,5 +1,6 @@
 //! Dumps on SQLite beyond the conformance cases: a batch of an import is kept or undone whole, and
-//! pages resume inside a run of rows of one name and one `stored_at` (store order kept).
+//! pages resume inside a run of rows of one name and one `stored_at` (store order kept), and the
+//! model's golden dump goes through SQLite byte for byte.
 
 mod common;
 
@@ -9,8 +10,8 @@ use serde_json::json;
 use stowage_core::dump::{DumpItem, PolicyItem, RecordItem, Section, PAGE_ITEMS};
 use stowage_core::raw::Access;
 use stowage_core::{
-    Backend, BudgetBackend, BudgetPolicy, Checked, ConnectOptions, ManualClock, PersistenceBackend,
-    QueryParams,
+    Backend, BudgetBackend, BudgetPolicy, Checked, Clock, ConnectOptions, ManualClock,
+    PersistenceBackend, QueryParams,
 };
 use stowage_sqlite::SqliteBackend;
 
@@ -114,4 +115,41 @@ async fn pages_resume_inside_one_millisecond_of_one_name_in_store_order() {
         b.query("*", QueryParams::new()).await.unwrap(),
         "newest first, ties in reverse store order, as on the source"
     );
+}
+
+/// The reference model's dump of `cases::dump::fill`, committed by the conformance crate.
+const GOLDEN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../conformance/tests/golden/v1.dump"
+);
+
+#[tokio::test]
+async fn the_golden_dump_imports_and_exports_byte_for_byte() {
+    let golden = std::fs::read(GOLDEN).expect("the golden dump is committed");
+    let header: serde_json::Value =
+        serde_json::from_slice(golden.split(|c| *c == b'\n').next().unwrap()).unwrap();
+    let exported_at = header["exported_at"].as_u64().unwrap();
+    let clock = Arc::new(ManualClock::new(exported_at));
+    for url in [
+        common::fresh_file_url("dump-golden"),
+        "sqlite::memory:".to_owned(),
+    ] {
+        // The namespace is the golden dump's, so the header is equal too.
+        let b = open(&url, header["namespace"].as_str().unwrap(), &clock).await;
+        b.import(&mut golden.as_slice()).await.unwrap();
+        let mut dump = Vec::new();
+        b.export(&mut dump).await.unwrap();
+        assert_eq!(clock.now_ms(), exported_at);
+        assert_eq!(
+            String::from_utf8_lossy(&dump),
+            String::from_utf8_lossy(&golden),
+            "{url}"
+        );
+        assert_eq!(
+            b.digest().await.unwrap(),
+            stowage_core::dump::digest_of_dump(golden.as_slice())
+                .await
+                .unwrap()
+        );
+    }
 }
