@@ -316,13 +316,17 @@ fn dedup(conn: &Connection, ns: &str, after: Option<&str>, now: u64) -> Result<D
     Ok(finish(items, last))
 }
 
-/// The SQL of the record pages: the next name (one seek), and the rows of one name in canonical
-/// order (the index scanned backwards: ascending time, then store order) — those of one
-/// `stored_at` after a row id, and those after a `stored_at` (two plain ranges: SQLite seeks a
-/// row value `(stored_at, id) > (?, ?)` on `stored_at` alone, which would read the rows of a
-/// crowded millisecond again on every page).
-pub(crate) const NEXT_NAME_SQL: &str = "SELECT name FROM stowage_records
-     WHERE ns = ?1 AND name > ?2 ORDER BY name LIMIT 1";
+/// The SQL of the record pages, all on `stowage_records_by_name` in its order or backwards:
+/// - the rows of the names after a name, newest first within each (the index's order): the
+///   names whose rows all fit in the page are taken from it, each name's rows reversed;
+/// - the rows of one name in canonical order (the index backwards: ascending time, then store
+///   order), for a name with more rows than the page has room for: those of one `stored_at`
+///   after a row id, and those after a `stored_at` (two plain ranges: SQLite seeks a row value
+///   `(stored_at, id) > (?, ?)` on `stored_at` alone, which would read the rows of a crowded
+///   millisecond again on every page).
+pub(crate) const NAMES_AFTER_SQL: &str = "SELECT name, stored_at, id, idempotency_key, value
+     FROM stowage_records INDEXED BY stowage_records_by_name
+     WHERE ns = ?1 AND name > ?2 ORDER BY name, stored_at DESC, id DESC LIMIT ?3";
 pub(crate) const ROWS_AT_SQL: &str = "SELECT stored_at, id, idempotency_key, value
      FROM stowage_records INDEXED BY stowage_records_by_name
      WHERE ns = ?1 AND name = ?2 AND stored_at = ?3 AND id > ?4
@@ -331,6 +335,38 @@ pub(crate) const ROWS_AFTER_SQL: &str = "SELECT stored_at, id, idempotency_key, 
      FROM stowage_records INDEXED BY stowage_records_by_name
      WHERE ns = ?1 AND name = ?2 AND stored_at > ?3
      ORDER BY stored_at, id LIMIT ?4";
+
+/// A stored row: name, stored_at, id (store order), idempotency key, value.
+type RecordRow = (String, i64, i64, Option<String>, String);
+
+/// Appends the row to the page; returns its `(stored_at, id)`.
+fn push_row(op: &str, items: &mut Vec<DumpItem>, row: RecordRow) -> Result<(i64, i64)> {
+    let (name, stored_at, id, idempotency_key, value) = row;
+    items.push(DumpItem::Record(RecordItem {
+        name,
+        stored_at: from_i64(op, "timestamp", stored_at)?,
+        idempotency_key,
+        value,
+    }));
+    Ok((stored_at, id))
+}
+
+/// Appends the rows of `name` read by [`ROWS_AT_SQL`] or [`ROWS_AFTER_SQL`]; returns the last
+/// row's `(stored_at, id)`.
+fn push_rows_of(
+    op: &str,
+    items: &mut Vec<DumpItem>,
+    name: &str,
+    mut rows: rusqlite::Rows<'_>,
+) -> Result<Option<(i64, i64)>> {
+    let mut last = None;
+    while let Some(r) = rows.next().map_err(|e| error::map(op, e))? {
+        let row = (|| Ok((name.to_owned(), r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))()
+            .map_err(|e| error::map(op, e))?;
+        last = Some(push_row(op, items, row)?);
+    }
+    Ok(last)
+}
 
 /// Record rows by name, then `stored_at`, then store order (rowid), with their idempotency keys.
 fn records(conn: &Connection, ns: &str, after: Option<&str>) -> Result<DumpPage> {
@@ -346,8 +382,8 @@ fn records(conn: &Connection, ns: &str, after: Option<&str>) -> Result<DumpPage>
         }
         None => (String::new(), None),
     };
-    let mut next_name = conn
-        .prepare_cached(NEXT_NAME_SQL)
+    let mut names_after = conn
+        .prepare_cached(NAMES_AFTER_SQL)
         .map_err(|e| error::map(op, e))?;
     let mut rows_at = conn
         .prepare_cached(ROWS_AT_SQL)
@@ -357,52 +393,73 @@ fn records(conn: &Connection, ns: &str, after: Option<&str>) -> Result<DumpPage>
         .map_err(|e| error::map(op, e))?;
     let mut items: Vec<DumpItem> = Vec::new();
     let mut last: Option<(i64, i64)> = None;
-    let mut read = |rows: &mut rusqlite::Rows<'_>, name: &str, items: &mut Vec<DumpItem>| {
-        while let Some(r) = rows.next().map_err(|e| error::map(op, e))? {
-            let stored_at: i64 = r.get(0).map_err(|e| error::map(op, e))?;
-            let id: i64 = r.get(1).map_err(|e| error::map(op, e))?;
-            items.push(DumpItem::Record(RecordItem {
-                name: name.to_owned(),
-                stored_at: from_i64(op, "timestamp", stored_at)?,
-                idempotency_key: r.get(2).map_err(|e| error::map(op, e))?,
-                value: r.get(3).map_err(|e| error::map(op, e))?,
-            }));
-            last = Some((stored_at, id));
-        }
-        Ok::<_, Error>(())
-    };
-    let room = |items: &Vec<DumpItem>| i64::try_from(PAGE_ITEMS - items.len()).unwrap_or(0);
+    let room = |items: &Vec<DumpItem>| PAGE_ITEMS - items.len();
+    let limit_of = |room: usize| i64::try_from(room).unwrap_or(i64::MAX);
     while items.len() < PAGE_ITEMS {
         let stored_at = match from.take() {
             Some((stored_at, id)) => {
-                let mut rows = rows_at
-                    .query(params![ns, name, stored_at, id, room(&items)])
+                let rows = rows_at
+                    .query(params![ns, name, stored_at, id, limit_of(room(&items))])
                     .map_err(|e| error::map(op, e))?;
-                read(&mut rows, &name, &mut items)?;
+                last = push_rows_of(op, &mut items, &name, rows)?.or(last);
                 if items.len() == PAGE_ITEMS {
                     break;
                 }
                 stored_at
             }
             None => {
-                let found: Option<String> = next_name
-                    .query(params![ns, name])
-                    .and_then(|mut rows| rows.next()?.map(|r| r.get(0)).transpose())
+                let wanted = room(&items);
+                let rows: Vec<RecordRow> = names_after
+                    .query_map(params![ns, name, limit_of(wanted)], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    })
+                    .and_then(|rows| rows.collect())
                     .map_err(|e| error::map(op, e))?;
-                match found {
-                    Some(found) => name = found,
-                    None => break,
+                let Some(tail) = rows.last().map(|r| r.0.clone()) else {
+                    break;
+                };
+                // Without room for every row, the last name's rows may be cut: that name is read
+                // on its own, from its oldest row.
+                let full = rows.len() >= wanted;
+                let whole = if full {
+                    rows.iter().position(|r| r.0 == tail).unwrap_or(rows.len())
+                } else {
+                    rows.len()
+                };
+                let mut rows = rows;
+                rows.truncate(whole);
+                let mut group: Vec<RecordRow> = Vec::new();
+                for row in rows {
+                    if group.last().is_some_and(|g| g.0 != row.0) {
+                        for row in group.drain(..).rev() {
+                            last = Some(push_row(op, &mut items, row)?);
+                        }
+                    }
+                    group.push(row);
+                }
+                for row in group.into_iter().rev() {
+                    last = Some(push_row(op, &mut items, row)?);
+                }
+                name = tail;
+                if !full {
+                    break;
                 }
                 // Before every row: stored_at is never negative.
                 -1
             }
         };
-        let mut rows = rows_after
-            .query(params![ns, name, stored_at, room(&items)])
+        let rows = rows_after
+            .query(params![ns, name, stored_at, limit_of(room(&items))])
             .map_err(|e| error::map(op, e))?;
-        read(&mut rows, &name, &mut items)?;
+        last = push_rows_of(op, &mut items, &name, rows)?.or(last);
     }
-    let last = last.map(|(stored_at, id)| token(&[&name, &stored_at.to_string(), &id.to_string()]));
+    // The token names the last row's name (the rows of `name` may all be on the next page).
+    let last = match (items.last(), last) {
+        (Some(DumpItem::Record(r)), Some((stored_at, id))) => {
+            Some(token(&[&r.name, &stored_at.to_string(), &id.to_string()]))
+        }
+        _ => None,
+    };
     Ok(finish(items, last))
 }
 
@@ -544,7 +601,7 @@ mod tests {
                 ),
             ),
             (DEDUP_SQL, pk("stowage_dedup", "(budget,dedup_key)>(?,?)")),
-            (NEXT_NAME_SQL, by_name("COVERING INDEX ", "name>?")),
+            (NAMES_AFTER_SQL, by_name("INDEX ", "name>?")),
             (
                 ROWS_AT_SQL,
                 by_name("INDEX ", "name=? AND stored_at=? AND id>?"),

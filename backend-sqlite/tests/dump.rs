@@ -153,3 +153,35 @@ async fn the_golden_dump_imports_and_exports_byte_for_byte() {
         );
     }
 }
+
+#[tokio::test]
+async fn pages_of_many_small_names_and_a_large_one_export_as_the_model_does() {
+    let clock = Arc::new(ManualClock::new(1_000));
+    let model = stowage_core::MemoryBackend::with_options(
+        ConnectOptions::new().namespace("n").clock(clock.clone()),
+    )
+    .unwrap();
+    let b = open(&common::fresh_file_url("dump-names"), "n", &clock).await;
+    // Names of 1 to 7 rows with ties of stored_at, and one name of 1 500 rows among them.
+    let mut rows = Vec::new();
+    for i in 0..600u64 {
+        let name = format!("n/{:03}", (i * 37) % 600);
+        for j in 0..=(i % 7) {
+            rows.push((name.clone(), 10 + (i + j) % 3, json!([i, j])));
+        }
+        if i % 200 == 100 {
+            for k in 0..500u64 {
+                rows.push(("n/big".to_owned(), k % 4, json!(k)));
+            }
+        }
+    }
+    for (name, at, value) in &rows {
+        model.store(name, value, *at).await.unwrap();
+        b.store(name, value, *at).await.unwrap();
+    }
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    b.export(&mut ours).await.unwrap();
+    model.export(&mut theirs).await.unwrap();
+    assert!(ours.len() > 100_000);
+    assert_eq!(String::from_utf8(ours), String::from_utf8(theirs));
+}
