@@ -43,7 +43,10 @@ async fn the_golden_dump_is_what_the_model_exports_and_its_digest_is_pinned() {
         "the model's export of fill() is the golden dump"
     );
     assert_eq!(b.digest().await.unwrap(), GOLDEN_DIGEST);
-    assert_eq!(digest_of_dump(golden.as_slice()).await.unwrap(), GOLDEN_DIGEST);
+    assert_eq!(
+        digest_of_dump(golden.as_slice()).await.unwrap(),
+        GOLDEN_DIGEST
+    );
 }
 
 #[tokio::test]
