@@ -175,6 +175,43 @@ pub(crate) fn namespace_pattern(namespace: &str) -> String {
     pattern
 }
 
+/// A `SCAN MATCH` glob matching the keys of `namespace` whose kind letter is one of `kinds`
+/// (e.g. `"cw"`): [`namespace_pattern`] narrowed to those kinds.
+pub(crate) fn kind_pattern(namespace: &str, kinds: &str) -> String {
+    let all = namespace_pattern(namespace);
+    let rest = &all["stw:{????}:?".len()..];
+    format!("stw:{{????}}:[{kinds}]{rest}")
+}
+
+/// The kind letter of a data key (`c`, `p`, `d`, …), or `None` for a key of another shape.
+pub(crate) fn kind_of(key: &[u8]) -> Option<u8> {
+    (key.len() > 13 && key.starts_with(b"stw:{") && key[9] == b'}' && key[12] == b':')
+        .then(|| key[11])
+}
+
+/// The names a data key spells after its kind (namespace id first), decoded from their length
+/// prefixes; `None` when the key is not one of layout 2's or a name is not UTF-8.
+pub(crate) fn names_of(key: &[u8]) -> Option<Vec<String>> {
+    kind_of(key)?;
+    let mut rest = &key[13..];
+    let mut names = Vec::new();
+    while !rest.is_empty() {
+        let dot = rest.iter().position(|b| *b == b'.')?;
+        let len: usize = std::str::from_utf8(&rest[..dot]).ok()?.parse().ok()?;
+        let end = dot.checked_add(1)?.checked_add(len)?;
+        let name = rest.get(dot + 1..end)?;
+        names.push(String::from_utf8(name.to_vec()).ok()?);
+        rest = &rest[end..];
+    }
+    Some(names)
+}
+
+/// A temporary key of the namespace (kind `t`, so that `purge` removes it and no other kind
+/// meets it): an export's sorted set of the names of one section, `suffix` telling exports apart.
+pub(crate) fn temp_key(namespace: &str, suffix: &str) -> String {
+    key("t", &[namespace, suffix], 2)
+}
+
 /// The cluster hash slot of `key`, by Valkey's rules (CRC16/XMODEM of the hash tag or the whole key, mod 16384).
 pub fn hash_slot(key: &str) -> u16 {
     slot_of(key.as_bytes())

@@ -54,10 +54,10 @@ const STORE_LUA: &str = include_str!("../scripts/store.lua");
 const CLEANUP_LUA: &str = include_str!("../scripts/cleanup.lua");
 
 /// Server-side expiry of dedup records beyond their TTL: they only garbage-collect, with this margin.
-const DEDUP_GC_MARGIN_MS: u64 = 3_600_000;
+pub(crate) const DEDUP_GC_MARGIN_MS: u64 = 3_600_000;
 /// The longest server-side expiry set (about 31,700 years): `PEXPIRE` refuses times that would
 /// pass `i64::MAX` once added to the server's clock, and a refusal after the writes would be too late.
-const MAX_DEDUP_GC_MS: u64 = 1_000_000_000_000_000;
+pub(crate) const MAX_DEDUP_GC_MS: u64 = 1_000_000_000_000_000;
 
 /// Every script source, in the order `Scripts::load` loads them.
 const SOURCES: [&str; 9] = [
@@ -282,6 +282,30 @@ impl Scripts {
             call.key(index).arg(row.record);
         }
         conn.script(op, &call).await
+    }
+
+    /// The `store` script, for a pipeline that loads it (`SCRIPT LOAD`) before its calls.
+    pub(crate) fn store_script(&self) -> &Script {
+        &self.store
+    }
+
+    /// The EVALSHA of one row appended by `store.lua` (`key` is `""` for a plain store), the
+    /// record already listed in the name index: what an import pipelines for each row.
+    pub(crate) fn store_invocation(
+        &self,
+        record_keys: &keys::RecordKeys,
+        stored_at: u64,
+        text: &str,
+        key: &str,
+    ) -> ScriptInvocation<'_> {
+        let mut call = self.store.prepare_invoke();
+        call.key(&record_keys.rows)
+            .key(&record_keys.seq)
+            .key(&record_keys.idempotency)
+            .arg(time_hex(stored_at))
+            .arg(text)
+            .arg(key);
+        call
     }
 
     /// Deletes at most `batch` rows of one record below `bound` (a `ZRANGEBYLEX` maximum);
