@@ -409,6 +409,21 @@ fn decode<T: FromRedisValue>(value: &RedisValue) -> Result<T> {
     redis::from_redis_value(value).map_err(|e| error::map(OP, e))
 }
 
+/// A dedup record as `report_usage.lua` writes it (see [`decode_dedup`]).
+fn encode_dedup(d: &DedupItem) -> String {
+    let (letter, breaches, hard) = match &d.outcome {
+        UsageOutcome::Ok => ('o', &[][..], false),
+        UsageOutcome::SoftBreach(b) => ('s', b.as_slice(), false),
+        UsageOutcome::HardBreach(b) => ('h', b.as_slice(), true),
+    };
+    let mut value = format!("{}{letter}{}", d.fingerprint, d.expires_at);
+    if !breaches.is_empty() {
+        value.push('\0');
+        value.push_str(&encode_breaches(breaches, hard, true));
+    }
+    value
+}
+
 /// A command and the key that places it (its slot).
 struct Keyed {
     key: String,
@@ -782,16 +797,7 @@ pub(crate) async fn load(ctx: Ctx<'_>, items: &[DumpItem], now: u64) -> Result<(
                 }
             }
             DumpItem::Dedup(d) => {
-                let (letter, breaches, hard) = match &d.outcome {
-                    UsageOutcome::Ok => ('o', &[][..], false),
-                    UsageOutcome::SoftBreach(b) => ('s', b.as_slice(), false),
-                    UsageOutcome::HardBreach(b) => ('h', b.as_slice(), true),
-                };
-                let mut value = format!("{}{letter}{}", d.fingerprint, d.expires_at);
-                if !breaches.is_empty() {
-                    value.push('\0');
-                    value.push_str(&encode_breaches(breaches, hard, true));
-                }
+                let value = encode_dedup(d);
                 // As report_usage.lua: twice the time the record has left, and a margin.
                 let gc_ms = d
                     .expires_at
@@ -904,4 +910,124 @@ async fn write(ctx: Ctx<'_>, op: &str, writes: Vec<(String, Write)>) -> Result<(
         .try_collect::<Vec<()>>()
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stowage_core::ErrorKind;
+
+    fn breach(dimension: &str, usage: u64, crossed: bool, pending: u64) -> Breach {
+        Breach {
+            dimension: dimension.to_owned(),
+            usage,
+            limit: 3,
+            crossed,
+            pending,
+        }
+    }
+
+    #[test]
+    fn reservations_encode_as_the_scripts_write_them_and_decode_back() {
+        let base = Reservation {
+            id: "r".to_owned(),
+            dimensions: BTreeMap::from([("a".to_owned(), 1), ("b".to_owned(), 0)]),
+            ttl_ms: 100,
+            expires_at: 150,
+            remember_ms: 7,
+            state: ReservationState::Held,
+        };
+        // What lib.lua writes for a hold (the decoder's own test spells the same text).
+        assert_eq!(
+            encode_reservation(&base).unwrap(),
+            "100\u{0}2\u{0}a\u{0}1\u{0}b\u{0}0\u{0}150\u{0}7\u{0}held"
+        );
+        let states = [
+            ReservationState::Held,
+            ReservationState::Released { at: 120 },
+            ReservationState::Refused {
+                at: 9,
+                breaches: vec![breach("a", 2, false, 8), breach("b", 0, true, 0)],
+            },
+            ReservationState::Committed {
+                at: 6,
+                actual: BTreeMap::from([("a".to_owned(), 1)]),
+                outcome: UsageOutcome::Ok,
+            },
+            ReservationState::Committed {
+                at: 6,
+                actual: BTreeMap::new(),
+                outcome: UsageOutcome::SoftBreach(vec![breach("a", 4, true, 0)]),
+            },
+        ];
+        for state in states {
+            let r = Reservation {
+                state,
+                ..base.clone()
+            };
+            let text = encode_reservation(&r).unwrap();
+            assert_eq!(decode_reservation("op", "r", &text).unwrap(), r, "{text:?}");
+        }
+        let hard = Reservation {
+            state: ReservationState::Committed {
+                at: 6,
+                actual: BTreeMap::new(),
+                outcome: UsageOutcome::HardBreach(vec![]),
+            },
+            ..base
+        };
+        assert_eq!(
+            encode_reservation(&hard).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+    }
+
+    #[test]
+    fn dedup_records_encode_as_report_usage_writes_them_and_decode_back() {
+        let fingerprint = "A".repeat(FINGERPRINT_LEN);
+        let item = |outcome| DedupItem {
+            budget: "b".to_owned(),
+            key: "k".to_owned(),
+            fingerprint: fingerprint.clone(),
+            outcome,
+            expires_at: 9_007_199_254_740_993,
+        };
+        let soft = item(UsageOutcome::SoftBreach(vec![breach("t", 5, true, 0)]));
+        assert_eq!(
+            encode_dedup(&soft),
+            format!("{fingerprint}s9007199254740993\0t\u{0}5\u{0}3\u{0}1\u{0}")
+        );
+        for d in [
+            item(UsageOutcome::Ok),
+            soft,
+            item(UsageOutcome::HardBreach(vec![
+                breach("t", 5, false, 2),
+                breach("u", 1, true, 0),
+            ])),
+        ] {
+            assert_eq!(decode_dedup("b", "k", &encode_dedup(&d)).unwrap(), d);
+        }
+        for bad in [
+            "",
+            "short",
+            &format!("{fingerprint}x1"),
+            &format!("{fingerprint}o"),
+        ] {
+            assert_eq!(
+                decode_dedup("b", "k", bad).unwrap_err().kind(),
+                ErrorKind::Corruption,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_row_position_resumes_after_its_row() {
+        let row = crate::rows::encode_row(5, 9, "k", "1");
+        let next = crate::rows::encode_row(5, 10, "", "0");
+        let min = after_position(&row[..32]).unwrap();
+        assert!(min.starts_with('['));
+        assert!(row.as_str() < &min[1..] && &min[1..] <= next.as_str());
+        assert_eq!(after_position("zz"), None);
+    }
 }

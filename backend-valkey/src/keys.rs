@@ -20,6 +20,10 @@
 //! Layout 1 (before issue 13) spelled the namespace name in full and a 16-digit tag; its keys
 //! (`stw:{<16 hex>}:…`) are never read by layout 2 (the project is unreleased: no migration).
 //!
+//! **Temporary keys** (kind `t`, [`temp_key`]): an export's sorted set of one section's names
+//! (`dump.rs`), with an expiry; in the namespace's key space so that `purge` removes them, and no
+//! part of its data (`is_empty` ignores them).
+//!
 //! In this module, `namespace` arguments are the namespace's id as keys spell it (see
 //! `ValkeyBackend::key_namespace`), except in the registry functions.
 
@@ -293,6 +297,40 @@ mod tests {
             // The registry is no key of any namespace.
             assert!(!NAMESPACE_IDS.starts_with(&key[..10]));
         }
+    }
+
+    #[test]
+    fn data_keys_decode_into_their_names() {
+        for ns in NAMES {
+            for a in NAMES {
+                let b = budget_keys(ns, a);
+                for key in [b.counters, b.policy, b.window, b.reservations, b.held] {
+                    assert_eq!(
+                        names_of(key.as_bytes()),
+                        Some(vec![ns.to_string(), a.to_string()])
+                    );
+                }
+                for k in NAMES {
+                    let key = dedup_key(ns, a, k);
+                    assert_eq!(kind_of(key.as_bytes()), Some(b'd'));
+                    assert_eq!(
+                        names_of(key.as_bytes()),
+                        Some(vec![ns.to_string(), a.to_string(), k.to_string()])
+                    );
+                }
+            }
+            let temp = temp_key(ns, "0123");
+            assert_eq!(kind_of(temp.as_bytes()), Some(b't'));
+            // The namespace comes first, as in every data key: its pattern (purge) covers it.
+            assert_eq!(
+                names_of(temp.as_bytes()),
+                Some(vec![ns.to_string(), "0123".to_string()])
+            );
+        }
+        assert_eq!(names_of(b"stw:{abcd}:c:3.ab"), None, "a name cut short");
+        assert_eq!(names_of(b"stw:{abcd}:c:x.a"), None);
+        assert_eq!(kind_of(NAMESPACE_IDS.as_bytes()), None);
+        assert_eq!(kind_pattern("1*", "cw"), r"stw:{????}:[cw]:2.1\**");
     }
 
     #[test]
