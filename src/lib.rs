@@ -29,8 +29,11 @@
 
 use std::sync::Arc;
 
+/// Dumps (SEMANTICS §4.5): the format's items and constants (`docs/dump-format.md`).
+pub use stowage_core::dump;
 /// For backend implementers: the engine trait, validated inputs and shared helpers.
 pub use stowage_core::raw;
+pub use stowage_core::{copy, CopyProgress, DumpSummary};
 pub use stowage_core::{
     Backend, BoxFuture, Breach, BudgetBackend, BudgetPolicy, BudgetUsage, CalendarUnit,
     Capabilities, Checked, Clock, ConnectOptions, DimensionLimit, Error, ErrorKind, ManualClock,
