@@ -118,7 +118,6 @@ impl ValkeyBackend {
     async fn dump_ctx(&self) -> Result<dump::Ctx<'_>> {
         Ok(dump::Ctx {
             conn: &self.inner.conn,
-            scripts: &self.inner.scripts,
             namespace: self.ns().await?,
         })
     }
@@ -153,7 +152,8 @@ impl Access for ValkeyBackend {
         dump::dump_page(self.dump_ctx().await?, section, after).await
     }
 
-    /// One pipeline per batch (one per slot on a cluster); record rows appended by `store.lua`.
+    /// One pipeline per batch (one per slot on a cluster), after one `INCRBY` per record that
+    /// numbers its rows.
     async fn load(&self, items: &[DumpItem]) -> Result<()> {
         let now = self.inner.options.now("import")?;
         dump::load(self.dump_ctx().await?, items, now).await

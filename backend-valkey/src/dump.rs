@@ -23,9 +23,10 @@
 //! records with their forget order, the holds still holding at the import's clock reading in
 //! `held` with their amounts summed into `pending` (as a sweep at that reading leaves them),
 //! dedup strings (with a server-side expiry as `report_usage.lua` sets it, from the time left),
-//! and record rows appended by `store.lua` itself in dump order (so store order, the sequence
-//! counter and the idempotency hash are what stores in that order make), the names listed in
-//! the name index.
+//! and record rows as `store.lua` writes them, numbered in dump order from each record's sequence
+//! counter (one `INCRBY` per record and batch, one round trip before the batch's pipelines), so
+//! store order, the counter and the idempotency hash are what stores in that order make; the
+//! names listed in the name index.
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
@@ -50,8 +51,8 @@ use crate::keys::{
     record_keys, slot_of, temp_key,
 };
 use crate::reservations::decode_reservation;
-use crate::rows::split_row;
-use crate::scripts::{Scripts, DEDUP_GC_MARGIN_MS, MAX_DEDUP_GC_MS};
+use crate::rows::{encode_row, split_row};
+use crate::scripts::{DEDUP_GC_MARGIN_MS, MAX_DEDUP_GC_MS};
 
 /// How long a temporary sorted set outlives the page that last touched it.
 const TEMP_TTL_MS: u64 = 3_600_000;
@@ -66,7 +67,6 @@ const ZADD_AT_ONCE: usize = 1_000;
 #[derive(Clone, Copy)]
 pub(crate) struct Ctx<'a> {
     pub(crate) conn: &'a Connection,
-    pub(crate) scripts: &'a Scripts,
     pub(crate) namespace: &'a str,
 }
 
@@ -711,34 +711,21 @@ pub(crate) fn encode_reservation(r: &Reservation) -> Result<String> {
     Ok(text)
 }
 
-/// What one load writes, by slot: plain commands, and rows appended by `store.lua`.
-enum Write {
-    Cmd(Cmd),
-    Row {
-        record: String,
-        stored_at: u64,
-        key: String,
-        value: String,
-    },
-}
-
 /// Writes `items` (see the module's documentation); `now` is the import's clock reading.
 pub(crate) async fn load(ctx: Ctx<'_>, items: &[DumpItem], now: u64) -> Result<()> {
     let op = "import";
     let ns = ctx.namespace;
-    let mut writes: Vec<(String, Write)> = Vec::new();
-    let mut cmd = |key: String, build: &dyn Fn(&mut Cmd, &str)| {
-        let mut c = Cmd::new();
-        build(&mut c, &key);
-        writes.push((key, Write::Cmd(c)));
-    };
-    let mut names: Vec<&str> = Vec::new();
-    let mut rows: Vec<(String, Write)> = Vec::new();
+    let mut writes: Vec<Keyed> = Vec::new();
+    fn push(writes: &mut Vec<Keyed>, key: String, build: impl FnOnce(&mut Cmd, &str)) {
+        writes.push(command(key, build));
+    }
+    // The batch's record rows, by record, in dump order.
+    let mut records: Vec<(&str, Vec<&RecordItem>)> = Vec::new();
     for item in items {
         match item {
             DumpItem::Policy(p) => {
                 let spec = p.window.as_ref().map_or(NO_WINDOW.to_owned(), |w| w.spec());
-                cmd(budget_keys(ns, &p.budget).policy, &|c, k| {
+                push(&mut writes, budget_keys(ns, &p.budget).policy, |c, k| {
                     c.arg("HSET").arg(k).arg("").arg(&spec);
                     for (dimension, limit) in &p.limits {
                         let text = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
@@ -750,7 +737,7 @@ pub(crate) async fn load(ctx: Ctx<'_>, items: &[DumpItem], now: u64) -> Result<(
             DumpItem::Counters(counters) => {
                 let keys = budget_keys(ns, &counters.budget);
                 if !counters.values.is_empty() {
-                    cmd(keys.counters, &|c, k| {
+                    push(&mut writes, keys.counters, |c, k| {
                         c.arg("HSET").arg(k);
                         for (dimension, value) in &counters.values {
                             c.arg(dimension).arg(value.to_string());
@@ -758,7 +745,7 @@ pub(crate) async fn load(ctx: Ctx<'_>, items: &[DumpItem], now: u64) -> Result<(
                     });
                 }
                 if let Some(window) = &counters.window {
-                    cmd(keys.window, &|c, k| {
+                    push(&mut writes, keys.window, |c, k| {
                         c.arg("HSET")
                             .arg(k)
                             .arg("spec")
@@ -774,20 +761,20 @@ pub(crate) async fn load(ctx: Ctx<'_>, items: &[DumpItem], now: u64) -> Result<(
                 let keys = budget_keys(ns, &item.budget);
                 let reservation = item.reservation();
                 let text = encode_reservation(&reservation)?;
-                cmd(keys.reservations.clone(), &|c, k| {
+                push(&mut writes, keys.reservations.clone(), |c, k| {
                     c.arg("HSET").arg(k).arg(&item.id).arg(&text);
                 });
                 let forget = format!("{}{}", pad(reservation.forget_at()), item.id);
-                cmd(keys.forget.clone(), &|c, k| {
+                push(&mut writes, keys.forget.clone(), |c, k| {
                     c.arg("ZADD").arg(k).arg(0).arg(&forget);
                 });
                 if reservation.is_holding(now) {
                     let held = format!("{}{}", pad(item.expires_at), item.id);
-                    cmd(keys.held.clone(), &|c, k| {
+                    push(&mut writes, keys.held.clone(), |c, k| {
                         c.arg("ZADD").arg(k).arg(0).arg(&held);
                     });
                     for (dimension, amount) in item.dimensions.iter().filter(|(_, a)| **a > 0) {
-                        cmd(keys.pending.clone(), &|c, k| {
+                        push(&mut writes, keys.pending.clone(), |c, k| {
                             c.arg("HINCRBY")
                                 .arg(k)
                                 .arg(dimension)
@@ -805,110 +792,75 @@ pub(crate) async fn load(ctx: Ctx<'_>, items: &[DumpItem], now: u64) -> Result<(
                     .saturating_mul(2)
                     .saturating_add(DEDUP_GC_MARGIN_MS)
                     .min(MAX_DEDUP_GC_MS);
-                cmd(dedup_key(ns, &d.budget, &d.key), &|c, k| {
+                push(&mut writes, dedup_key(ns, &d.budget, &d.key), |c, k| {
                     c.arg("SET").arg(k).arg(&value).arg("PX").arg(gc_ms);
                 });
             }
-            DumpItem::Record(r) => {
-                if names.last() != Some(&r.name.as_str()) {
-                    names.push(&r.name);
-                }
-                rows.push((
-                    record_keys(ns, &r.name).rows,
-                    Write::Row {
-                        record: r.name.clone(),
-                        stored_at: r.stored_at,
-                        key: r.idempotency_key.clone().unwrap_or_default(),
-                        value: r.value.clone(),
-                    },
-                ));
-            }
+            DumpItem::Record(r) => match records.last_mut() {
+                Some((name, rows)) if *name == r.name => rows.push(r),
+                _ => records.push((&r.name, vec![r])),
+            },
         }
     }
-    if !names.is_empty() {
-        // Listed before their rows are written, as `store` does.
-        cmd(name_index(ns), &|c, k| {
+    if !records.is_empty() {
+        // Store order continues each record's sequence counter (a record may span batches): one
+        // INCRBY per record reserves its rows' numbers, as store.lua's INCR would one by one.
+        let reserved = fetch(
+            ctx.conn,
+            op,
+            records
+                .iter()
+                .map(|(name, rows)| {
+                    command(record_keys(ns, name).seq, |c, k| {
+                        c.arg("INCRBY").arg(k).arg(rows.len());
+                    })
+                })
+                .collect(),
+        )
+        .await?;
+        // Listed in the name index, rows as store.lua writes them: member in the rows, member
+        // under its idempotency key.
+        push(&mut writes, name_index(ns), |c, k| {
             c.arg("ZADD").arg(k);
-            for name in &names {
+            for (name, _) in &records {
                 c.arg(0).arg(*name);
             }
         });
-    }
-    writes.extend(rows);
-    write(ctx, op, writes).await
-}
-
-/// Sends `writes` in order per slot: one pipeline on a standalone server, one per slot on a
-/// cluster (sent concurrently); a pipeline with rows loads `store.lua` first. Every command must
-/// succeed and every row be appended.
-async fn write(ctx: Ctx<'_>, op: &str, writes: Vec<(String, Write)>) -> Result<()> {
-    if writes.is_empty() {
-        return Ok(());
-    }
-    let conn = ctx.conn;
-    let limit = batch_timeout(conn.timeout(), writes.len());
-    let mut by_slot: BTreeMap<u16, Vec<Write>> = BTreeMap::new();
-    for (key, write) in writes {
-        let slot = if conn.is_cluster() {
-            slot_of(key.as_bytes())
-        } else {
-            0
-        };
-        by_slot.entry(slot).or_default().push(write);
-    }
-    // Each slot's pipeline: its writes in order, after a SCRIPT LOAD when it appends rows.
-    let mut pipelines = Vec::with_capacity(by_slot.len());
-    for writes in by_slot.into_values() {
-        let mut pipe = Pipeline::with_capacity(writes.len() + 1);
-        let rows = writes.iter().any(|w| matches!(w, Write::Row { .. }));
-        if rows {
-            pipe.load_script(ctx.scripts.store_script());
-        }
-        let count = writes.len();
-        for write in writes {
-            match write {
-                Write::Cmd(cmd) => {
-                    pipe.add_command(cmd);
+        for ((name, rows), last) in records.iter().zip(&reserved) {
+            let last: u64 = decode(last)?;
+            let count = u64::try_from(rows.len()).unwrap_or(u64::MAX);
+            let first = last
+                .checked_sub(count)
+                .ok_or_else(|| Error::internal(format!("{op}: a sequence counter went back")))?;
+            let members: Vec<(String, Option<&str>)> = rows
+                .iter()
+                .zip(first + 1..)
+                .map(|(row, seq)| {
+                    let key = row.idempotency_key.as_deref();
+                    let member = encode_row(row.stored_at, seq, key.unwrap_or(""), &row.value);
+                    (member, key)
+                })
+                .collect();
+            let keys = record_keys(ns, name);
+            push(&mut writes, keys.rows, |c, k| {
+                c.arg("ZADD").arg(k);
+                for (member, _) in &members {
+                    c.arg(0).arg(member);
                 }
-                Write::Row {
-                    record,
-                    stored_at,
-                    key,
-                    value,
-                } => {
-                    let keys = record_keys(ctx.namespace, &record);
-                    pipe.invoke_script(
-                        &ctx.scripts.store_invocation(&keys, stored_at, &value, &key),
-                    );
-                }
-            }
-        }
-        pipelines.push((usize::from(rows), count, pipe));
-    }
-    futures_util::stream::iter(pipelines)
-        .map(|(offset, count, pipe)| async move {
-            let replies = conn.pipeline(op, &pipe, offset, count, limit).await?;
-            if replies.len() != count {
-                return Err(Error::unavailable(format!(
-                    "{op}: {} replies to {count} commands",
-                    replies.len()
-                )));
-            }
-            for reply in replies {
-                let reply = reply.map_err(|e| error::map(op, e))?;
-                if let Ok(answer) = String::from_redis_value(&reply) {
-                    if answer == "exists" || answer == "conflict" {
-                        return Err(Error::internal(format!(
-                            "{op}: a row's idempotency key was stored already ({answer})"
-                        )));
+            });
+            if members.iter().any(|(_, key)| key.is_some()) {
+                push(&mut writes, keys.idempotency, |c, k| {
+                    c.arg("HSET").arg(k);
+                    for (member, key) in &members {
+                        if let Some(key) = key {
+                            c.arg(*key).arg(member);
+                        }
                     }
-                }
+                });
             }
-            Ok(())
-        })
-        .buffer_unordered(PARALLEL_SLOTS)
-        .try_collect::<Vec<()>>()
-        .await?;
+        }
+    }
+    fetch(ctx.conn, op, writes).await?;
     Ok(())
 }
 

@@ -284,30 +284,6 @@ impl Scripts {
         conn.script(op, &call).await
     }
 
-    /// The `store` script, for a pipeline that loads it (`SCRIPT LOAD`) before its calls.
-    pub(crate) fn store_script(&self) -> &Script {
-        &self.store
-    }
-
-    /// The EVALSHA of one row appended by `store.lua` (`key` is `""` for a plain store), the
-    /// record already listed in the name index: what an import pipelines for each row.
-    pub(crate) fn store_invocation(
-        &self,
-        record_keys: &keys::RecordKeys,
-        stored_at: u64,
-        text: &str,
-        key: &str,
-    ) -> ScriptInvocation<'_> {
-        let mut call = self.store.prepare_invoke();
-        call.key(&record_keys.rows)
-            .key(&record_keys.seq)
-            .key(&record_keys.idempotency)
-            .arg(time_hex(stored_at))
-            .arg(text)
-            .arg(key);
-        call
-    }
-
     /// Deletes at most `batch` rows of one record below `bound` (a `ZRANGEBYLEX` maximum);
     /// answers how many it deleted.
     pub(crate) async fn cleanup(
