@@ -250,6 +250,42 @@ fn decode_step(op: &str, row: &PgRow) -> Result<Step> {
     })
 }
 
+/// Dimension → counter from two arrays of the same length.
+pub(crate) fn counters(
+    op: &str,
+    dims: Vec<String>,
+    values: Vec<i64>,
+) -> Result<BTreeMap<String, u64>> {
+    if dims.len() != values.len() {
+        return Err(Error::corruption(format!(
+            "{op}: counter arrays have different lengths"
+        )));
+    }
+    dims.into_iter()
+        .zip(values)
+        .map(|(d, v)| Ok((d, from_i64(op, "counter", v)?)))
+        .collect()
+}
+
+/// The stored window of a row's (spec, start, end) columns: `None` when none is stored.
+pub(crate) fn stored_window(
+    op: &str,
+    spec: Option<String>,
+    start: Option<i64>,
+    end: Option<i64>,
+) -> Result<Option<StoredWindow>> {
+    Ok(match (spec, start, end) {
+        (Some(spec), Some(start), Some(end)) => Some(StoredWindow {
+            spec,
+            bounds: WindowBounds {
+                start_ms: from_i64(op, "window start", start)?,
+                end_ms: from_i64(op, "window end", end)?,
+            },
+        }),
+        _ => None,
+    })
+}
+
 /// Dimension → amount from two arrays of the same length.
 fn amounts(op: &str, dims: Vec<String>, values: Vec<i64>) -> Result<BTreeMap<String, u64>> {
     if dims.len() != values.len() {
@@ -350,7 +386,7 @@ pub(crate) enum Report {
 }
 
 /// Array column `i` of `row`; NULL reads as empty.
-fn array<T>(op: &str, row: &PgRow, i: usize) -> Result<Vec<T>>
+pub(crate) fn array<T>(op: &str, row: &PgRow, i: usize) -> Result<Vec<T>>
 where
     Vec<T>: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
 {
@@ -403,27 +439,8 @@ pub(crate) fn decode_usage(row: &PgRow) -> Result<UsageRow> {
     let stored_spec: Option<String> = row.try_get(1).map_err(e)?;
     let start: Option<i64> = row.try_get(2).map_err(e)?;
     let end: Option<i64> = row.try_get(3).map_err(e)?;
-    let dims: Vec<String> = array(op, row, 4)?;
-    let values: Vec<i64> = array(op, row, 5)?;
-    if dims.len() != values.len() {
-        return Err(Error::corruption(format!(
-            "{op}: counter arrays have different lengths"
-        )));
-    }
-    let mut counters = BTreeMap::new();
-    for (dimension, value) in dims.into_iter().zip(values) {
-        counters.insert(dimension, from_i64(op, "counter", value)?);
-    }
-    let stored = match (stored_spec, start, end) {
-        (Some(spec), Some(start), Some(end)) => Some(StoredWindow {
-            spec,
-            bounds: WindowBounds {
-                start_ms: from_i64(op, "window start", start)?,
-                end_ms: from_i64(op, "window end", end)?,
-            },
-        }),
-        _ => None,
-    };
+    let counters = counters(op, array(op, row, 4)?, array(op, row, 5)?)?;
+    let stored = stored_window(op, stored_spec, start, end)?;
     let window = policy_spec
         .map(|spec| Window::from_spec(op, &spec))
         .transpose()?;

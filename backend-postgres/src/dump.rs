@@ -22,13 +22,12 @@ use stowage_core::dump::{
     PAGE_ITEMS,
 };
 use stowage_core::raw::validate::{from_i64, to_i64};
-use stowage_core::raw::{commit_fingerprint, reserve_fingerprint, show, StoredWindow};
+use stowage_core::raw::{commit_fingerprint, reserve_fingerprint, show};
 use stowage_core::{
     Breach, DimensionLimit, Error, ReservationState, ReserveRequest, Result, UsageOutcome, Window,
-    WindowBounds,
 };
 
-use crate::budget::{self, RESERVATION};
+use crate::budget::{self, array, RESERVATION};
 use crate::error;
 
 /// Record values one statement of a load carries at most (a batch of bigger values is split
@@ -263,16 +262,6 @@ pub(crate) fn page(items: Vec<DumpItem>, last: Option<After>) -> DumpPage {
     DumpPage { items, next }
 }
 
-/// Array column `i` of `row`; NULL reads as empty.
-fn array<T>(op: &str, row: &PgRow, i: usize) -> Result<Vec<T>>
-where
-    Vec<T>: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
-{
-    row.try_get::<Option<Vec<T>>, _>(i)
-        .map(Option::unwrap_or_default)
-        .map_err(|e| error::map(op, e))
-}
-
 fn column<'r, T>(op: &str, row: &'r PgRow, i: usize) -> Result<T>
 where
     T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
@@ -320,29 +309,8 @@ pub(crate) fn decode_counters(op: &str, row: &PgRow) -> Result<(DumpItem, After)
     let spec: Option<String> = column(op, row, 1)?;
     let start: Option<i64> = column(op, row, 2)?;
     let end: Option<i64> = column(op, row, 3)?;
-    let dims: Vec<String> = array(op, row, 4)?;
-    let values: Vec<i64> = array(op, row, 5)?;
-    if dims.len() != values.len() {
-        return Err(Error::corruption(format!(
-            "{op}: counter arrays of budget {} have different lengths",
-            show(&budget)
-        )));
-    }
-    let window = match (spec, start, end) {
-        (Some(spec), Some(start), Some(end)) => Some(StoredWindow {
-            spec,
-            bounds: WindowBounds {
-                start_ms: from_i64(op, "window start", start)?,
-                end_ms: from_i64(op, "window end", end)?,
-            },
-        }),
-        _ => None,
-    };
-    let values = dims
-        .into_iter()
-        .zip(values)
-        .map(|(d, v)| Ok((d, from_i64(op, "counter", v)?)))
-        .collect::<Result<BTreeMap<String, u64>>>()?;
+    let window = budget::stored_window(op, spec, start, end)?;
+    let values = budget::counters(op, array(op, row, 4)?, array(op, row, 5)?)?;
     let item = DumpItem::Counters(CountersItem {
         budget: budget.clone(),
         window,

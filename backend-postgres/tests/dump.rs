@@ -5,9 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use stowage_conformance::round_trips::RoundTrips;
 use stowage_core::dump::{
     CountersItem, DedupItem, DumpItem, PolicyItem, RecordItem, ReservationItem, Section,
 };
@@ -17,21 +15,6 @@ use stowage_core::{
     UsageOutcome, UsageReport, Window, WindowBounds,
 };
 use stowage_postgres::PostgresBackend;
-
-/// The shared server's URL behind a counting proxy (one connection), and the counter.
-async fn proxied() -> Option<(String, Arc<RoundTrips>)> {
-    let url = common::shared_url()?;
-    let server_port: u16 = url
-        .rsplit_once(':')
-        .and_then(|(_, rest)| rest.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .expect("the URL names a port");
-    let (turns, port) = RoundTrips::proxy(server_port).await;
-    Some((
-        format!("postgres://stowage@127.0.0.1:{port}/postgres?max_connections=1"),
-        turns,
-    ))
-}
 
 async fn open(url: &str, name: &str) -> stowage_core::Checked<PostgresBackend> {
     let namespace = stowage_conformance::unique_namespace(name);
@@ -166,7 +149,7 @@ async fn section(engine: &PostgresBackend, section: Section) -> Vec<DumpItem> {
 /// 1000 records; what was loaded reads back verbatim, in store order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_batch_and_a_page_are_one_round_trip_each() {
-    let Some((url, turns)) = proxied().await else {
+    let Some((url, turns)) = common::proxied().await else {
         return;
     };
     let backend = open(&url, "dump_rt").await;

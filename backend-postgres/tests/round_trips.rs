@@ -14,21 +14,6 @@ use stowage_core::{
 };
 use stowage_postgres::PostgresBackend;
 
-/// The shared server's URL behind a counting proxy, and the counter.
-async fn proxied() -> Option<(String, Arc<RoundTrips>)> {
-    let url = common::shared_url()?;
-    let server_port: u16 = url
-        .rsplit_once(':')
-        .and_then(|(_, rest)| rest.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .expect("the URL names a port");
-    let (turns, port) = RoundTrips::proxy(server_port).await;
-    Some((
-        format!("postgres://stowage@127.0.0.1:{port}/postgres?max_connections=1"),
-        turns,
-    ))
-}
-
 /// The round trips `report` takes.
 async fn trips(turns: &RoundTrips, backend: &dyn BudgetBackend, report: &UsageReport) -> u64 {
     let (spent, answer) = turns.of(backend.report_usage("b", report)).await;
@@ -38,7 +23,7 @@ async fn trips(turns: &RoundTrips, backend: &dyn BudgetBackend, report: &UsageRe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_usage_is_one_round_trip() {
-    let Some((proxied, turns)) = proxied().await else {
+    let Some((proxied, turns)) = common::proxied().await else {
         return;
     };
     let namespace = stowage_conformance::unique_namespace("rt");
@@ -76,7 +61,7 @@ async fn report_usage_is_one_round_trip() {
 /// server names the window, Rust computes its bounds, the call is repeated); the next one again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windowed_report_round_trips() {
-    let Some((proxied, turns)) = proxied().await else {
+    let Some((proxied, turns)) = common::proxied().await else {
         return;
     };
     let clock = Arc::new(ManualClock::new(10_500));
@@ -190,7 +175,7 @@ async fn connections_run_read_committed_whatever_the_database_default() {
 /// compute at these times, so the server counts the passed window's counters as zero unasked).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reservation_calls_are_one_round_trip() {
-    let Some((proxied, turns)) = proxied().await else {
+    let Some((proxied, turns)) = common::proxied().await else {
         return;
     };
     // 2023-11-14T22:13:20Z, on a 1 s window boundary.
@@ -292,7 +277,7 @@ async fn reservation_calls_are_one_round_trip() {
 /// from its first one on with the window, Rust brings its bounds, the second call applies them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_is_one_round_trip_two_after_a_rollover() {
-    let Some((proxied, turns)) = proxied().await else {
+    let Some((proxied, turns)) = common::proxied().await else {
         return;
     };
     // 2023-11-14T22:13:20Z, on a 1 s window boundary.

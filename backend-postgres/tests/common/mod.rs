@@ -56,3 +56,19 @@ pub fn as_user(url: &str, user: &str) -> String {
     let host = rest.split_once('@').map_or(rest, |(_, host)| host);
     format!("{scheme}://{user}@{host}")
 }
+
+/// The shared server's URL behind a round-trip-counting proxy (one connection), and the counter.
+#[allow(dead_code)]
+pub async fn proxied() -> Option<(String, Arc<stowage_conformance::round_trips::RoundTrips>)> {
+    let url = shared_url()?;
+    let server_port: u16 = url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("the URL names a port");
+    let (turns, port) = stowage_conformance::round_trips::RoundTrips::proxy(server_port).await;
+    Some((
+        format!("postgres://stowage@127.0.0.1:{port}/postgres?max_connections=1"),
+        turns,
+    ))
+}
