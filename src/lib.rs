@@ -29,11 +29,11 @@
 
 use std::sync::Arc;
 
-/// For backend implementers: the engine trait, validated inputs and shared helpers.
-pub use stowage_core::raw;
 /// The dump format (SEMANTICS §4.5, `docs/dump-format.md`): items, sections, limits and
 /// [`dump::digest_of_dump`].
 pub use stowage_core::dump;
+/// For backend implementers: the engine trait, validated inputs and shared helpers.
+pub use stowage_core::raw;
 /// Moving a namespace between backends: [`copy`] pipes one backend's export into another's
 /// import in bounded memory, reporting [`CopyProgress`]; export, import and copy answer a
 /// [`DumpSummary`].
