@@ -29,14 +29,10 @@
 
 use std::sync::Arc;
 
-/// The dump format (SEMANTICS §4.5, `docs/dump-format.md`): items, sections, limits and
-/// [`dump::digest_of_dump`].
+/// Dumps (SEMANTICS §4.5): the format's items and constants (`docs/dump-format.md`).
 pub use stowage_core::dump;
 /// For backend implementers: the engine trait, validated inputs and shared helpers.
 pub use stowage_core::raw;
-/// Moving a namespace between backends: [`copy`] pipes one backend's export into another's
-/// import in bounded memory, reporting [`CopyProgress`]; export, import and copy answer a
-/// [`DumpSummary`].
 pub use stowage_core::{copy, CopyProgress, DumpSummary};
 pub use stowage_core::{
     Backend, BoxFuture, Breach, BudgetBackend, BudgetPolicy, BudgetUsage, CalendarUnit,

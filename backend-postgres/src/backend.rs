@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgRow};
 use sqlx::{Arguments, Row};
+use stowage_core::dump::{DumpItem, DumpPage, Section};
 use stowage_core::raw::validate::to_i64;
 use stowage_core::raw::BatchItem;
 use stowage_core::raw::{
@@ -29,6 +30,7 @@ use crate::budget::{
     Report, Step,
 };
 use crate::config::PostgresConfig;
+use crate::dump::{self as dumps, After, DumpSql, Shape};
 use crate::error::{self, classify, connection_survives, Fail, Failure};
 use crate::pool::{ConnPool, Lease};
 use crate::records::{self, RecordSql};
@@ -99,6 +101,7 @@ struct Sql {
     schema: Schema,
     records: RecordSql,
     budget: BudgetSql,
+    dump: DumpSql,
 }
 
 impl Sql {
@@ -106,6 +109,7 @@ impl Sql {
         Arc::new(Sql {
             records: RecordSql::new(&schema.name),
             budget: BudgetSql::new(&schema.name),
+            dump: DumpSql::new(&schema.name),
             schema,
         })
     }
@@ -214,6 +218,26 @@ impl PostgresBackend {
         self.inner
             .sql()
             .map(|sql| sql.budget.report.clone())
+            .unwrap_or_default()
+    }
+
+    /// The SQL statement a page of an export's `section` sends (one keyset range scan; its
+    /// parameters: the previous page's last budget; or its last budget, id or key, and `now`; or
+    /// its last record name, `stored_at` and row id), empty before the namespace was initialized
+    /// through this handle.
+    pub fn dump_page_sql(&self, section: Section) -> String {
+        self.inner
+            .sql()
+            .map(|sql| {
+                let dump = &sql.dump;
+                match section {
+                    Section::Policies => dump.policies.clone(),
+                    Section::Counters => dump.counters.clone(),
+                    Section::Reservations => dump.reservations.clone(),
+                    Section::Dedup => dump.dedup.clone(),
+                    Section::Records => dump.records.clone(),
+                }
+            })
             .unwrap_or_default()
     }
 
@@ -396,6 +420,74 @@ impl Access for PostgresBackend {
 
     fn namespace(&self) -> &str {
         &self.inner.options.namespace
+    }
+
+    /// One statement per page: a keyset range scan of at most `PAGE_ITEMS` rows on an index
+    /// (policies, windows, counters, reservations and dedup by their primary keys, records by
+    /// `records_in_order`), after the last row of the previous page. Forgotten reservations and
+    /// expired dedup records are left out by the statement; passed windows by core.
+    async fn dump_page(&self, section: Section, after: Option<&str>, now: u64) -> Result<DumpPage> {
+        let op = "export";
+        let now = to_i64(op, "clock", now)?;
+        type Decode = fn(&str, &PgRow) -> Result<(DumpItem, After)>;
+        let (shape, statement, decode): (Shape, fn(&DumpSql) -> &String, Decode) = match section {
+            Section::Policies => (Shape::Budget, |s| &s.policies, dumps::decode_policy),
+            Section::Counters => (Shape::Budget, |s| &s.counters, dumps::decode_counters),
+            Section::Reservations => (Shape::Pair, |s| &s.reservations, dumps::decode_reservation),
+            Section::Dedup => (Shape::Pair, |s| &s.dedup, dumps::decode_dedup),
+            Section::Records => (Shape::Row, |s| &s.records, dumps::decode_record),
+        };
+        let start = &After::parse(op, shape, after)?;
+        let rows = self
+            .inner
+            .run(op, Repeat::Safe, |mut lease, sql| async move {
+                let query = sqlx::query(statement(&sql.dump));
+                let query = match start {
+                    After::Budget(budget) => query.bind(budget),
+                    After::Pair(budget, id) => query.bind(budget).bind(id).bind(now),
+                    After::Row(name, at, id) => query.bind(name).bind(at).bind(id),
+                };
+                let result = query.fetch_all(lease.conn()).await;
+                (lease, result.map_err(Fail::from))
+            })
+            .await?;
+        let mut items = Vec::with_capacity(rows.len());
+        let mut last = None;
+        for row in &rows {
+            let (item, key) = decode(op, row)?;
+            items.push(item);
+            last = Some(key);
+        }
+        Ok(dumps::page(items, last))
+    }
+
+    /// One statement per batch (one multi-row insert per table, in data-modifying CTEs): one
+    /// round trip, one transaction. A batch whose record values exceed 64 MiB sends the rest of
+    /// its records in more statements of the same transaction. Nothing is derived that the
+    /// tables do not hold (pending is summed from the held rows at every call), so the rows are
+    /// the whole state. Never sent again after a dead connection: a second try could add the
+    /// records twice.
+    async fn load(&self, items: &[DumpItem]) -> Result<()> {
+        let op = "import";
+        let load = &dumps::encode(op, items, self.now(op)?)?;
+        self.inner
+            .run(op, Repeat::Once, |mut lease, sql| async move {
+                let result = load_batch(lease.conn(), &sql.dump, load).await;
+                (lease, result.map_err(Fail::from))
+            })
+            .await
+    }
+
+    /// One statement over every table of the namespace.
+    async fn is_empty(&self) -> Result<bool> {
+        self.inner
+            .run("import", Repeat::Safe, |mut lease, sql| async move {
+                let result = sqlx::query_scalar::<_, bool>(&sql.dump.is_empty)
+                    .fetch_one(lease.conn())
+                    .await;
+                (lease, result.map_err(Fail::from))
+            })
+            .await
     }
 
     /// One call: a reserve writes no counters, so after a rollover the server counts the passed
@@ -1063,6 +1155,31 @@ impl Access for PostgresBackend {
             })
             .await
     }
+}
+
+/// Runs the statements of one load batch: one, or (records beyond the first chunk) several in one
+/// transaction.
+async fn load_batch(
+    conn: &mut sqlx::PgConnection,
+    sql: &DumpSql,
+    load: &dumps::Load,
+) -> std::result::Result<(), sqlx::Error> {
+    if load.more.is_empty() {
+        sqlx::query_with(&sql.load, load.first.clone())
+            .execute(conn)
+            .await?;
+        return Ok(());
+    }
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    sqlx::query_with(&sql.load, load.first.clone())
+        .execute(&mut *tx)
+        .await?;
+    for args in &load.more {
+        sqlx::query_with(&sql.load_records, args.clone())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
 }
 
 /// Bind parameters built up front (owned), so a call sent again binds the same values.

@@ -39,7 +39,7 @@ const REPLY: &str = "step, budget, status, b_dims, b_usage, b_limits, b_crossed,
                      expires_at, d1, d2, d3";
 
 /// The columns of a reservation row, in the order [`decode_reservation`] reads them.
-const RESERVATION: &str =
+pub(crate) const RESERVATION: &str =
     "id, dims, amounts, ttl_ms, expires_at, remember_ms, state, resolved_at, \
                            actual_dims, actual_amounts, outcome, b_dims, b_usage, b_limits, \
                            b_crossed, b_pending";
@@ -163,7 +163,7 @@ pub(crate) fn decode_report(budget: &str, row: &PgRow) -> Result<Report> {
 }
 
 /// The breaches of a reply, one per entry of the arrays (which must have the same lengths).
-fn breaches(
+pub(crate) fn breaches(
     op: &str,
     budget: &str,
     dims: Vec<String>,

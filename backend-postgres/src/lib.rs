@@ -22,6 +22,12 @@
 //! with `raw::reserve_answer` / `raw::commit_answer`. A commit that applies after a rollover
 //! takes one more call (the server names the windows whose bounds it needs).
 //!
+//! Dumps (SEMANTICS §4.5, migration 7): an export page is one statement, a keyset range scan of at
+//! most 1000 rows on an index after the previous page's last key (records by `records_in_order`,
+//! `(name, stored_at, id)`; every other section by its primary key). An import batch is one
+//! statement (one multi-row insert per table, `unnest` of one array per column, in data-modifying
+//! CTEs): one round trip, one transaction; records keep the dump's order as their identity order.
+//!
 //! - `PostgresBackend::open` only connects; `initialize` registers the namespace and creates or
 //!   migrates its schema (a handle that skipped it initializes the namespace at its first call).
 //! - `durable` is read at connect from what the backend's sessions see: `fsync` and
@@ -43,6 +49,7 @@
 mod backend;
 mod budget;
 mod config;
+mod dump;
 mod error;
 mod pool;
 mod records;

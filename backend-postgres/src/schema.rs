@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_reservations.sql"),
     include_str!("../migrations/0005_reserve_round_trip.sql"),
     include_str!("../migrations/0006_report_batch.sql"),
+    include_str!("../migrations/0007_dump.sql"),
 ];
 
 /// The advisory lock (bigint key space) that serializes every stowage initialization in a database.
@@ -351,6 +352,61 @@ mod tests {
         let names: Vec<&str> = functions.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names.len(), 10, "{functions:?}");
         assert!(functions.iter().all(|(_, n)| *n == 1), "{functions:?}");
+        conn.execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
+            .await
+            .unwrap();
+    }
+
+    /// Version 7 turns the fingerprints earlier builds stored (the text) into the digest this
+    /// build compares (stowage_core::dedup_fingerprint): a keyed report repeated after the
+    /// upgrade replays. Records get the index the export reads them by.
+    #[tokio::test]
+    async fn version_7_keeps_version_6_dedup_records_replaying() {
+        use stowage_core::raw::{dedup_fingerprint, dedup_fingerprint_text};
+        let Some(url) = server() else { return };
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        let schema = stowage_conformance::unique_namespace("stowage_migration").to_lowercase();
+        let fill = |sql: &str| {
+            sql.replace("__SCHEMA__", &schema)
+                .replace("__LOCK__", "2147483642")
+        };
+        conn.execute(format!("CREATE SCHEMA {schema}").as_str())
+            .await
+            .unwrap();
+        for migration in &MIGRATIONS[..6] {
+            conn.execute(fill(migration).as_str()).await.unwrap();
+        }
+        let report = stowage_core::UsageReport::new().add("t", 4).add("é;u", 1);
+        let report_sql = fill(
+            "SELECT status FROM __SCHEMA__.report_usage('b', ARRAY['t', 'é;u'], \
+             ARRAY[4::bigint, 1], 'k', $1, 0, 1000, NULL, NULL, NULL)",
+        );
+        let status: String = sqlx::query_scalar(&report_sql)
+            .bind(dedup_fingerprint_text(&report))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(status, "ok");
+        conn.execute(fill(MIGRATIONS[6]).as_str()).await.unwrap();
+        let stored: String = sqlx::query_scalar(&fill("SELECT fingerprint FROM __SCHEMA__.dedup"))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(stored, dedup_fingerprint(&report));
+        let status: String = sqlx::query_scalar(&report_sql)
+            .bind(dedup_fingerprint(&report))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(status, "replay-ok");
+        let indexed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND indexname = 'records_in_order'",
+        )
+        .bind(&schema)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(indexed, 1, "the export reads records by an index");
         conn.execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
             .await
             .unwrap();

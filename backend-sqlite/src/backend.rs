@@ -11,6 +11,7 @@ use stowage_core::{
     Result, StoreResult, StoredValue, UsageReceipt, UsageReport,
 };
 
+use stowage_core::dump::{DumpItem, DumpPage, Section};
 use stowage_core::raw::{
     commit_all, release_all, report_usage_all, reserve_all, run_now, Access, BatchItem, NewRow,
     Pattern, ResolvedOptions,
@@ -19,7 +20,7 @@ use stowage_core::raw::{
 use crate::config::{SqliteConfig, SqliteLocation};
 use crate::reservation::Tx;
 use crate::worker::Worker;
-use crate::{budget, records, reservation, schema};
+use crate::{budget, dump, records, reservation, schema};
 
 /// Write and commit counts of one backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -329,6 +330,35 @@ impl Access for SqliteBackend {
 
     fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// One read transaction on a read connection (the writer's for `sqlite::memory:`): index
+    /// range scans in canonical order, as the `dump` module describes.
+    async fn dump_page(&self, section: Section, after: Option<&str>, now: u64) -> Result<DumpPage> {
+        let ns = self.namespace.clone();
+        let after = after.map(str::to_owned);
+        self.worker
+            .read("export", move |c| {
+                dump::page(c, &ns, section, after.as_deref(), now)
+            })
+            .await
+    }
+
+    /// The batch is one write (one savepoint of the writer's group-committed transaction): kept
+    /// or undone whole.
+    async fn load(&self, items: &[DumpItem]) -> Result<()> {
+        let ns = self.namespace.clone();
+        let items = items.to_vec();
+        self.worker
+            .write("import", move |c| dump::load(c, &ns, &items))
+            .await
+    }
+
+    async fn is_empty(&self) -> Result<bool> {
+        let ns = self.namespace.clone();
+        self.worker
+            .read("import", move |c| dump::is_empty(c, &ns))
+            .await
     }
 
     async fn reserve(&self, budget: &str, request: &ReserveRequest) -> Result<ReserveReceipt> {

@@ -24,6 +24,7 @@
 mod backend;
 mod budget;
 mod config;
+mod dump;
 mod error;
 pub mod raw;
 mod records;

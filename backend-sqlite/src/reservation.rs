@@ -61,7 +61,7 @@ pub(crate) fn pending(
 }
 
 /// The stored columns of a reservation row, before decoding.
-type StoredRow = (
+pub(crate) type StoredRow = (
     String,
     i64,
     i64,
@@ -76,21 +76,26 @@ type StoredRow = (
 const COLUMNS: &str = "id, ttl_ms, expires_at, remember_ms, state, at, actual, outcome, breaches";
 
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
+    read_row_at(r, 0)
+}
+
+/// The [`COLUMNS`] of a reservation row, selected from column `first` on.
+pub(crate) fn read_row_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<StoredRow> {
     Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
+        r.get(first)?,
+        r.get(first + 1)?,
+        r.get(first + 2)?,
+        r.get(first + 3)?,
+        r.get(first + 4)?,
+        r.get(first + 5)?,
+        r.get(first + 6)?,
+        r.get(first + 7)?,
+        r.get(first + 8)?,
     ))
 }
 
 /// Decodes a stored row and its amounts into the canonical [`Reservation`].
-fn decode(
+pub(crate) fn decode(
     op: &str,
     budget: &str,
     row: StoredRow,
@@ -221,7 +226,7 @@ fn remembered(
 
 /// Writes `reservation` as `budget`'s under its id, replacing what was stored there (a forgotten
 /// reservation with the same id, or the same reservation before it was resolved).
-fn store(
+pub(crate) fn store(
     conn: &Connection,
     op: &str,
     ns: &str,

@@ -1,4 +1,5 @@
 //! Migration 0002: dedup records written under schema 1 get `written_at + 24 h` (capped) as expiry.
+//! Migration 0005: the fingerprint texts schemas 1 to 4 stored become digests, so a retry replays.
 //! Migration 0004: a schema-3 database gains the reservation tables and keeps its data.
 
 mod common;
@@ -6,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use rusqlite::params;
-use stowage_core::raw::{dedup_fingerprint, encode_outcome};
+use stowage_core::raw::{dedup_fingerprint, dedup_fingerprint_text, encode_outcome};
 use stowage_core::{
     BudgetBackend, ConnectOptions, ManualClock, PersistenceBackend, ReserveOutcome, ReserveRequest,
     UsageOutcome, UsageReport, DEFAULT_DEDUP_TTL_MS, MAX_AMOUNT,
@@ -39,7 +40,8 @@ async fn records_of_schema_1_get_the_default_ttl_as_expiry() {
                  VALUES ('n', 'b', ?1, ?2, ?3, ?4)",
                 params![
                     key,
-                    dedup_fingerprint(&report),
+                    // What versions 1 to 4 stored: the text, not its digest.
+                    dedup_fingerprint_text(&report),
                     encode_outcome(&UsageOutcome::Ok),
                     written_at
                 ],
@@ -59,21 +61,24 @@ async fn records_of_schema_1_get_the_default_ttl_as_expiry() {
     .await
     .unwrap();
     backend.initialize().await.unwrap();
-    let expiries: Vec<(String, i64)> = {
+    let expiries: Vec<(String, i64, String)> = {
         let conn = rusqlite::Connection::open(&path).unwrap();
         let mut s = conn
-            .prepare("SELECT dedup_key, expires_at FROM stowage_dedup ORDER BY dedup_key")
+            .prepare(
+                "SELECT dedup_key, expires_at, fingerprint FROM stowage_dedup ORDER BY dedup_key",
+            )
             .unwrap();
-        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
             .map(|r| r.unwrap())
             .collect()
     };
+    let digest = dedup_fingerprint(&report);
     assert_eq!(
         expiries,
         vec![
-            ("late".to_owned(), i64::MAX),
-            ("old".to_owned(), 1_000 + 86_400_000),
+            ("late".to_owned(), i64::MAX, digest.clone()),
+            ("old".to_owned(), 1_000 + 86_400_000, digest),
         ]
     );
     // The garbage collection's search is served by the expiry index.
@@ -131,7 +136,7 @@ async fn a_schema_3_database_gains_reservations_and_keeps_its_counters() {
             r.get(0)
         })
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let receipt = backend
         .reserve("b", &ReserveRequest::new("r", 100).add("t", 2))
         .await

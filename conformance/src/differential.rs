@@ -765,6 +765,32 @@ impl Trace {
         )
     }
 
+    /// The failure of two dumps that differ: the first lines that differ, and the operations.
+    fn dumps_differ(&self, when: &str, want: &[u8], got: &[u8]) -> String {
+        let seed = self.seed;
+        let lines = |dump: &[u8]| -> Vec<String> {
+            dump.split(|b| *b == b'\n')
+                .skip(1)
+                .map(|l| String::from_utf8_lossy(l).into_owned())
+                .collect()
+        };
+        let (want, got) = (lines(want), lines(got));
+        let first = want
+            .iter()
+            .zip(&got)
+            .position(|(w, g)| w != g)
+            .unwrap_or(want.len().min(got.len()));
+        format!(
+            "seed {seed} (reproduce: STOWAGE_DIFF_SEED={seed} STOWAGE_DIFF_SEQUENCES=1): \
+             digests differ {when}; from item line {first}:\nmodel:   {:?}\nbackend: {:?}\n\
+             dedup TTLs of the handles: {:?}; ops:\n{}",
+            &want[first..(first + 3).min(want.len())],
+            &got[first..(first + 3).min(got.len())],
+            self.ttls,
+            self.log.join("\n")
+        )
+    }
+
     fn state_differs(&self, when: &str, want: &[Answer], got: &[Answer]) -> String {
         let seed = self.seed;
         format!(
@@ -775,6 +801,37 @@ impl Trace {
             self.log.join("\n")
         )
     }
+}
+
+/// Compares the digests of `model` and `real`; when they differ, the failure shows where their
+/// dumps part.
+async fn same_digest(
+    trace: &Trace,
+    when: &str,
+    model: &dyn Backend,
+    real: &dyn Backend,
+) -> std::result::Result<(), String> {
+    let seed = trace.seed;
+    let want = model
+        .digest()
+        .await
+        .map_err(|e| format!("seed {seed}: model digest {when}: {e}"))?;
+    let got = real
+        .digest()
+        .await
+        .map_err(|e| format!("seed {seed}: backend digest {when}: {e}"))?;
+    if want == got {
+        return Ok(());
+    }
+    let (mut want, mut got) = (Vec::new(), Vec::new());
+    let exported = async {
+        model.export(&mut want).await?;
+        real.export(&mut got).await
+    };
+    exported
+        .await
+        .map_err(|e| format!("seed {}: export {when}: {e}", trace.seed))?;
+    Err(trace.dumps_differ(when, &want, &got))
 }
 
 /// Runs one seeded sequence on a fresh namespace of the context's store and on a fresh model.
@@ -878,6 +935,36 @@ pub async fn run_sequence(ctx: &Ctx, seed: u64, ops: usize) -> std::result::Resu
     if got != want {
         return Err(trace.state_differs("after the operations", &want, &got));
     }
+    same_digest(&trace, "after the operations", &*model[0], &*real[0]).await?;
+    // The model's state imported into an empty namespace of the backend is the same state.
+    let imported_ns = format!("{namespace}_i");
+    let imported = ctx
+        .open(
+            ctx.options_for(&imported_ns)
+                .clock(clock.clone())
+                .dedup_ttl_ms(ttls[0]),
+        )
+        .await
+        .map_err(|e| format!("seed {seed}: open the import namespace: {e}"))?;
+    let mut dump = Vec::new();
+    model[0]
+        .export(&mut dump)
+        .await
+        .map_err(|e| format!("seed {seed}: model export: {e}"))?;
+    imported
+        .import(&mut dump.as_slice())
+        .await
+        .map_err(|e| format!("seed {seed}: import of the model's dump: {e}"))?;
+    same_digest(
+        &trace,
+        "after importing the model's dump",
+        &*model[0],
+        &*imported,
+    )
+    .await?;
+    ctx.purge_finished(&imported_ns, &*imported)
+        .await
+        .map_err(|e| format!("seed {seed}: purging the import namespace failed: {e}"))?;
     // Dedup and reservation state: a retry of each key's last report, each id's last reserve and
     // each multi-budget report answers alike (replayed, fresh or conflict).
     for (i, (via, op)) in last_keyed.values().enumerate() {
@@ -895,6 +982,7 @@ pub async fn run_sequence(ctx: &Ctx, seed: u64, ops: usize) -> std::result::Resu
     if got != want {
         return Err(trace.state_differs("after the retries", &want, &got));
     }
+    same_digest(&trace, "after the retries", &*model[0], &*real[0]).await?;
     ctx.purge_finished(&namespace, &*backend)
         .await
         .map_err(|e| format!("seed {seed}: purging the sequence's namespace failed: {e}"))

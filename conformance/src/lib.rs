@@ -11,9 +11,9 @@
 //! cannot run here (the tests then print the reason and pass, unless the name is listed in
 //! `STOWAGE_REQUIRE_BACKENDS`, in which case they fail: the rule is
 //! [`stowage_testkit::available`]). The macro makes one `#[test]` per case, named
-//! `<module>::<case>`: 182 cases in 12 groups (`records` 28, `budget` 23, `dedup` 15, `names` 8,
+//! `<module>::<case>`: 188 cases in 13 groups (`records` 28, `budget` 23, `dedup` 15, `names` 8,
 //! `numbers` 7, `lifecycle` 6, `races` 8, `windows` 21, `reservations` 40, `several` 16,
-//! `batch` 9, `differential` 1). Each case module lists its own cases
+//! `batch` 9, `dump` 6, `differential` 1). Each case module lists its own cases
 //! at its end, with `cases! { … }` (see `src/macros.rs`); a new case is a function plus one line
 //! there. [`all_cases`] lists the same cases for other runners (for example a command-line tool,
 //! through [`run_all`]).

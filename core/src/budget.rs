@@ -579,9 +579,16 @@ mod tests {
             dedup_fingerprint_text(&report(&[("a", 1), ("b", 2)]))
         );
         assert_eq!(
-            dedup_fingerprint(&report(&[("b", 2), ("a", 1)])),
+            dedup_fingerprint_text(&report(&[("b", 2), ("a", 1)])),
             "v1;1:a=1;1:b=2"
         );
+        // SHA-256 of the text, first 16 bytes, URL-safe base64 without padding (computed
+        // independently with Python's hashlib and base64).
+        let digest = dedup_fingerprint(&report(&[("b", 2), ("a", 1)]));
+        assert_eq!(digest, "W2oUWlMcisEICHfgxPjHgA");
+        assert!(is_fingerprint(&digest));
+        assert!(!is_fingerprint("W2oUWlMcisEICHfgxPjHg"));
+        assert!(!is_fingerprint("W2oUWlMcisEICHfgxPjHg="));
     }
 
     #[test]

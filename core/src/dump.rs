@@ -409,6 +409,14 @@ impl DumpItem {
                     } => {
                         validate::amount(op, "resolved at", *at)?;
                         amounts(op, actual)?;
+                        if matches!(outcome, UsageOutcome::HardBreach(_)) {
+                            return Err(Error::invalid_input(format!(
+                                "{op}: reservation {} of budget {} is committed with a hard \
+                                 breach, which no commit answers",
+                                show(&r.id),
+                                show(&r.budget)
+                            )));
+                        }
                         self::outcome(op, outcome)
                     }
                 }
@@ -996,5 +1004,167 @@ impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
             Ordering::Relaxed,
         );
         polled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::WindowBounds;
+
+    fn record(name: &str, stored_at: u64, key: Option<&str>) -> DumpItem {
+        DumpItem::Record(RecordItem {
+            name: name.to_owned(),
+            stored_at,
+            idempotency_key: key.map(str::to_owned),
+            value: r#"{"a":[1,2.5,"x"]}"#.to_owned(),
+        })
+    }
+
+    fn dedup(expires_at: u64) -> DumpItem {
+        DumpItem::Dedup(DedupItem {
+            budget: "b".to_owned(),
+            key: "k".to_owned(),
+            fingerprint: "AAAAAAAAAAAAAAAAAAAAAA".to_owned(),
+            outcome: UsageOutcome::Ok,
+            expires_at,
+        })
+    }
+
+    fn counters(window: Option<(u64, u64)>, values: &[(&str, u64)]) -> DumpItem {
+        DumpItem::Counters(CountersItem {
+            budget: "b".to_owned(),
+            window: window.map(|(start_ms, end_ms)| StoredWindow {
+                spec: "fixed:10:0".to_owned(),
+                bounds: WindowBounds { start_ms, end_ms },
+            }),
+            values: values.iter().map(|(d, v)| ((*d).to_owned(), *v)).collect(),
+        })
+    }
+
+    fn line(item: &DumpItem) -> Vec<u8> {
+        let mut out = Vec::new();
+        item.write_line(&mut out);
+        out
+    }
+
+    #[test]
+    fn every_kind_of_item_reads_back_from_its_line() {
+        let reservation = Reservation {
+            id: "r".to_owned(),
+            dimensions: BTreeMap::from([("t".to_owned(), 3)]),
+            ttl_ms: 5,
+            expires_at: 9,
+            remember_ms: 7,
+            state: ReservationState::Released { at: 6 },
+        };
+        let items = [
+            DumpItem::Policy(PolicyItem::new(
+                "b",
+                BudgetPolicy::new()
+                    .limit("t", DimensionLimit::hard(3))
+                    .window(Window::fixed(10, 0)),
+            )),
+            counters(Some((0, 10)), &[("t", crate::MAX_AMOUNT)]),
+            DumpItem::Reservation(ReservationItem::new("b", reservation.clone())),
+            dedup(12),
+            record("r", 3, Some("key")),
+            record("r", 3, None),
+        ];
+        for item in &items {
+            let text = line(item);
+            assert_eq!(DumpItem::parse_line(&text).as_ref(), Ok(item), "{text:?}");
+            assert!(item.validate().is_ok());
+        }
+        let DumpItem::Reservation(r) = &items[2] else {
+            unreachable!()
+        };
+        assert_eq!(r.reservation(), reservation);
+        assert_eq!(
+            line(&items[5]),
+            br#"{"record":"r","stored_at":3,"value":{"a":[1,2.5,"x"]}}"#
+        );
+    }
+
+    #[test]
+    fn a_dump_leaves_out_what_no_operation_at_now_sees() {
+        assert!(dedup(10).is_live(9));
+        assert!(!dedup(10).is_live(10));
+        assert!(
+            counters(Some((0, 10)), &[]).is_live(9),
+            "a window kept after a reset"
+        );
+        assert!(
+            !counters(Some((0, 10)), &[("t", 1)]).is_live(10),
+            "a passed window"
+        );
+        assert!(counters(None, &[("t", 0)]).is_live(u64::MAX));
+        assert!(!counters(None, &[]).is_live(0));
+        let reservation = |state| {
+            DumpItem::Reservation(ReservationItem {
+                budget: "b".to_owned(),
+                id: "r".to_owned(),
+                dimensions: BTreeMap::new(),
+                ttl_ms: 1,
+                expires_at: 5,
+                remember_ms: 10,
+                state,
+            })
+        };
+        assert!(reservation(ReservationState::Held).is_live(14));
+        assert!(!reservation(ReservationState::Held).is_live(15));
+        assert!(reservation(ReservationState::Released { at: 2 }).is_live(11));
+        assert!(!reservation(ReservationState::Released { at: 2 }).is_live(12));
+        assert!(record("r", 0, None).is_live(u64::MAX));
+    }
+
+    #[test]
+    fn only_record_rows_of_one_name_and_time_may_tie() {
+        let r = |name, at| (Section::Records, name, "", at);
+        assert!(in_order(r("a", 1), r("a", 1)));
+        assert!(in_order(r("a", 2), r("b", 1)));
+        assert!(!in_order(r("a", 2), r("a", 1)));
+        assert!(!in_order(r("b", 0), r("a", 9)));
+        let d = |budget, key| (Section::Dedup, budget, key, 0);
+        assert!(!in_order(d("a", "k"), d("a", "k")));
+        assert!(in_order(d("a", "k"), d("a", "l")));
+        assert!(in_order(d("a", "z"), d("b", "a")));
+        assert!(!in_order(r("a", 0), (Section::Policies, "z", "", 0)));
+        assert!(in_order((Section::Policies, "z", "", 0), r("a", 0)));
+    }
+
+    async fn refused(dump: &str) -> Option<u64> {
+        digest_of_dump(dump.as_bytes())
+            .await
+            .err()
+            .and_then(|e| e.line())
+    }
+
+    #[tokio::test]
+    async fn framing_is_checked_line_by_line() {
+        let header = r#"{"format":"stowage-dump","version":1,"namespace":"n","exported_at":0}"#;
+        let end = |n: u64| format!("{{\"end\":\"stowage-dump\",\"items\":{n}}}");
+        let rec = r#"{"record":"r","stored_at":1,"value":1}"#;
+        let ok = format!("{header}\n{rec}\n{}\n", end(1));
+        assert!(digest_of_dump(ok.as_bytes()).await.is_ok());
+        assert_eq!(
+            refused(&format!("{header}\n{rec}\n{}", end(1))).await,
+            Some(3)
+        );
+        assert_eq!(refused(&format!("{header}\n{rec}\n")).await, Some(3));
+        assert_eq!(
+            refused(&format!("{header}\n{rec}\n{}\n", end(2))).await,
+            Some(3)
+        );
+        assert_eq!(
+            refused(&format!("{header}\n{header}\n{}\n", end(0))).await,
+            Some(2)
+        );
+        let long = format!("{header}\n{}\n", "x".repeat(MAX_LINE_BYTES + 1));
+        assert_eq!(refused(&long).await, Some(2));
+        assert_eq!(
+            refused(&header.replace("stowage-dump", "other")).await,
+            Some(1)
+        );
     }
 }

@@ -467,6 +467,13 @@ pub async fn hostile_dumps_are_refused_naming_the_line(ctx: Ctx) {
         ),
         ("unknown kind", small_dump(&[r#"{"thing":1}"#]), 2),
         (
+            "a commit that answered a hard breach",
+            small_dump(&[
+                r#"{"reservation":"a","id":"r","dimensions":{"t":1},"ttl_ms":1,"expires_at":2,"remember_ms":9223372036854775807,"state":{"Committed":{"at":1,"actual":{"t":1},"outcome":{"HardBreach":[]}}}}"#,
+            ]),
+            2,
+        ),
+        (
             "records out of time order",
             small_dump(&[RECORD, r#"{"record":"r","stored_at":4,"value":1}"#]),
             3,

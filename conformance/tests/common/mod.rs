@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use stowage_conformance::Harness;
+use stowage_core::dump::{DedupItem, DumpItem};
 use stowage_core::raw::{
     self, decide, dedup_expiry, dedup_fingerprint, dedup_is_live, reserve_answer, sorted_budgets,
     validate, OverBackend, Pattern, ResolvedOptions,
@@ -652,17 +653,158 @@ impl Backend for Model {
         &'a self,
         out: &'a mut (dyn tokio::io::AsyncWrite + Unpin + Send),
     ) -> BoxFuture<'a, Result<DumpSummary>> {
-        self.inner.export(out)
+        if !self.defect.own_dedup() {
+            return self.inner.export(out);
+        }
+        Box::pin(async move {
+            use tokio::io::AsyncWriteExt;
+            let (dump, summary) = self.dump_with_own_dedup().await?;
+            out.write_all(&dump)
+                .await
+                .map_err(|e| Error::unavailable("export: write").with_source(e))?;
+            Ok(summary)
+        })
     }
 
     fn import<'a>(
         &'a self,
         input: &'a mut (dyn tokio::io::AsyncBufRead + Unpin + Send),
     ) -> BoxFuture<'a, Result<DumpSummary>> {
-        self.inner.import(input)
+        if !self.defect.own_dedup() {
+            return self.inner.import(input);
+        }
+        Box::pin(self.import_with_own_dedup(input))
     }
 
     fn digest(&self) -> BoxFuture<'_, Result<String>> {
-        self.inner.digest()
+        if !self.defect.own_dedup() {
+            return self.inner.digest();
+        }
+        Box::pin(async move {
+            let (dump, _) = self.dump_with_own_dedup().await?;
+            stowage_core::dump::digest_of_dump(dump.as_slice()).await
+        })
+    }
+}
+
+impl Model {
+    /// The model's dump with the wrapper's own dedup records in the dedup section (the model
+    /// itself holds none: keyed reports reach it without their keys), so the wrapper's dumps
+    /// carry its whole state and only its defect can tell it apart.
+    async fn dump_with_own_dedup(&self) -> Result<(Vec<u8>, DumpSummary)> {
+        let mut inner = Vec::new();
+        let summary = self.inner.export(&mut inner).await?;
+        let now = self.resolved.now("export")?;
+        let mut own = Vec::new();
+        for ((budget, key), record) in self.store.keys.lock().await.iter() {
+            let expires_at = dedup_expiry(record.written_at, record.ttl);
+            if !dedup_is_live(expires_at, now) {
+                continue;
+            }
+            DumpItem::Dedup(DedupItem {
+                budget: budget.clone(),
+                key: key.clone(),
+                fingerprint: record.fingerprint.clone(),
+                outcome: record.outcome.clone(),
+                expires_at,
+            })
+            .write_line(&mut own);
+            own.push(b'\n');
+        }
+        let added = u64::try_from(own.split(|b| *b == b'\n').count() - 1).unwrap_or(0);
+        let lines: Vec<&[u8]> = inner.split_inclusive(|b| *b == b'\n').collect();
+        let mut dump = Vec::with_capacity(inner.len() + own.len());
+        let mut placed = false;
+        for (i, line) in lines.iter().enumerate() {
+            let last = i + 1 == lines.len();
+            if !placed && i > 0 && (last || line.starts_with(b"{\"record\"")) {
+                dump.extend_from_slice(&own);
+                placed = true;
+            }
+            if last {
+                let items = summary.items + added;
+                dump.extend_from_slice(
+                    format!(
+                        "{{\"end\":\"{}\",\"items\":{items}}}\n",
+                        stowage_core::dump::FORMAT
+                    )
+                    .as_bytes(),
+                );
+            } else {
+                dump.extend_from_slice(line);
+            }
+        }
+        let summary = DumpSummary {
+            items: summary.items + added,
+            ..summary
+        };
+        Ok((dump, summary))
+    }
+
+    /// Imports a dump: its dedup records into the wrapper's own store (written now, with this
+    /// handle's TTL, as far as an expiry tells), everything else into the model.
+    async fn import_with_own_dedup(
+        &self,
+        input: &mut (dyn tokio::io::AsyncBufRead + Unpin + Send),
+    ) -> Result<DumpSummary> {
+        use tokio::io::AsyncReadExt;
+        let mut dump = Vec::new();
+        input
+            .read_to_end(&mut dump)
+            .await
+            .map_err(|e| Error::unavailable("import: read").with_source(e))?;
+        // Every line checked as an import checks it, so errors name the lines of the whole dump.
+        stowage_core::dump::digest_of_dump(dump.as_slice()).await?;
+        let lines: Vec<&[u8]> = dump.split_inclusive(|b| *b == b'\n').collect();
+        let mut rest = Vec::with_capacity(dump.len());
+        let mut own = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            if i > 0 && line.starts_with(b"{\"dedup\"") {
+                if let Ok(DumpItem::Dedup(d)) = DumpItem::parse_line(line.trim_ascii_end()) {
+                    own.push(d);
+                    continue;
+                }
+            }
+            let trailer: Option<serde_json::Value> = serde_json::from_slice(line).ok();
+            let declared = trailer
+                .as_ref()
+                .filter(|t| t.get("end").is_some())
+                .and_then(|t| t.get("items"))
+                .and_then(serde_json::Value::as_u64);
+            if let (Some(declared), false) = (declared, own.is_empty()) {
+                let count = declared.saturating_sub(u64::try_from(own.len()).unwrap_or(0));
+                rest.extend_from_slice(
+                    format!(
+                        "{{\"end\":\"{}\",\"items\":{count}}}\n",
+                        stowage_core::dump::FORMAT
+                    )
+                    .as_bytes(),
+                );
+                continue;
+            }
+            rest.extend_from_slice(line);
+        }
+        if !self.store.keys.lock().await.is_empty() {
+            return Err(Error::invalid_input("import: the namespace is not empty"));
+        }
+        let summary = self.inner.import(&mut rest.as_slice()).await?;
+        let mut keys = self.store.keys.lock().await;
+        let ttl = self.resolved.dedup_ttl_ms;
+        let added = u64::try_from(own.len()).unwrap_or(0);
+        for d in own {
+            keys.insert(
+                (d.budget, d.key),
+                KeyRecord {
+                    fingerprint: d.fingerprint,
+                    outcome: d.outcome,
+                    written_at: d.expires_at.saturating_sub(ttl),
+                    ttl,
+                },
+            );
+        }
+        Ok(DumpSummary {
+            items: summary.items + added,
+            ..summary
+        })
     }
 }
