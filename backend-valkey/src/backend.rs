@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use stowage_core::dump::{DumpItem, DumpPage, Section};
 use stowage_core::raw::{self as multi, Access, Composed, NewRow, Pattern, ResolvedOptions};
 use stowage_core::{
     BudgetPolicy, BudgetUsage, Capabilities, Checked, ConnectOptions, MultiReceipt,
@@ -15,7 +16,7 @@ use crate::config::ValkeyConfig;
 use crate::connection::Connection;
 use crate::keys::{namespace_pattern, NAMESPACE_IDS, NAMESPACE_NEXT};
 use crate::scripts::Scripts;
-use crate::{batch, budget, records, reservations};
+use crate::{batch, budget, dump, records, reservations};
 
 /// The Valkey backend (standalone or cluster). Cheap to clone.
 #[derive(Debug, Clone)]
@@ -114,6 +115,13 @@ impl ValkeyBackend {
         &self.inner.conn
     }
 
+    async fn dump_ctx(&self) -> Result<dump::Ctx<'_>> {
+        Ok(dump::Ctx {
+            conn: &self.inner.conn,
+            namespace: self.ns().await?,
+        })
+    }
+
     async fn ctx(&self) -> Result<reservations::Ctx<'_>> {
         Ok(reservations::Ctx {
             conn: &self.inner.conn,
@@ -130,6 +138,31 @@ impl Access for ValkeyBackend {
 
     fn namespace(&self) -> &str {
         &self.inner.options.namespace
+    }
+
+    /// Budget sections: a temporary sorted set of the section's names built on the server on the
+    /// first page, then read page by page; records: the name index, then each record's rows
+    /// (see `dump.rs`).
+    async fn dump_page(
+        &self,
+        section: Section,
+        after: Option<&str>,
+        _now: u64,
+    ) -> Result<DumpPage> {
+        dump::dump_page(self.dump_ctx().await?, section, after).await
+    }
+
+    /// One pipeline per batch (one per slot on a cluster), after one `INCRBY` per record that
+    /// numbers its rows.
+    async fn load(&self, items: &[DumpItem]) -> Result<()> {
+        let now = self.inner.options.now("import")?;
+        dump::load(self.dump_ctx().await?, items, now).await
+    }
+
+    /// No key of the namespace on the server (every primary of a cluster), an export's
+    /// temporary keys aside.
+    async fn is_empty(&self) -> Result<bool> {
+        dump::is_empty(self.conn(), self.ns().await?).await
     }
 
     async fn reserve(&self, budget: &str, request: &ReserveRequest) -> Result<ReserveReceipt> {

@@ -17,7 +17,7 @@ use crate::keys::budget_keys;
 use crate::scripts::{report_usage_call_in, Scripts};
 
 /// The policy hash's `""` field for a policy without a window.
-const NO_WINDOW: &str = "1";
+pub(crate) const NO_WINDOW: &str = "1";
 
 /// One atomic, deduplicated report: one EVALSHA inside a window; after a rollover the script
 /// answers `window` with the policy's spec, and the call is repeated once with
@@ -222,6 +222,12 @@ pub(crate) async fn policy(
     if fields.is_empty() {
         return Ok(None);
     }
+    decode_policy(op, fields).map(Some)
+}
+
+/// A policy hash's fields (not empty) as the policy: field `""` holds the window spec (`"1"`:
+/// none), every other a dimension's `soft,hard` (empty for no limit).
+pub(crate) fn decode_policy(op: &str, fields: Vec<(String, String)>) -> Result<BudgetPolicy> {
     let mut window = None;
     if let Some((_, spec)) = fields.iter().find(|(d, _)| d.is_empty()) {
         if spec != NO_WINDOW {
@@ -249,7 +255,7 @@ pub(crate) async fn policy(
             },
         );
     }
-    Ok(Some(BudgetPolicy { limits, window }))
+    Ok(BudgetPolicy { limits, window })
 }
 
 /// Removes the policy, keeping the counters `usage` shows as lifetime counters: one EVALSHA

@@ -16,7 +16,7 @@ use crate::config::{ValkeyConfig, ValkeyTopology};
 use crate::error;
 use crate::keys::slot_of;
 
-/// Keys asked for per `SCAN` call of [`Connection::delete_matching`].
+/// Keys asked for per `SCAN` call of [`Connection::scan`].
 const SCAN_COUNT: usize = 1_000;
 
 #[derive(Clone)]
@@ -192,39 +192,29 @@ impl Connection {
     /// primary of a cluster, `UNLINK`ing what it finds one command per hash slot. Not atomic:
     /// keys written while it runs may stay.
     pub(crate) async fn delete_matching(&self, op: &str, pattern: &str) -> Result<()> {
-        let scan = |cursor: &str| {
-            let mut cmd = redis::cmd("SCAN");
-            cmd.arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT);
-            cmd
-        };
-        if !self.is_cluster() {
-            let mut cursor = "0".to_owned();
-            loop {
-                let (next, keys): (String, Vec<Vec<u8>>) = self.run(op, &scan(&cursor)).await?;
-                self.unlink(op, keys).await?;
-                if next == "0" {
-                    return Ok(());
-                }
-                cursor = next;
-            }
-        }
-        for info in self.primaries(op).await? {
-            let node = self.node(op, &info).await?;
-            let mut cursor = "0".to_owned();
-            loop {
-                let (next, keys): (String, Vec<Vec<u8>>) = node.run(op, &scan(&cursor)).await?;
-                self.unlink(op, keys).await?;
-                if next == "0" {
-                    break;
-                }
-                cursor = next;
-            }
+        let mut scan = self.scan(op, pattern).await?;
+        while let Some(keys) = scan.next(op).await? {
+            self.unlink(op, keys).await?;
         }
         Ok(())
+    }
+
+    /// A `SCAN MATCH pattern` over the server, or over every primary of a cluster one after the
+    /// other: [`Scan::next`] answers the keys of one `SCAN` call at a time.
+    pub(crate) async fn scan(&self, op: &str, pattern: &str) -> Result<Scan<'_>> {
+        let primaries = if self.is_cluster() {
+            self.primaries(op).await?
+        } else {
+            Vec::new()
+        };
+        Ok(Scan {
+            conn: self,
+            pattern: pattern.to_owned(),
+            primaries,
+            node: None,
+            cursor: None,
+            standalone_done: false,
+        })
     }
 
     /// `UNLINK`s `keys`, one command per hash slot (a cluster refuses keys of several slots).
@@ -367,6 +357,55 @@ impl Node {
             call,
         )
         .await
+    }
+}
+
+/// A `SCAN` in progress (see [`Connection::scan`]). Keys written or deleted while it runs may
+/// or may not be seen; every key present throughout is seen at least once.
+pub(crate) struct Scan<'a> {
+    conn: &'a Connection,
+    pattern: String,
+    /// Cluster: the primaries not scanned yet (the last one first).
+    primaries: Vec<ConnectionInfo>,
+    /// Cluster: the primary being scanned.
+    node: Option<Node>,
+    /// The cursor of the next call on the current server (`None`: not started there).
+    cursor: Option<String>,
+    standalone_done: bool,
+}
+
+impl Scan<'_> {
+    /// The keys of the next `SCAN` call (possibly none), or `None` when every server is done.
+    pub(crate) async fn next(&mut self, op: &str) -> Result<Option<Vec<Vec<u8>>>> {
+        if self.cursor.as_deref() == Some("0") {
+            self.cursor = None;
+            if self.conn.is_cluster() {
+                self.node = None;
+            } else {
+                self.standalone_done = true;
+            }
+        }
+        if self.conn.is_cluster() && self.node.is_none() {
+            let Some(info) = self.primaries.pop() else {
+                return Ok(None);
+            };
+            self.node = Some(self.conn.node(op, &info).await?);
+        }
+        if self.standalone_done {
+            return Ok(None);
+        }
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(self.cursor.as_deref().unwrap_or("0"))
+            .arg("MATCH")
+            .arg(&self.pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT);
+        let (next, keys): (String, Vec<Vec<u8>>) = match &self.node {
+            Some(node) => node.run(op, &cmd).await?,
+            None => self.conn.run(op, &cmd).await?,
+        };
+        self.cursor = Some(next);
+        Ok(Some(keys))
     }
 }
 

@@ -20,6 +20,10 @@
 //! Layout 1 (before issue 13) spelled the namespace name in full and a 16-digit tag; its keys
 //! (`stw:{<16 hex>}:…`) are never read by layout 2 (the project is unreleased: no migration).
 //!
+//! **Temporary keys** (kind `t`, [`temp_key`]): an export's sorted set of one section's names
+//! (`dump.rs`), with an expiry; in the namespace's key space so that `purge` removes them, and no
+//! part of its data (`is_empty` ignores them).
+//!
 //! In this module, `namespace` arguments are the namespace's id as keys spell it (see
 //! `ValkeyBackend::key_namespace`), except in the registry functions.
 
@@ -175,6 +179,43 @@ pub(crate) fn namespace_pattern(namespace: &str) -> String {
     pattern
 }
 
+/// A `SCAN MATCH` glob matching the keys of `namespace` whose kind letter is one of `kinds`
+/// (e.g. `"cw"`): [`namespace_pattern`] narrowed to those kinds.
+pub(crate) fn kind_pattern(namespace: &str, kinds: &str) -> String {
+    let all = namespace_pattern(namespace);
+    let rest = &all["stw:{????}:?".len()..];
+    format!("stw:{{????}}:[{kinds}]{rest}")
+}
+
+/// The kind letter of a data key (`c`, `p`, `d`, …), or `None` for a key of another shape.
+pub(crate) fn kind_of(key: &[u8]) -> Option<u8> {
+    (key.len() > 13 && key.starts_with(b"stw:{") && key[9] == b'}' && key[12] == b':')
+        .then(|| key[11])
+}
+
+/// The names a data key spells after its kind (namespace id first), decoded from their length
+/// prefixes; `None` when the key is not one of layout 2's or a name is not UTF-8.
+pub(crate) fn names_of(key: &[u8]) -> Option<Vec<String>> {
+    kind_of(key)?;
+    let mut rest = &key[13..];
+    let mut names = Vec::new();
+    while !rest.is_empty() {
+        let dot = rest.iter().position(|b| *b == b'.')?;
+        let len: usize = std::str::from_utf8(&rest[..dot]).ok()?.parse().ok()?;
+        let end = dot.checked_add(1)?.checked_add(len)?;
+        let name = rest.get(dot + 1..end)?;
+        names.push(String::from_utf8(name.to_vec()).ok()?);
+        rest = &rest[end..];
+    }
+    Some(names)
+}
+
+/// A temporary key of the namespace (kind `t`, so that `purge` removes it and no other kind
+/// meets it): an export's sorted set of the names of one section, `suffix` telling exports apart.
+pub(crate) fn temp_key(namespace: &str, suffix: &str) -> String {
+    key("t", &[namespace, suffix], 2)
+}
+
 /// The cluster hash slot of `key`, by Valkey's rules (CRC16/XMODEM of the hash tag or the whole key, mod 16384).
 pub fn hash_slot(key: &str) -> u16 {
     slot_of(key.as_bytes())
@@ -256,6 +297,40 @@ mod tests {
             // The registry is no key of any namespace.
             assert!(!NAMESPACE_IDS.starts_with(&key[..10]));
         }
+    }
+
+    #[test]
+    fn data_keys_decode_into_their_names() {
+        for ns in NAMES {
+            for a in NAMES {
+                let b = budget_keys(ns, a);
+                for key in [b.counters, b.policy, b.window, b.reservations, b.held] {
+                    assert_eq!(
+                        names_of(key.as_bytes()),
+                        Some(vec![ns.to_string(), a.to_string()])
+                    );
+                }
+                for k in NAMES {
+                    let key = dedup_key(ns, a, k);
+                    assert_eq!(kind_of(key.as_bytes()), Some(b'd'));
+                    assert_eq!(
+                        names_of(key.as_bytes()),
+                        Some(vec![ns.to_string(), a.to_string(), k.to_string()])
+                    );
+                }
+            }
+            let temp = temp_key(ns, "0123");
+            assert_eq!(kind_of(temp.as_bytes()), Some(b't'));
+            // The namespace comes first, as in every data key: its pattern (purge) covers it.
+            assert_eq!(
+                names_of(temp.as_bytes()),
+                Some(vec![ns.to_string(), "0123".to_string()])
+            );
+        }
+        assert_eq!(names_of(b"stw:{abcd}:c:3.ab"), None, "a name cut short");
+        assert_eq!(names_of(b"stw:{abcd}:c:x.a"), None);
+        assert_eq!(kind_of(NAMESPACE_IDS.as_bytes()), None);
+        assert_eq!(kind_pattern("1*", "cw"), r"stw:{????}:[cw]:2.1\**");
     }
 
     #[test]

@@ -36,6 +36,7 @@ mod batch;
 mod budget;
 mod config;
 mod connection;
+mod dump;
 mod error;
 mod keys;
 pub mod raw;

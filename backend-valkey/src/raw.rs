@@ -31,6 +31,13 @@ pub fn decode_row(record: &str, member: &[u8]) -> Result<StoredValue> {
     })
 }
 
+/// A budget's reservation keys: the reservations hash, the held sorted set and the pending hash
+/// (see `holds.lua`); `namespace` is its id.
+pub fn budget_hold_keys(namespace: &str, budget: &str) -> [String; 3] {
+    let keys = crate::keys::budget_keys(namespace, budget);
+    [keys.reservations, keys.held, keys.pending]
+}
+
 /// The namespace's name index (a sorted set of its record names); `namespace` is its id.
 pub fn name_index_key(namespace: &str) -> String {
     crate::keys::name_index(namespace)

@@ -72,6 +72,26 @@ pub(crate) fn split_member<'m>(op: &str, name: &str, member: &'m [u8]) -> Result
     Ok((stored_at, text))
 }
 
+/// Splits one member of record `name` into its time, its idempotency key (`""` for none) and
+/// its value text; anything malformed is `Corruption`.
+pub(crate) fn split_row<'m>(
+    op: &str,
+    name: &str,
+    member: &'m [u8],
+) -> Result<(u64, &'m str, &'m str)> {
+    let (stored_at, value) = split_member(op, name, member)?;
+    let key_at = 40;
+    let key_end = member.len() - value.len();
+    let key = std::str::from_utf8(&member[key_at..key_end]).map_err(|e| {
+        Error::corruption(format!(
+            "{op}: a stored row of record {} cannot be decoded",
+            show(name)
+        ))
+        .with_source(e)
+    })?;
+    Ok((stored_at, key, value))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,10 +54,10 @@ const STORE_LUA: &str = include_str!("../scripts/store.lua");
 const CLEANUP_LUA: &str = include_str!("../scripts/cleanup.lua");
 
 /// Server-side expiry of dedup records beyond their TTL: they only garbage-collect, with this margin.
-const DEDUP_GC_MARGIN_MS: u64 = 3_600_000;
+pub(crate) const DEDUP_GC_MARGIN_MS: u64 = 3_600_000;
 /// The longest server-side expiry set (about 31,700 years): `PEXPIRE` refuses times that would
 /// pass `i64::MAX` once added to the server's clock, and a refusal after the writes would be too late.
-const MAX_DEDUP_GC_MS: u64 = 1_000_000_000_000_000;
+pub(crate) const MAX_DEDUP_GC_MS: u64 = 1_000_000_000_000_000;
 
 /// Every script source, in the order `Scripts::load` loads them.
 const SOURCES: [&str; 9] = [

@@ -1160,6 +1160,15 @@ mod tests {
             refused(&format!("{header}\n{header}\n{}\n", end(0))).await,
             Some(2)
         );
+        // A value of almost 1 MiB written with spaces: a line of 1,110,000 bytes is read (the
+        // value is stored in its canonical form, within 1 MiB).
+        let spaced = format!("\"{}\"{}", "v".repeat(1_040_000), " ".repeat(69_961));
+        let big = format!(
+            "{header}\n{{\"record\":\"r\",\"stored_at\":1,\"value\":{spaced}}}\n{}\n",
+            end(1)
+        );
+        assert_eq!(big.split('\n').nth(1).map(str::len), Some(1_110_000));
+        assert!(digest_of_dump(big.as_bytes()).await.is_ok());
         let long = format!("{header}\n{}\n", "x".repeat(MAX_LINE_BYTES + 1));
         assert_eq!(refused(&long).await, Some(2));
         assert_eq!(

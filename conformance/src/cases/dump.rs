@@ -225,7 +225,8 @@ pub async fn probe(b: &dyn Backend, clock: &ManualClock) -> Vec<String> {
         b.commit("day", "done", &BTreeMap::from([("t".to_owned(), 3)]))
     );
     answer!("release again", b.release("life", "freed"));
-    answer!("hard breach", b.report_usage("day", &report(&[("t", 15)])));
+    answer!("soft breach", b.report_usage("day", &report(&[("t", 15)])));
+    answer!("hard breach", b.report_usage("day", &report(&[("t", 30)])));
     answer!("overflow", b.report_usage("day", &report(&[("usd", 2)])));
     for budget in ["day", "life", "free", "open", "reset", "minute", "none"] {
         answer!(&format!("usage {budget}"), b.usage(budget));
