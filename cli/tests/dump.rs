@@ -343,3 +343,45 @@ fn the_model_exports_an_empty_dump_and_refuses_hostile_input() {
     ]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn copy_moves_a_sqlite_file_to_spawned_servers_and_back() {
+    use stowage_testkit::servers::{postgres, valkey};
+    let dir = tempfile::tempdir().unwrap();
+    let source = sqlite_url(dir.path(), "app.db");
+    fill(&source, "default");
+    let before = digest(&source, "default");
+    for (backend, url) in [
+        ("postgres", postgres::shared_url()),
+        ("valkey", valkey::shared_url()),
+        ("valkey-cluster", valkey::shared_cluster_url()),
+    ] {
+        let Some(url) = stowage_testkit::available(backend, url) else {
+            continue;
+        };
+        let ns = stowage_testkit::unique_namespace("cli-copy");
+        ok(&stowage(&[
+            "copy",
+            &source,
+            &url,
+            "--to-namespace",
+            &ns,
+            "--verify",
+        ]));
+        assert_eq!(digest(&url, &ns), before, "{backend}");
+        // And back into a fresh SQLite file.
+        let back = sqlite_url(dir.path(), &format!("{backend}.db"));
+        ok(&stowage(&[
+            "copy",
+            &url,
+            &back,
+            "--namespace",
+            &ns,
+            "--to-namespace",
+            "default",
+        ]));
+        assert_eq!(digest(&back, "default"), before, "{backend} → sqlite");
+        ok(&stowage(&["purge", &url, "--namespace", &ns, "--yes"]));
+        assert_eq!(digest(&url, &ns), EMPTY_DIGEST, "{backend} purged");
+    }
+}
