@@ -29,11 +29,7 @@ pub struct Target {
 
 impl Target {
     pub(crate) async fn connect(&self) -> Result<std::sync::Arc<dyn Backend>> {
-        let mut options = ConnectOptions::new();
-        if let Some(ns) = &self.namespace {
-            options = options.namespace(ns.clone());
-        }
-        stowage::connect_with(&self.url, options).await
+        connect(&self.url, self.namespace.as_deref()).await
     }
 
     /// Whether `--json` was given.
@@ -55,6 +51,18 @@ impl Target {
         self.print(json, || human);
         ExitCode::from(code)
     }
+}
+
+/// Connects to `url` in `namespace` (default: "default"), as every command does.
+pub(crate) async fn connect(
+    url: &str,
+    namespace: Option<&str>,
+) -> Result<std::sync::Arc<dyn Backend>> {
+    let mut options = ConnectOptions::new();
+    if let Some(ns) = namespace {
+        options = options.namespace(ns.to_owned());
+    }
+    stowage::connect_with(url, options).await
 }
 
 /// The exit status of `budget reserve` when a hard limit refused the reservation (nothing held).

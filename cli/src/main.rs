@@ -7,6 +7,7 @@ mod batch;
 mod bench;
 mod chart;
 mod conformance;
+mod dump;
 mod duration;
 mod results;
 mod spawn;
@@ -41,6 +42,18 @@ enum Command {
     /// Put, query and clean up records.
     #[command(subcommand)]
     Records(admin::RecordsCommand),
+    /// Write a namespace as a dump (JSON lines, `docs/dump-format.md`) to -o FILE or standard
+    /// output.
+    Export(dump::ExportArgs),
+    /// Read a dump from -i FILE or standard input into an empty namespace.
+    Import(dump::ImportArgs),
+    /// Print the SHA-256 digest of a namespace's state: equal on two stores holding the same data.
+    Digest(dump::DigestArgs),
+    /// Copy a namespace into an empty namespace of another store (export piped into import, in
+    /// bounded memory), with progress on standard error; --verify compares the digests after.
+    Copy(dump::CopyArgs),
+    /// Destroy everything of one namespace (records, policies, counters, holds, dedup records).
+    Purge(dump::PurgeArgs),
 }
 
 /// Installs a stderr subscriber for `filter`; a directive that does not parse is bad input.
@@ -80,16 +93,26 @@ fn main() -> ExitCode {
             Command::Conformance(args) => conformance::run(args).await,
             Command::Budget(command) => admin::budget(command).await,
             Command::Records(command) => admin::records(command).await,
+            Command::Export(args) => dump::export(args).await,
+            Command::Import(args) => dump::import(args).await,
+            Command::Digest(args) => dump::digest(args).await,
+            Command::Copy(args) => dump::copy(args).await,
+            Command::Purge(args) => dump::purge(args).await,
         }
     });
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
-            match e.kind() {
-                stowage::ErrorKind::InvalidInput => ExitCode::from(2),
-                _ => ExitCode::FAILURE,
-            }
+            exit_code(&e)
         }
+    }
+}
+
+/// The exit status of a command that failed with `e`: 2 for bad input, 1 otherwise.
+pub(crate) fn exit_code(e: &stowage::Error) -> ExitCode {
+    match e.kind() {
+        stowage::ErrorKind::InvalidInput => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
     }
 }
