@@ -468,6 +468,14 @@ pub async fn hostile_dumps_are_refused_naming_the_line(ctx: Ctx) {
         ),
         ("unknown kind", small_dump(&[r#"{"thing":1}"#]), 2),
         (
+            "a recorded breach above MAX_AMOUNT",
+            small_dump(&[&DEDUP.replace(
+                r#""outcome":"Ok""#,
+                r#""outcome":{"SoftBreach":[{"dimension":"t","usage":9223372036854775808,"limit":1,"crossed":true}]}"#,
+            )]),
+            2,
+        ),
+        (
             "a commit that answered a hard breach",
             small_dump(&[
                 r#"{"reservation":"a","id":"r","dimensions":{"t":1},"ttl_ms":1,"expires_at":2,"remember_ms":9223372036854775807,"state":{"Committed":{"at":1,"actual":{"t":1},"outcome":{"HardBreach":[]}}}}"#,
