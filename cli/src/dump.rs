@@ -205,8 +205,15 @@ async fn export_to_file(store: &dyn Backend, path: &Path) -> Result<DumpSummary>
     }
     .await;
     if written.is_err() {
-        // Best effort: the partial file is the only trace of the failed export.
-        let _ = tokio::fs::remove_file(&aside).await;
+        // The partial file is the only trace of the failed export: say so if it stays.
+        if let Err(e) = tokio::fs::remove_file(&aside).await {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                eprintln!(
+                    "stowage: cannot remove the partial {}: {e}",
+                    aside.display()
+                );
+            }
+        }
     }
     written
 }

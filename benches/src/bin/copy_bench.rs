@@ -203,12 +203,21 @@ impl Target {
             },
             "sqlite" => {
                 let path = dir.join(format!("target-{}.db", std::process::id()));
-                let _ = std::fs::remove_file(&path);
+                gone(std::fs::remove_file(&path), &path);
                 target.url = format!("sqlite://{}", path.display());
             }
             _ => usage(),
         }
         target
+    }
+}
+
+/// A removal or move of a file that may not exist: done, or nothing to do; anything else stops.
+fn gone(result: std::io::Result<()>, path: &Path) {
+    match result {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => panic!("{}: {e}", path.display()),
     }
 }
 
@@ -225,7 +234,8 @@ async fn source(dir: &Path, n: u64, m: u64) -> String {
     let written = started.elapsed();
     let building = dir.join(format!("source-{n}-{m}.db.building"));
     for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", building.display()));
+        let stale = format!("{}{suffix}", building.display());
+        gone(std::fs::remove_file(&stale), Path::new(&stale));
     }
     let store = connect(
         &format!("sqlite://{}", building.display()),
@@ -242,12 +252,13 @@ async fn source(dir: &Path, n: u64, m: u64) -> String {
     drop(store);
     std::fs::rename(&building, &path).expect("rename the source");
     for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::rename(
-            format!("{}{suffix}", building.display()),
-            format!("{}{suffix}", path.display()),
+        let from = format!("{}{suffix}", building.display());
+        gone(
+            std::fs::rename(&from, format!("{}{suffix}", path.display())),
+            Path::new(&from),
         );
     }
-    let _ = std::fs::remove_file(&dump_path);
+    gone(std::fs::remove_file(&dump_path), &dump_path);
     eprintln!(
         "source {}: {items} items, dump written in {:.1}s, imported in {:.1}s",
         path.display(),
