@@ -134,11 +134,10 @@ pub trait Access: Sized + Send + Sync + 'static {
     /// may leave them out first) and checks the order. The default: `Unsupported`.
     fn dump_page(
         &self,
-        section: Section,
-        after: Option<&str>,
-        now: u64,
+        _section: Section,
+        _after: Option<&str>,
+        _now: u64,
     ) -> impl Future<Output = Result<DumpPage>> + Send {
-        let _ = (section, after, now);
         async move {
             Err(crate::Error::unsupported(format!(
                 "export: the {} engine cannot export",
@@ -150,8 +149,7 @@ pub trait Access: Sized + Send + Sync + 'static {
     /// Writes `items` (checked by core: valid, in canonical order, consistent) into the
     /// namespace, verbatim, keeping the order of record rows as store order; called by `import`
     /// after [`Access::is_empty`], batch after batch. The default: `Unsupported`.
-    fn load(&self, items: &[DumpItem]) -> impl Future<Output = Result<()>> + Send {
-        let _ = items;
+    fn load(&self, _items: &[DumpItem]) -> impl Future<Output = Result<()>> + Send {
         async move {
             Err(crate::Error::unsupported(format!(
                 "import: the {} engine cannot import",
