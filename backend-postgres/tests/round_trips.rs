@@ -65,16 +65,7 @@ async fn windowed_report_round_trips() {
         return;
     };
     let clock = Arc::new(ManualClock::new(10_500));
-    let namespace = stowage_conformance::unique_namespace("rtw");
-    let backend = PostgresBackend::open(
-        &proxied,
-        ConnectOptions::new()
-            .namespace(namespace)
-            .clock(clock.clone()),
-    )
-    .await
-    .unwrap();
-    backend.initialize().await.unwrap();
+    let backend = initialized(&proxied, "rtw", &clock).await;
     backend
         .set_policy(
             "b",
@@ -168,6 +159,24 @@ async fn connections_run_read_committed_whatever_the_database_default() {
     );
 }
 
+/// A backend on `url` in a fresh namespace named from `prefix`, reading `clock`, initialized.
+async fn initialized(
+    url: &str,
+    prefix: &str,
+    clock: &Arc<ManualClock>,
+) -> stowage_core::Checked<PostgresBackend> {
+    let backend = PostgresBackend::open(
+        url,
+        ConnectOptions::new()
+            .namespace(stowage_conformance::unique_namespace(prefix))
+            .clock(clock.clone()),
+    )
+    .await
+    .unwrap();
+    backend.initialize().await.unwrap();
+    backend
+}
+
 /// `reserve`, `commit`, `release` and each call over several budgets are one round trip (the whole
 /// §4.3 sequence runs in one plpgsql call); a commit that applies after a rollover of a windowed
 /// budget at most one more (the server names the window, Rust brings its bounds). A reserve
@@ -181,16 +190,7 @@ async fn reservation_calls_are_one_round_trip() {
     // 2023-11-14T22:13:20Z, on a 1 s window boundary.
     const T: u64 = 1_700_000_000_000;
     let clock = Arc::new(ManualClock::new(T + 500));
-    let namespace = stowage_conformance::unique_namespace("rtr");
-    let backend = PostgresBackend::open(
-        &proxied,
-        ConnectOptions::new()
-            .namespace(namespace)
-            .clock(clock.clone()),
-    )
-    .await
-    .unwrap();
-    backend.initialize().await.unwrap();
+    let backend = initialized(&proxied, "rtr", &clock).await;
     let limits = BudgetPolicy::new().limit("t", DimensionLimit::both(50, 100));
     backend
         .set_policy("a", &limits.clone().window(Window::fixed(1_000, 0)))
@@ -283,16 +283,7 @@ async fn a_batch_is_one_round_trip_two_after_a_rollover() {
     // 2023-11-14T22:13:20Z, on a 1 s window boundary.
     const T: u64 = 1_700_000_000_000;
     let clock = Arc::new(ManualClock::new(T + 500));
-    let namespace = stowage_conformance::unique_namespace("rtb");
-    let backend = PostgresBackend::open(
-        &proxied,
-        ConnectOptions::new()
-            .namespace(namespace)
-            .clock(clock.clone()),
-    )
-    .await
-    .unwrap();
-    backend.initialize().await.unwrap();
+    let backend = initialized(&proxied, "rtb", &clock).await;
     let limits = BudgetPolicy::new().limit("t", DimensionLimit::both(50, 150));
     backend
         .set_policy("w", &limits.clone().window(Window::fixed(1_000, 0)))
