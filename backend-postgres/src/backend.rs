@@ -1182,15 +1182,16 @@ async fn load_batch(
     tx.commit().await
 }
 
-/// Bind parameters built up front (owned), so a call sent again binds the same values.
-struct Bind {
+/// Bind parameters built up front (owned), so a call sent again binds the same values; the
+/// first failure to bind is kept and answered by `done`.
+pub(crate) struct Bind {
     op: &'static str,
     args: PgArguments,
     failed: Option<Error>,
 }
 
 impl Bind {
-    fn new(op: &'static str) -> Bind {
+    pub(crate) fn new(op: &'static str) -> Bind {
         Bind {
             op,
             args: PgArguments::default(),
@@ -1202,16 +1203,24 @@ impl Bind {
     where
         T: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + 'static,
     {
+        self.push(value);
+        self
+    }
+
+    /// Binds `value` next.
+    pub(crate) fn push<T>(&mut self, value: T)
+    where
+        T: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + 'static,
+    {
         if let Err(e) = self.args.add(value) {
             let op = self.op;
             self.failed.get_or_insert_with(|| {
                 Error::internal(format!("{op}: a parameter cannot be bound: {e}"))
             });
         }
-        self
     }
 
-    fn done(self) -> Result<PgArguments> {
+    pub(crate) fn done(self) -> Result<PgArguments> {
         match self.failed {
             Some(e) => Err(e),
             None => Ok(self.args),

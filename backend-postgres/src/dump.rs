@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 
 use sqlx::postgres::{PgArguments, PgRow};
-use sqlx::{Arguments, Row};
+use sqlx::Row;
 use stowage_core::dump::{
     CountersItem, DedupItem, DumpItem, DumpPage, PolicyItem, RecordItem, ReservationItem,
     PAGE_ITEMS,
@@ -27,6 +27,7 @@ use stowage_core::{
     Breach, DimensionLimit, Error, ReservationState, ReserveRequest, Result, UsageOutcome, Window,
 };
 
+use crate::backend::Bind;
 use crate::budget::{self, array, RESERVATION};
 use crate::error;
 
@@ -400,47 +401,11 @@ pub(crate) struct Records {
 }
 
 impl Records {
-    fn bind(self, args: &mut Args) {
-        args.add(self.names);
-        args.add(self.stored_at);
-        args.add(self.values);
-        args.add(self.keys);
-    }
-}
-
-/// Bind parameters, the first failure kept.
-struct Args {
-    op: &'static str,
-    args: PgArguments,
-    failed: Option<Error>,
-}
-
-impl Args {
-    fn new(op: &'static str) -> Self {
-        Args {
-            op,
-            args: PgArguments::default(),
-            failed: None,
-        }
-    }
-
-    fn add<T>(&mut self, value: T)
-    where
-        T: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + 'static,
-    {
-        if let Err(e) = self.args.add(value) {
-            let op = self.op;
-            self.failed.get_or_insert_with(|| {
-                Error::internal(format!("{op}: a parameter cannot be bound: {e}"))
-            });
-        }
-    }
-
-    fn done(self) -> Result<PgArguments> {
-        match self.failed {
-            Some(e) => Err(e),
-            None => Ok(self.args),
-        }
+    fn bind(self, args: &mut Bind) {
+        args.push(self.names);
+        args.push(self.stored_at);
+        args.push(self.values);
+        args.push(self.keys);
     }
 }
 
@@ -705,66 +670,66 @@ pub(crate) fn encode(op: &'static str, items: &[DumpItem], now: u64) -> Result<L
         }
     }
     let mut chunks = chunks.into_iter();
-    let mut a = Args::new(op);
-    a.add(policies.0);
-    a.add(policies.1);
-    a.add(limits.0);
-    a.add(limits.1);
-    a.add(limits.2);
-    a.add(limits.3);
-    a.add(counters.0);
-    a.add(counters.1);
-    a.add(counters.2);
-    a.add(windows.0);
-    a.add(windows.1);
-    a.add(windows.2);
-    a.add(windows.3);
+    let mut a = Bind::new(op);
+    a.push(policies.0);
+    a.push(policies.1);
+    a.push(limits.0);
+    a.push(limits.1);
+    a.push(limits.2);
+    a.push(limits.3);
+    a.push(counters.0);
+    a.push(counters.1);
+    a.push(counters.2);
+    a.push(windows.0);
+    a.push(windows.1);
+    a.push(windows.2);
+    a.push(windows.3);
     // $14 .. $30: the reservations.
-    a.add(res.budget);
-    a.add(res.id);
-    a.add(res.fp);
-    a.add(res.d0);
-    a.add(res.dn);
-    a.add(res.ttl);
-    a.add(res.expires);
-    a.add(res.remember);
-    a.add(res.forget);
-    a.add(owned(res.state));
-    a.add(res.resolved);
-    a.add(res.afp);
-    a.add(res.a0);
-    a.add(res.an);
-    a.add(
+    a.push(res.budget);
+    a.push(res.id);
+    a.push(res.fp);
+    a.push(res.d0);
+    a.push(res.dn);
+    a.push(res.ttl);
+    a.push(res.expires);
+    a.push(res.remember);
+    a.push(res.forget);
+    a.push(owned(res.state));
+    a.push(res.resolved);
+    a.push(res.afp);
+    a.push(res.a0);
+    a.push(res.an);
+    a.push(
         res.outcome
             .into_iter()
             .map(|o| o.map(str::to_owned))
             .collect::<Vec<_>>(),
     );
-    a.add(res.b0);
-    a.add(res.bn);
+    a.push(res.b0);
+    a.push(res.bn);
     // $31 .. $37: the flat amounts and breaches.
-    a.add(amounts.dims);
-    a.add(amounts.amounts);
-    a.add(breaches.dims);
-    a.add(breaches.usage);
-    a.add(breaches.limits);
-    a.add(breaches.crossed);
-    a.add(breaches.pending);
+    a.push(amounts.dims);
+    a.push(amounts.amounts);
+    a.push(breaches.dims);
+    a.push(breaches.usage);
+    a.push(breaches.limits);
+    a.push(breaches.crossed);
+    a.push(breaches.pending);
     // $38 .. $45: the dedup records.
-    a.add(dedup.budget);
-    a.add(dedup.key);
-    a.add(dedup.fp);
-    a.add(dedup.written);
-    a.add(dedup.expires);
-    a.add(owned(dedup.status));
-    a.add(dedup.b0);
-    a.add(dedup.bn);
+    a.push(dedup.budget);
+    a.push(dedup.key);
+    a.push(dedup.fp);
+    a.push(dedup.written);
+    a.push(dedup.expires);
+    a.push(owned(dedup.status));
+    a.push(dedup.b0);
+    a.push(dedup.bn);
     // $46 .. $49: the first records.
     chunks.next().unwrap_or_default().bind(&mut a);
     let first = a.done()?;
     let more = chunks
         .map(|chunk| {
-            let mut a = Args::new(op);
+            let mut a = Bind::new(op);
             chunk.bind(&mut a);
             a.done()
         })
