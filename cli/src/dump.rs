@@ -11,14 +11,12 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::ExitCode;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use stowage::{Backend, CopyProgress, DumpSummary, Error, Result, DEFAULT_NAMESPACE};
-use tokio::io::{AsyncBufRead, AsyncWrite, BufReader, BufWriter};
+use tokio::io::{AsyncBufRead, BufReader, BufWriter};
 
 use crate::admin::connect;
 
@@ -316,7 +314,7 @@ pub async fn copy(args: CopyArgs) -> Result<ExitCode> {
 
 /// Refuses (`InvalidInput`) a target whose namespace holds anything, before anything is written.
 async fn require_empty(store: &dyn Backend, op: &str, url: &str, ns: &str) -> Result<()> {
-    if is_empty(store).await? {
+    if store.is_empty().await? {
         return Ok(());
     }
     Err(Error::invalid_input(format!(
@@ -324,63 +322,6 @@ async fn require_empty(store: &dyn Backend, op: &str, url: &str, ns: &str) -> Re
          --namespace, or `stowage purge URL --namespace {ns} --yes` if its data may go)",
         shown_url(url)
     )))
-}
-
-/// Whether the namespace of `store` holds nothing: its export has no item. Reads at most the
-/// first page (the export is stopped at its first item).
-pub(crate) async fn is_empty(store: &dyn Backend) -> Result<bool> {
-    let mut probe = Probe::default();
-    match store.export(&mut probe).await {
-        Ok(summary) => Ok(summary.items == 0),
-        Err(_) if probe.found_item => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// A writer that takes a dump's header and stops the export at the line after it, unless that
-/// line is the trailer (an empty dump).
-#[derive(Debug, Default)]
-struct Probe {
-    /// The bytes after the header, up to the first newline.
-    second: Vec<u8>,
-    header_done: bool,
-    found_item: bool,
-}
-
-impl AsyncWrite for Probe {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let probe = self.get_mut();
-        let mut rest = buf;
-        if !probe.header_done {
-            match rest.iter().position(|b| *b == b'\n') {
-                Some(end) => {
-                    probe.header_done = true;
-                    rest = &rest[end + 1..];
-                }
-                None => return Poll::Ready(Ok(buf.len())),
-            }
-        }
-        probe.second.extend_from_slice(rest);
-        let trailer = b"{\"end\"";
-        let settled = probe.second.len() >= trailer.len() || probe.second.contains(&b'\n');
-        if settled && !probe.second.starts_with(trailer) {
-            probe.found_item = true;
-            return Poll::Ready(Err(std::io::Error::other("the namespace holds an item")));
-        }
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
 }
 
 /// Prints an import's or a copy's error and, when it may have written part of the data, how to
@@ -469,16 +410,5 @@ mod tests {
             rates(2000, 3_000_000, Duration::from_secs(2)),
             "2000 items, 3.0 MB, 1000 items/s, 1.5 MB/s, 2.0s"
         );
-    }
-
-    #[tokio::test]
-    async fn the_probe_tells_an_empty_namespace_from_one_with_an_item() {
-        let store = stowage::connect("memory://").await.unwrap();
-        assert!(is_empty(store.as_ref()).await.unwrap());
-        store
-            .store("r", &serde_json::json!({"a": 1}), 5)
-            .await
-            .unwrap();
-        assert!(!is_empty(store.as_ref()).await.unwrap());
     }
 }

@@ -833,6 +833,10 @@ impl<A: Access> Backend for Checked<A> {
         )
     }
 
+    fn is_empty(&self) -> BoxFuture<'_, Result<bool>> {
+        self.run("is_empty", self.engine.namespace(), self.engine.is_empty())
+    }
+
     fn digest(&self) -> BoxFuture<'_, Result<String>> {
         self.run(
             "digest",

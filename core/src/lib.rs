@@ -90,6 +90,10 @@ pub trait Backend: PersistenceBackend + BudgetBackend {
         input: &'a mut (dyn tokio::io::AsyncBufRead + Unpin + Send),
     ) -> BoxFuture<'a, Result<DumpSummary>>;
 
+    /// Whether this namespace holds nothing at all (no record, policy, counter, window,
+    /// reservation or dedup record, live or not): what `import` requires of its target.
+    fn is_empty(&self) -> BoxFuture<'_, Result<bool>>;
+
     /// The SHA-256 (lowercase hex) of this namespace's export at this clock reading, header and
     /// trailer left out: two backends given the same operations at the same clock readings have
     /// the same digest, and a copy has its source's.

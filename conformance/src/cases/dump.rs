@@ -367,10 +367,12 @@ pub async fn import_refuses_a_namespace_that_is_not_empty(ctx: Ctx) {
     fill(b, &ctx.clock).await;
     let dump = export_of(b).await;
     let target = ctx.open_namespace("-busy").await;
+    assert!(target.is_empty().await.unwrap());
     target
         .set_policy("only", &policy(&[("t", None, Some(1))]))
         .await
         .unwrap();
+    assert!(!target.is_empty().await.unwrap());
     let before = target.digest().await.unwrap();
     assert_kind(
         import_into(&*target, &dump).await,

@@ -676,6 +676,12 @@ impl Backend for Model {
         Box::pin(self.import_with_own_dedup(input))
     }
 
+    fn is_empty(&self) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(async move {
+            Ok(self.store.keys.lock().await.is_empty() && self.inner.is_empty().await?)
+        })
+    }
+
     fn digest(&self) -> BoxFuture<'_, Result<String>> {
         if !self.defect.own_dedup() {
             return self.inner.digest();
@@ -784,7 +790,7 @@ impl Model {
             }
             rest.extend_from_slice(line);
         }
-        if !self.store.keys.lock().await.is_empty() {
+        if !Backend::is_empty(self).await? {
             return Err(Error::invalid_input("import: the namespace is not empty"));
         }
         let summary = self.inner.import(&mut rest.as_slice()).await?;
